@@ -1,0 +1,29 @@
+"""jpeft: parameter-efficient fine-tuning of Vision Transformers in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="jpeft",
+    version="0.1.0",
+    description="Parameter-efficient fine-tuning (PEFT) of Vision Transformers in JAX/Flax, with the VTAB-1K benchmark.",
+    packages=setuptools.find_packages(include=["jpeft", "jpeft.*"]),
+    package_data={"jpeft": ["assets/*"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "jax",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "tensorflow-datasets",
+        "tensorflow-cpu",
+        "ml-collections",
+        "chex",
+        "absl-py",
+        "tqdm",
+        "numpy",
+        "safetensors",
+        "huggingface_hub",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+)
