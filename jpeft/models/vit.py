@@ -234,11 +234,13 @@ class VisionTransformer(nn.Module):
       x = method.embed(self, x, ctx)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, width))
     x = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)).astype(x.dtype), x], axis=1)
+    if self.has_variable("params", "pos_embedding"):
+      stored = self.get_variable("params", "pos_embedding").shape[1]
+      if stored != x.shape[1]:
+        raise ValueError(f"Position embeddings have {stored} tokens but the image gives {x.shape[1]} "
+                         f"(a {grid_h}x{grid_w} grid + CLS): load the checkpoint for this image size "
+                         "(the loader resamples position embeddings).")
     pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], width))
-    if pos.shape[1] != x.shape[1]:
-      raise ValueError(f"Position embeddings have {pos.shape[1]} tokens but the image gives {x.shape[1]} "
-                       f"(a {grid_h}x{grid_w} grid + CLS): load the checkpoint for this image size "
-                       "(the loader resamples position embeddings).")
     x = x + pos.astype(x.dtype)
     if self.pre_norm:
       x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln_pre")(x)
