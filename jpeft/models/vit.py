@@ -229,7 +229,7 @@ class VisionTransformer(nn.Module):
     x = x.reshape(batch, grid_h * grid_w, width)
     ctx = Context(layer=None, depth=self.depth, width=width, mlp_dim=self.mlp_dim,
                   num_heads=self.num_heads, merge_factor=merge_factor, deterministic=not train,
-                  grid=(grid_h, grid_w))
+                  grid=(grid_h, grid_w), patch_size=self.patch_size)
     for method in self.methods:
       x = method.embed(self, x, ctx)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, width))

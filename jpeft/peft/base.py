@@ -40,6 +40,7 @@ class Context:
     deterministic: True at evaluation (no dropout).
     num_prefix: number of inserted tokens in front of CLS at this point (token order [inserted, CLS, patches]).
     grid: (h, w) of the patch grid.
+    patch_size: side of a square patch in pixels (VPT's prompt initialisation depends on it).
     shared: dict method name -> whatever the method's `shared` hook returned.
   """
   layer: Optional[int]
@@ -51,6 +52,7 @@ class Context:
   deterministic: bool
   num_prefix: int = 0
   grid: tuple[int, int] = (0, 0)
+  patch_size: int = 16
   shared: Any = None
 
   def replace(self, **kw) -> "Context":
@@ -86,13 +88,29 @@ BACKBONE = "backbone"
 class Method:
   """Base class of PEFT methods: identity at every insertion point, nothing trainable but the head.
 
-  Subclasses set `name`, declare hyperparameters as dataclass fields, override the hooks they need,
-  `label` for the parameters they make trainable, `merge` when re-parameterisable, and `grid` with the
-  spec's hyperparameter grid (field name -> tuple of values).
+  Subclasses set `name`, declare hyperparameters as dataclass fields (checked in `validate`), override the
+  hooks they need, `label` for the parameters they make trainable, `merge` when re-parameterisable, and `grid`
+  with the spec's hyperparameter grid (field name -> tuple of values). Parameters a method inserts are named
+  with the prefix '<name>_' (e.g. 'lora_a', 'ssf_qkv_scale'), which is what the default `label` keys on.
   """
   name: ClassVar[str] = "base"
   grid: ClassVar[dict[str, tuple]] = {}
   mergeable: ClassVar[bool] = False
+  # Folding order when several methods merge: additive weight deltas that read a Dense's input (0) fold before
+  # rules that rescale that Dense or rewrite its input (1), before residual gammas scaling the branch (2).
+  merge_order: ClassVar[int] = 1
+
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self) -> None:
+    """Raises ValueError for impossible hyperparameters (see `require`)."""
+
+  def require(self, field: str, ok: bool, requirement: str) -> None:
+    """Raises a ValueError naming `field`, its value and `requirement` unless `ok`."""
+    if not ok:
+      raise ValueError(f"PEFT method '{self.name}': {field}={getattr(self, field)!r} is invalid, it must be "
+                       f"{requirement}. Fix it in the config: --config.peft.{self.name}.{field}=<value>.")
 
   # ---- forward hooks --------------------------------------------------------------------------
   def shared(self, m, ctx: Context) -> Any:
@@ -126,12 +144,25 @@ class Method:
 
   # ---- training -------------------------------------------------------------------------------
   def label(self, path: tuple[str, ...]) -> Optional[str]:
-    """Trainable group of the parameter at `path` (a tuple of pytree keys), or None if not this method's."""
-    return None
+    """Trainable group of the parameter at `path` (a tuple of pytree keys), or None if not this method's.
 
-  def merge(self, params: dict) -> dict:
-    """Folds this method's parameters into plain ViT weights; returns params without them."""
-    raise NotImplementedError(f"method '{self.name}' is not re-parameterisable")
+    By default the parameters this method inserted: a path component starting with '<name>_'.
+    """
+    prefix = self.name + "_"
+    return PEFT if any(key.startswith(prefix) for key in path) else None
+
+  def merge(self, flat: dict[str, Any], merge_factor=1.0) -> dict[str, Any]:
+    """Folds this method's parameters into plain ViT weights.
+
+    flat: {'/'-joined path: array} holding the plain ViT and this method's parameters. Returns the same
+    without this method's parameters, computing what the unmerged model computes at `merge_factor`.
+    """
+    raise NotImplementedError(f"PEFT method '{self.name}' is not re-parameterisable: it adds computation "
+                              "that no plain ViT weight can express, so keep the unmerged model.")
+
+  def hparams(self) -> dict[str, Any]:
+    """The hyperparameter fields as a plain dict (what `build_methods` takes back)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -6,8 +6,9 @@ computation and no optimizer state.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
+import optax
 from flax import traverse_util
 
 from jpeft.peft import base
@@ -22,18 +23,44 @@ def unflatten(flat: Mapping[str, object]) -> dict:
   return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
+# When several methods claim a path, the most specific group wins: a module a method inserted stays 'peft'
+# even under 'full', which claims every path as 'backbone'.
+_PRIORITY = (base.HEAD, base.PEFT, base.BACKBONE)
+
+
 def label_params(params: Mapping, methods: Sequence[base.Method]) -> dict[str, str]:
-  """Flat labels {path: group}: 'head' for the classifier, the first method's label that claims a path,
-  else 'frozen'."""
+  """Flat labels {path: group}: 'head' for the classifier; else the highest-priority group any method claims
+  ('peft' over 'backbone'); else 'frozen'."""
   labels = {}
   for path in flatten(params):
     keys = tuple(path.split("/"))
-    label = base.HEAD if keys[0] == "head" else None
-    for method in methods:
-      if label is None:
-        label = method.label(keys)
-    labels[path] = label or base.FROZEN
+    claims = {base.HEAD} if keys[0] == "head" else {method.label(keys) for method in methods}
+    labels[path] = next((group for group in _PRIORITY if group in claims), base.FROZEN)
   return labels
+
+
+def trainable_groups(labels: Mapping[str, str]) -> dict[str, str]:
+  """{path: group} restricted to trainable paths: the label tree of the trainable flat dict."""
+  return {path: group for path, group in labels.items() if group != base.FROZEN}
+
+
+def make_optimizer(labels: Mapping[str, str], tx_factory: Callable[[float], optax.GradientTransformation],
+                   lr_mult: Mapping[str, float]) -> optax.GradientTransformation:
+  """One optimizer per trainable group via `optax.multi_transform`, for the trainable flat dict only.
+
+  Args:
+    labels: flat {path: group} from `label_params` (frozen paths are dropped: they have no state).
+    tx_factory: learning-rate multiplier -> transformation, e.g.
+      `lambda mult: optax.inject_hyperparams(optax.adamw)(learning_rate=lr * mult, weight_decay=wd)`.
+    lr_mult: group -> multiplier (`config.optim.lr_mult`).
+  """
+  groups = trainable_groups(labels)
+  missing = sorted(set(groups.values()) - set(lr_mult))
+  if missing:
+    raise ValueError(f"No learning-rate multiplier for trainable group(s) {missing}: add them to "
+                     f"config.optim.lr_mult (has {sorted(lr_mult)}).")
+  transforms = {group: tx_factory(float(lr_mult[group])) for group in set(groups.values())}
+  return optax.multi_transform(transforms, groups)
 
 
 def split(params: Mapping, labels: Mapping[str, str]) -> tuple[dict, dict]:
