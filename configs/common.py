@@ -1,0 +1,71 @@
+"""The base config every jpeft run starts from: the study's VTAB-1K recipe (Mai et al., CVPR 2025).
+
+Method configs (`configs/vtab_<method>.py`) call `get_config()` and set `method` and `peft.<method>`.
+Any field is overridable on the command line, e.g.
+  python -m jpeft.main --config=configs/vtab_lora.py --config.task=dtd --config.optim.lr=1e-2
+"""
+import ml_collections
+
+
+def get_config(method: str = "linear") -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 42
+  # tune: train on train800, evaluate val200; final: train on train800val200, evaluate test; eval: a saved run.
+  config.mode = "tune"
+  config.task = "dtd"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
+  config.data.source = "tfds"  # tfds | folder (the NOAH / V-PETL "processed" layout)
+  config.data.folder_root = ml_collections.FieldReference(None, field_type=str)
+  config.data.image_size = 224
+  config.data.normalization = "none"  # none ([0, 1], the study) | inception | imagenet | clip
+  config.data.in_memory = True  # VTAB-1K splits fit in device memory: load once, never wait on the host
+  config.data.augment = ml_collections.FieldReference(None, field_type=str)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.variant = "B/16"
+  config.model.style = "vit"  # vit | clip
+  config.model.drop_path_rate = 0.1
+  config.model.dtype = "float32"  # bfloat16 computes in bf16 with float32 master weights
+  config.model.projection_dim = ml_collections.FieldReference(None, field_type=int)
+
+  # The pretrained backbone: a path or a known name (see jpeft/checkpoints).
+  config.pretrained = ml_collections.ConfigDict()
+  config.pretrained.name = "ViT-B_16"  # ImageNet-21K ViT-B/16, the study's backbone
+  config.pretrained.path = ml_collections.FieldReference(None, field_type=str)
+
+  config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
+  config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8
+  config.merge_factor = 1.0
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.lr = 1e-3
+  config.optim.wd = 1e-4
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.999
+  config.optim.eps = 1e-8
+  config.optim.batch_size = 64
+  config.optim.epochs = 100
+  config.optim.warmup_epochs = 10
+  config.optim.warmup_start_lr = 1e-6
+  config.optim.min_lr = 1e-5
+  config.optim.lr_mult = ml_collections.ConfigDict({"head": 1.0, "peft": 1.0, "backbone": 1.0})
+  config.optim.nan_policy = "stop"  # stop | skip (skip the batch, as the study's code did)
+
+  config.log_every_steps = 10
+  config.checkpoint_every_epochs = 10
+  config.checkpoint_max_to_keep = 2
+  # Evaluating the test split costs more than an epoch of VTAB-1K training, so not every epoch by default.
+  config.eval_every_epochs = 10
+  config.eval_split = ""  # mode 'eval' only: the split to evaluate; '' = the trained mode's eval split
+
+  # Multi-host data parallelism: jax.distributed.initialize(...) before anything touches a device.
+  # None values are auto-detected on TPU pods and SLURM / Open MPI clusters.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.enabled = False
+  config.distributed.coordinator_address = ml_collections.FieldReference(None, field_type=str)
+  config.distributed.num_processes = ml_collections.FieldReference(None, field_type=int)
+  config.distributed.process_id = ml_collections.FieldReference(None, field_type=int)
+  config.save_merged = False  # also write the merged full model at the end (re-parameterisable methods)
+  return config

@@ -1,0 +1,57 @@
+"""Trains and evaluates one PEFT run from a config file.
+
+  python -m jpeft.main --config=configs/vtab_lora.py --config.task=dtd --workdir=runs/dtd_lora
+
+Modes (--config.mode): 'tune' trains on train800 and evaluates val200; 'final' trains on train800val200 and
+evaluates test; 'eval' evaluates the newest checkpoint in --workdir (on --config.eval_split, default the
+trained mode's eval split). Any config field can be overridden with --config.<field>=<value>
+(e.g. --config.optim.lr=1e-2 --config.peft.lora.lora_rank=16 --config.pretrained.name=''); see
+configs/common.py for every field and its meaning. The same command started again resumes from the newest
+checkpoint in --workdir.
+
+Writes to --workdir: result.json (last- and best-epoch accuracy, trainable parameters, wall time, images/s),
+logits_<split>.npy and labels_<split>.npy, metrics.jsonl, tb/ (TensorBoard) and checkpoints/ (trainable
+parameters and optimizer state only, with a pointer to the pretrained backbone).
+"""
+import json
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jpeft.checkpoints import CheckpointError
+from jpeft.data import DataError
+from jpeft.train import trainer
+from jpeft.train.errors import RunError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
+    "override any field with --config.<field>=<value>.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results; a run started "
+                               "again with the same workdir resumes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments {argv[1:]}: set options as --config.<field>=<value>.")
+  # Orbax reports every save at INFO; keep the progress bar readable unless the user asks for more.
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  if config.distributed.enabled:
+    d = config.distributed
+    jax.distributed.initialize(d.coordinator_address, d.num_processes, d.process_id)
+  logging.info("Config:\n%s", config)
+  try:
+    result = trainer.run(config, _WORKDIR.value)
+  except (RunError, DataError, CheckpointError) as e:
+    # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
+    print(f"jpeft: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps({k: v for k, v in result.items() if k != "evals"}, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,80 @@
+"""The study's optimizer and learning-rate schedule as pure functions of traced values.
+
+AdamW is written as optax's `scale_by_adam` (the only state: count, mu, nu) followed by decoupled weight decay
+and the scheduled step size computed inside the jitted step from the traced step count and the traced base
+learning rate. So learning rate and weight decay are runtime arrays, not constants baked into a closure, and a
+sweep can `jax.vmap` the train step over them. The update equals `optax.adamw` / torch AdamW:
+  p <- p - lr_t * mult * (adam(g) + wd * p)
+where `mult` is the static per-group learning-rate multiplier (`config.optim.lr_mult`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jpeft.peft import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Linear warmup from `warmup_start_lr`, then cosine down to `min_lr`, in optimizer steps.
+
+  As timm's `CosineLRScheduler` (used by the study) with `warmup_prefix=False`: the cosine runs over the whole
+  training, [0, total_steps], and warmup replaces its first `warmup_steps`. Unlike timm stepping per epoch,
+  the value changes every step.
+  """
+  total_steps: int
+  warmup_steps: int
+  warmup_start_lr: float
+  min_lr: float
+
+  def __call__(self, step, base_lr):
+    """step: int/float scalar (traced or not); base_lr: f32 scalar -> f32 scalar learning rate."""
+    step = jnp.asarray(step, jnp.float32)
+    warm = self.warmup_start_lr + (base_lr - self.warmup_start_lr) * step / max(self.warmup_steps, 1)
+    progress = jnp.clip(step / max(self.total_steps, 1), 0.0, 1.0)
+    cosine = self.min_lr + 0.5 * (base_lr - self.min_lr) * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < self.warmup_steps, warm, cosine)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdamW:
+  """Decoupled-weight-decay Adam with per-group multipliers; hyperparameters other than lr / wd are static.
+
+  Attributes:
+    b1, b2, eps: Adam moments and epsilon.
+    schedule: step -> lr given the base lr.
+    mults: flat param path -> learning-rate multiplier of its group (only trainable paths).
+  """
+  b1: float
+  b2: float
+  eps: float
+  schedule: Schedule
+  mults: Mapping[str, float]
+
+  def _adam(self):
+    return optax.scale_by_adam(b1=self.b1, b2=self.b2, eps=self.eps)
+
+  def init(self, trainable: Mapping[str, jax.Array]) -> optax.ScaleByAdamState:
+    return self._adam().init(trainable)
+
+  def update(self, grads, state: optax.ScaleByAdamState, params, lr, wd):
+    """One AdamW step. lr, wd: f32 scalars (traced). Returns (new params, new state, scheduled lr)."""
+    lr_t = self.schedule(state.count, lr)
+    directions, state = self._adam().update(grads, state, params)
+    params = {k: p - (lr_t * self.mults[k]) * (directions[k] + wd * p) for k, p in params.items()}
+    return params, state, lr_t
+
+
+def make_optimizer(optim_config, labels: Mapping[str, str], steps_per_epoch: int) -> AdamW:
+  """The study's AdamW + warmup-cosine for the trainable paths of `labels` ({path: group})."""
+  mult_by_group = dict(optim_config.lr_mult)
+  mults = {path: float(mult_by_group[group]) for path, group in labels.items() if group != base.FROZEN}
+  schedule = Schedule(total_steps=optim_config.epochs * steps_per_epoch,
+                      warmup_steps=optim_config.warmup_epochs * steps_per_epoch,
+                      warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr)
+  return AdamW(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps, schedule=schedule, mults=mults)

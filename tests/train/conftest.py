@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny learnable VTAB-style task in the processed-folder layout, and a tiny config."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
+SPLIT_SIZES = {"train800": 64, "val200": 32, "train800val200": 96, "test": 48}
+
+
+def _write_task(root: str) -> None:
+  """<root>/dtd/{images, train800.txt, ...}: 16x16 images whose colour encodes the class, plus noise."""
+  task_dir = os.path.join(root, "dtd")
+  os.makedirs(os.path.join(task_dir, "images"))
+  rng = np.random.default_rng(0)
+  colours = rng.uniform(0, 255, (NUM_CLASSES, 3))
+  index = 0
+  for split, size in SPLIT_SIZES.items():
+    lines = []
+    for _ in range(size):
+      label = index % NUM_CLASSES
+      image = np.clip(colours[label] + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
+      name = f"images/{index}.png"
+      tf.io.write_file(os.path.join(task_dir, name), tf.io.encode_png(image))
+      lines.append(f"{name} {label}")
+      index += 1
+    with open(os.path.join(task_dir, f"{split}.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def folder_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("vtab_folder"))
+  _write_task(root)
+  return root
+
+
+def tiny_overrides(folder_root: str, **extra) -> dict:
+  """Config overrides for a mu/8 ViT on 32x32 images of the fixture task, random init, a few epochs."""
+  overrides = {
+      "task": "dtd", "data.source": "folder", "data.folder_root": folder_root, "data.image_size": 32,
+      "model.variant": "mu/8", "pretrained.name": "", "optim.batch_size": 16, "optim.epochs": 4,
+      "optim.warmup_epochs": 1, "optim.lr": 1e-2, "log_every_steps": 2, "eval_every_epochs": 1,
+      "checkpoint_every_epochs": 2,
+  }
+  overrides.update(extra)
+  return overrides
+
+
+def apply_overrides(config, overrides: dict):
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
