@@ -26,7 +26,7 @@ def _data_dir_text(data_dir: Optional[str]) -> str:
 def _missing_message(task: Task, builder_name: str, data_dir: Optional[str], cause: str) -> str:
   root = _data_dir_text(data_dir)
   dd = f' --data_dir={data_dir}' if data_dir else ''
-  name = builder_name.replace(':', ' --version ', 1) if ':' in builder_name else builder_name
+  name = builder_name.split(':')[0]  # `tfds build` takes name[/config]; newest matching version.
   if task.manual_download:
     how = (f'TFDS cannot download it itself: download {task.manual_download}, put the files in '
            f'{os.path.join(root, "downloads", "manual")} (or pass --manual_dir), then run '

@@ -1,0 +1,116 @@
+"""Processed VTAB-1K folders and plain image folders, and their equivalence with TFDS."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jpeft import data
+from jpeft.data import folder_source
+
+SIZE = 16
+
+
+def _write_png(path, image):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def _export_processed(root, task, splits):
+  """Writes `task`'s splits as the processed layout: images/<split>/<i>.png + <split>.txt."""
+  task_dir = os.path.join(root, task)
+  for split in splits:
+    ds, _ = data.load_examples(task, split)
+    lines = []
+    for i, ex in enumerate(tfds.as_numpy(ds)):
+      rel = f'images/{split}/{i:04d}.png'
+      _write_png(os.path.join(task_dir, rel), ex['image'])
+      lines.append(f'{rel} {ex["label"]}')
+    with open(os.path.join(task_dir, f'{split}.txt'), 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+  return task_dir
+
+
+def test_processed_folder_equals_tfds(tmp_path):
+  splits = data.VTAB_1K_SPLITS
+  with tfds.testing.mock_data(num_examples=5):
+    _export_processed(str(tmp_path), 'caltech101', splits)
+    for split in splits:
+      from_tfds = data.load_split_arrays('caltech101', split, image_size=SIZE)
+      from_folder = data.load_split_arrays('caltech101', split, source='folder',
+                                           folder_root=str(tmp_path), image_size=SIZE)
+      np.testing.assert_array_equal(from_tfds['image'], from_folder['image'])
+      np.testing.assert_array_equal(from_tfds['label'], from_folder['label'])
+  assert from_folder['image'].shape == (5, SIZE, SIZE, 3)
+  assert data.num_examples('caltech101', 'test', source='folder', folder_root=str(tmp_path)) == 5
+
+
+def test_processed_folder_alias_and_grey_images(tmp_path):
+  # NOAH names the CIFAR-100 folder 'cifar'; grey-scale PNGs are tiled to RGB.
+  task_dir = tmp_path / 'cifar'
+  _write_png(str(task_dir / 'a b.png'), np.full((5, 7, 1), 200, np.uint8))  # Space in name.
+  (task_dir / 'test.txt').write_text('a b.png 99\n\n')
+  out = data.load_split_arrays('cifar100', 'test', source='folder', folder_root=str(tmp_path),
+                               image_size=SIZE)
+  assert out['image'].shape == (1, SIZE, SIZE, 3) and list(out['label']) == [99]
+  np.testing.assert_allclose(out['image'], 200 / 255, atol=1e-6)
+
+
+def test_image_folder(tmp_path):
+  rng = np.random.default_rng(0)
+  layout = {'train': {'cat': 2, 'dog': 1, 'zebra': 1}, 'test': {'dog': 2, 'cat': 1}}
+  for split, classes in layout.items():
+    for cls, n in classes.items():
+      for i in range(n):
+        _write_png(str(tmp_path / 'pets' / split / cls / f'{i}.png'),
+                   rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
+  (tmp_path / 'pets' / 'train' / 'cat' / 'notes.txt').write_text('not an image')
+  train = data.load_split_arrays('pets', 'train', source='imagefolder',
+                                 folder_root=str(tmp_path), image_size=SIZE)
+  test = data.load_split_arrays('pets', 'test', source='imagefolder', folder_root=str(tmp_path),
+                                image_size=SIZE, normalization='inception')
+  assert list(train['label']) == [0, 0, 1, 2]  # cat, cat, dog, zebra (sorted class names).
+  assert list(test['label']) == [0, 1, 1]      # Same indices although 'zebra' is absent.
+  assert test['image'].min() >= -1.0 and test['image'].max() <= 1.0
+  assert data.num_classes('pets', source='imagefolder', folder_root=str(tmp_path)) == 3
+  batch = next(iter(tfds.as_numpy(data.get_dataset(
+      'pets', 'train', batch_size=2, train=True, source='imagefolder',
+      folder_root=str(tmp_path), image_size=SIZE, augment='rrc+hflip+vflip'))))
+  assert batch['image'].shape == (2, SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize('line, match', [
+    ('images/0.png', 'line 2: malformed line'),
+    ('images/0.png cat', 'line 2: malformed line'),
+    ('images/0.png 12', 'label 12 is outside'),
+])
+def test_malformed_list_lines(tmp_path, line, match):
+  task_dir = tmp_path / 'dtd'
+  _write_png(str(task_dir / 'images' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  (task_dir / 'val200.txt').write_text(f'images/0.png 1\n{line}\n')
+  with pytest.raises(data.DataError, match=match):
+    folder_source.read_list_file(str(task_dir / 'val200.txt'), num_classes=10)
+  if 'label 12' not in match:
+    with pytest.raises(data.DataError, match='val200.txt'):
+      data.load_split_arrays('dtd', 'val200', source='folder', folder_root=str(tmp_path))
+
+
+def test_folder_errors(tmp_path):
+  with pytest.raises(data.DataError, match='folder_root'):
+    data.get_dataset('dtd', 'test', batch_size=2, train=False, source='folder')
+  with pytest.raises(data.DataError, match=r'tried .*dtd'):
+    data.get_dataset('dtd', 'test', batch_size=2, train=False, source='folder',
+                     folder_root=str(tmp_path))
+  (tmp_path / 'dtd').mkdir()
+  (tmp_path / 'dtd' / 'test.txt').write_text('missing.png 0\n')
+  with pytest.raises(data.DataError, match="no list file .*train800.txt.*\\['test'\\]"):
+    data.get_dataset('dtd', 'train800', batch_size=2, train=False, source='folder',
+                     folder_root=str(tmp_path))
+  with pytest.raises(data.DataError, match='missing.png, which does not exist'):
+    data.get_dataset('dtd', 'test', batch_size=2, train=False, source='folder',
+                     folder_root=str(tmp_path))
+  with pytest.raises(data.DataError, match="Split 'val' has no folder"):
+    (tmp_path / 'mine' / 'train' / 'a').mkdir(parents=True)
+    data.get_dataset('mine', 'val', batch_size=2, train=False, source='imagefolder',
+                     folder_root=str(tmp_path))
