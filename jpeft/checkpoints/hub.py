@@ -35,9 +35,11 @@ _HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """Where a known checkpoint comes from: an HTTPS url, or a Hugging Face repo (and files to try in order)."""
+  """Where a known checkpoint comes from: an HTTPS url (cached at cache_path, relative to the cache directory),
+  or a Hugging Face repo and the files to try in it, in order."""
   name: str
   url: Optional[str] = None
+  cache_path: Optional[str] = None
   repo: Optional[str] = None
   files: tuple[str, ...] = ()
 
@@ -45,9 +47,9 @@ class Source:
 def known_source(name: str) -> Optional[Source]:
   """The Source of a known checkpoint name, or None if the name is not one (see the module docstring)."""
   if name in _IMAGENET21K:
-    return Source(name, url=f"{BUCKET}/imagenet21k/{name}.npz")
+    return Source(name, url=f"{BUCKET}/imagenet21k/{name}.npz", cache_path=f"vit_models/imagenet21k/{name}.npz")
   if _AUGREG.fullmatch(name):
-    return Source(name, url=f"{BUCKET}/augreg/{name}.npz")
+    return Source(name, url=f"{BUCKET}/augreg/{name}.npz", cache_path=f"vit_models/augreg/{name}.npz")
   repo = _HF_ALIASES.get(name, name)
   if re.fullmatch(r"(timm|openai)/[\w.\-]+", repo):
     return Source(name, repo=repo, files=_HF_FILES)
@@ -62,7 +64,7 @@ def local_paths(source: Source, cache_dir: Optional[str] = None) -> list[str]:
   """The cache paths a source may occupy, in order of preference."""
   root = _cache_root(cache_dir)
   if source.url:
-    return [os.path.join(root, *source.url[len(BUCKET) + 1:].split("/"))]
+    return [os.path.join(root, *source.cache_path.split("/"))]
   folder = os.path.join(root, "hf", source.repo.replace("/", "--"))
   return [os.path.join(folder, f) for f in source.files]
 
