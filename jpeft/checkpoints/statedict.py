@@ -13,7 +13,8 @@ their keys:
                                  transformer.resblocks.{i}.{ln_1, attn.in_proj_*, attn.out_proj, ln_2,
                                  mlp.c_fc, mlp.c_proj}, ln_post, proj} (the text tower is skipped)
 CLIP's bias-free visual projection becomes `proj/kernel` [D, E]. timm stores it as `head` with a zero bias
-(`_convert_openai_clip`), so a pre-norm timm model whose head bias is all zeros has its head read as `proj`.
+(`_convert_openai_clip`), so a pre-norm timm model whose head bias is all zeros (or absent) has its head read as
+`proj`; a fine-tuned CLIP classifier (`*.openai_ft_in1k`, non-zero bias) keeps it as `head`.
 """
 from __future__ import annotations
 
@@ -162,9 +163,9 @@ def from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> dic
     flat = _rename(state, _OPENAI, source, "OpenAI CLIP")
   elif layout == "timm":
     flat = _rename(state, _TIMM, source, "timm")
-    if "ln_pre/scale" in flat and "head/bias" in flat and not np.any(flat["head/bias"]):
+    if "ln_pre/scale" in flat and "head/kernel" in flat and not np.any(flat.get("head/bias", 0)):
       flat["proj/kernel"] = flat.pop("head/kernel")  # timm's home for CLIP's bias-free projection
-      del flat["head/bias"]
+      flat.pop("head/bias", None)
   else:
     raise CheckpointError(f"{source}: not a ViT state dict jpeft knows (no 'cls_token' / 'patch_embed.proj.weight' "
                           "(timm), 'vision_model.embeddings.class_embedding' (Hugging Face CLIP) or "
@@ -175,15 +176,19 @@ def from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> dic
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """All tensors of a `.safetensors` file as numpy arrays (no torch needed)."""
   from safetensors import SafetensorError
-  from safetensors.numpy import load_file
+  from safetensors import flax as st_flax
+  from safetensors import numpy as st_numpy
   try:
-    return dict(load_file(path))
+    try:
+      return dict(st_numpy.load_file(path))
+    except TypeError:
+      # numpy has no bfloat16; jax does (via ml_dtypes), and fit_to_target casts to the model's dtype later.
+      return {k: np.asarray(v) for k, v in st_flax.load_file(path).items()}
   except FileNotFoundError:
     raise CheckpointError(f"Checkpoint file '{path}' does not exist.") from None
   except (SafetensorError, ValueError, OSError, TypeError) as e:
     raise CheckpointError(f"Cannot read '{path}' as a .safetensors checkpoint ({type(e).__name__}: {e}). The file "
-                          "is corrupt or truncated (an interrupted download?) or holds bfloat16 tensors numpy "
-                          "cannot represent: download it again, or re-save it in float32.") from None
+                          "is corrupt or truncated (an interrupted download?): download it again.") from None
 
 
 def read_torch(path: str) -> dict[str, Any]:

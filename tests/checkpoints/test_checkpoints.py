@@ -238,3 +238,20 @@ def test_offline_hub_error_says_where_to_put_the_file(tmp_path, monkeypatch):
   message = str(e.value)
   assert "https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/model.safetensors" in message
   assert str(tmp_path / "hf" / "timm--vit_base_patch16_clip_224.openai") in message
+
+
+def test_bfloat16_safetensors_are_read_and_cast(tmp_path):
+  from safetensors.flax import save_file as save_jax
+  state = {k: jnp.asarray(v, jnp.bfloat16) for k, v in load_file(VIT_ST).items()}
+  save_jax(state, str(tmp_path / "bf16.safetensors"))
+  backbone = checkpoints.load_pretrained(str(tmp_path / "bf16.safetensors"),
+                                         target=shapes(create_model("mu/8", num_classes=5)))
+  assert backbone["cls"].dtype == np.float32
+  np.testing.assert_array_equal(backbone["cls"], np.asarray(state["cls_token"], np.float32))
+
+
+def test_resampling_same_grid_is_identity_and_constants_stay_constant():
+  pos = np.random.default_rng(0).normal(size=(1, 17, 8)).astype(np.float32)
+  np.testing.assert_allclose(checkpoints.resample_pos_embedding(pos, (4, 4)), pos, atol=1e-6)
+  flat = np.full((1, 17, 8), 0.5, np.float32)
+  np.testing.assert_allclose(checkpoints.resample_pos_embedding(flat, (7, 3)), np.full((1, 22, 8), 0.5), atol=1e-6)
