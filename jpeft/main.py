@@ -33,6 +33,22 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown --config.<field> reported in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections' error for a field the config does not have
+    missing = str(e).strip("\"'")
+    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    culprit = next((o for o in overrides if o.split(".")[-1] == missing), f"--config.<...>.{missing}")
+    print(f"jpeft: error: {culprit} names no config field ('{missing}' does not exist there). Check the "
+          "spelling against configs/common.py or the method's config file; new fields cannot be added from "
+          "the command line.", file=sys.stderr)
+  except flags.Error as e:
+    print(f"jpeft: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
+  sys.exit(1)
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: set options as --config.<field>=<value>.")
@@ -54,4 +70,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

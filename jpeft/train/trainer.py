@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jpeft import peft
+from jpeft import checkpoints, peft
 from jpeft.data import input_pipeline, tasks
 from jpeft.models import vit
 from jpeft.peft import partition
@@ -130,12 +130,9 @@ def build(config) -> Setup:
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False))(init_key)["params"]
   name = _pretrained_name(config)
   if name:
-    from jpeft import checkpoints  # Imported here: random-init runs need none of its dependencies.
-    loaded = partition.flatten(checkpoints.load_pretrained(name, target=params, style=config.model.style))
-    flat = partition.flatten(params)
     # Methods' parameters and the new head keep their initialisation; the backbone comes from the checkpoint.
-    flat.update({k: v for k, v in loaded.items() if k in flat})
-    params = partition.unflatten(flat)
+    loaded = checkpoints.load_pretrained(name, target=params, style=config.model.style)
+    params, _ = checkpoints.merge_into(params, loaded)
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
   return Setup(task, model, tuple(methods), labels, trainable, frozen)

@@ -1,10 +1,12 @@
 """Shared fixtures: a tiny learnable VTAB-style task in the processed-folder layout, and a tiny config."""
+import importlib.util
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
 SPLIT_SIZES = {"train800": 64, "val200": 32, "train800val200": 96, "test": 48}
 
@@ -56,3 +58,16 @@ def apply_overrides(config, overrides: dict):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def load_config(overrides: dict):
+  """configs/common.py's config with `overrides` applied (the in-process twin of --config.x=... flags)."""
+  spec = importlib.util.spec_from_file_location("common_config", os.path.join(REPO, "configs", "common.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return apply_overrides(module.get_config(), overrides)
+
+
+def cli_args(config_overrides: dict) -> list[str]:
+  """--config.x=value flags for `python -m jpeft.main`."""
+  return [f"--config.{k}={'' if v is None else v}" for k, v in config_overrides.items()]
