@@ -80,6 +80,7 @@ def num_examples(task: Union[str, Task], split: Union[str, SplitSpec], *, source
     builder = tfds_source.make_builder(task, data_dir, download=False)
     if isinstance(spec, Subset):
       return len(tfds_source._subset_indices(builder, spec))  # pylint: disable=protected-access
+    spec = tfds_source.clamp_split(spec, tfds_source._split_sizes(builder), task.name)  # pylint: disable=protected-access
     return builder.info.splits[spec].num_examples
   _, size = load_examples(task, split, source=source, folder_root=folder_root)
   return size

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Optional, Union
 
 import numpy as np
@@ -134,6 +135,33 @@ def select_subset(labels: np.ndarray, subset: Subset) -> np.ndarray:
   return np.sort(np.concatenate(chosen))
 
 
+def _split_sizes(builder: tfds.core.DatasetBuilder) -> dict[str, int]:
+  try:
+    return {k: v.num_examples for k, v in builder.info.splits.items() if v.num_examples}
+  except Exception:  # pylint: disable=broad-except  # Mocked or partial metadata.
+    return {}
+
+
+def clamp_split(split: str, sizes: dict[str, int], task_name: str = '') -> str:
+  """Clamps absolute slice ends to the split sizes: 'train[:800]' -> 'train[:500]' when TFDS
+  `train` has 500 examples (TFDS rejects out-of-range slices; small datasets such as the
+  mini-VTAB tasks have fewer than 800 training images). Unknown sizes leave `split` as is."""
+  parts = []
+  for part in split.split('+'):
+    m = re.fullmatch(r'(\w+)\[(\d*):(\d*)\]', part.strip())
+    if m and m.group(1) in sizes:
+      n = sizes[m.group(1)]
+      start, stop = m.group(2), m.group(3)
+      if (stop and int(stop) > n) or (start and int(start) > n):
+        logging.warning('Task %s: split %s asks beyond the %d examples of %s; clamping.',
+                        task_name, part, n, m.group(1))
+        stop = str(min(int(stop), n)) if stop else stop
+        start = str(min(int(start), n)) if start else start
+        part = f'{m.group(1)}[{start}:{stop}]'
+    parts.append(part)
+  return '+'.join(parts)
+
+
 def load_tfds(task: Task, split: Union[str, SplitSpec], *, data_dir: Optional[str] = None,
               download: bool = True, shuffle_files: bool = False,
               seed: int = 0) -> tf.data.Dataset:
@@ -160,5 +188,6 @@ def load_tfds(task: Task, split: Union[str, SplitSpec], *, data_dir: Optional[st
     ds = ds.take(len(keep)).enumerate().filter(lambda i, ex: tf.gather(keep_t, i))
     ds = ds.map(lambda i, ex: ex)
   else:
+    spec = clamp_split(spec, _split_sizes(builder), task.name)
     ds = builder.as_dataset(split=spec, shuffle_files=shuffle_files, read_config=read_config)
   return ds.map(task.preprocess, num_parallel_calls=AUTOTUNE)
