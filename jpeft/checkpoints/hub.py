@@ -89,6 +89,12 @@ def _fetch_hf(repo: str, filename: str, path: str) -> None:
   hf_hub_download(repo_id=repo, filename=filename, local_dir=os.path.dirname(path))
 
 
+def _absent_on_hub(error: Exception) -> bool:
+  """True when the hub answered that the file is not in the repo (so another file name may be tried)."""
+  from huggingface_hub import errors  # pylint: disable=import-outside-toplevel
+  return isinstance(error, errors.EntryNotFoundError) and not isinstance(error, errors.LocalEntryNotFoundError)
+
+
 def fetch(source: Source, cache_dir: Optional[str] = None) -> str:
   """Path of the checkpoint in the cache, downloading it first when it is not there.
 
@@ -110,6 +116,8 @@ def fetch(source: Source, cache_dir: Optional[str] = None) -> str:
     # huggingface_hub version; each is reported to the user below, none is swallowed.
     except Exception as e:  # pylint: disable=broad-except
       errors.append(f"{type(e).__name__}: {e}")
+      if not _absent_on_hub(e):  # offline or refused: the next file would fail the same way, after retries
+        break
   where = (f"download {source.url} and save it as {paths[0]}" if source.url else
            f"download one of {', '.join(f'https://huggingface.co/{source.repo}/resolve/main/{f}' for f in source.files)}"
            f" into {os.path.dirname(paths[0])}/ (keeping its file name)")

@@ -255,3 +255,19 @@ def test_resampling_same_grid_is_identity_and_constants_stay_constant():
   np.testing.assert_allclose(checkpoints.resample_pos_embedding(pos, (4, 4)), pos, atol=1e-6)
   flat = np.full((1, 17, 8), 0.5, np.float32)
   np.testing.assert_allclose(checkpoints.resample_pos_embedding(flat, (7, 3)), np.full((1, 22, 8), 0.5), atol=1e-6)
+
+
+def test_hub_falls_back_to_the_next_file_only_when_the_first_is_absent(tmp_path, monkeypatch):
+  from huggingface_hub import errors
+  tried = []
+
+  def fake_hub(repo, filename, path):
+    tried.append(filename)
+    if filename == "model.safetensors":
+      raise errors.EntryNotFoundError("model.safetensors is not in the repo")  # the hub's "404 for this file"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.copy(VIT_ST, path)
+  monkeypatch.setattr(hub, "_fetch_hf", fake_hub)
+  path = hub.resolve("timm/vit_tiny.test", str(tmp_path))
+  assert tried == ["model.safetensors", "pytorch_model.bin"]
+  assert path == str(tmp_path / "hf" / "timm--vit_tiny.test" / "pytorch_model.bin")
