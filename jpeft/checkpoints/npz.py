@@ -41,6 +41,7 @@ _TOP_COPIES = {
     "head/kernel": "head/kernel", "head/bias": "head/bias",
 }
 _DROPPED = ("pre_logits/kernel", "pre_logits/bias")
+_REQUIRED = {"embedding/kernel": 4, "cls": 3, "Transformer/posembed_input/pos_embedding": 3}
 
 
 def _get(arrays: Mapping[str, np.ndarray], key: str, ndim: int, source: str) -> np.ndarray:
@@ -62,6 +63,8 @@ def from_google(arrays: Mapping[str, np.ndarray], source: str = "checkpoint") ->
   """
   if "opt/target/embedding/kernel" in arrays:
     arrays = {k[len("opt/target/"):]: v for k, v in arrays.items() if k.startswith("opt/target/")}
+  for key, ndim in _REQUIRED.items():  # checked first: a non-ViT file fails here with the clearest message
+    _get(arrays, key, ndim, source)
   blocks = sorted({int(m.group(1)) for k in arrays if (m := _BLOCK.match(k))})
   if blocks != list(range(len(blocks))):
     raise CheckpointError(f"{source}: encoder blocks {blocks} are not numbered 0..{len(blocks) - 1}; "
@@ -87,8 +90,6 @@ def from_google(arrays: Mapping[str, np.ndarray], source: str = "checkpoint") ->
     out[f"encoder/block_{i}/attn/proj/kernel"] = proj.reshape(-1, proj.shape[-1])
     out[f"encoder/block_{i}/attn/proj/bias"] = _get(arrays, f"{attn}out/bias", 1, source)
     used.update(f"{attn}{n}/{w}" for n in ("query", "key", "value", "out") for w in ("kernel", "bias"))
-  for key in ("embedding/kernel", "cls", "Transformer/posembed_input/pos_embedding"):
-    _get(arrays, key, {"embedding/kernel": 4}.get(key, 3), source)
   extra = sorted(set(arrays) - used)
   if extra:
     raise CheckpointError(f"{source}: keys {extra[:8]}{' ...' if len(extra) > 8 else ''} have no place in a "
