@@ -18,32 +18,36 @@ def _write_png(path, image):
 
 
 def _export_processed(root, task, splits):
-  """Writes `task`'s splits as the processed layout: images/<split>/<i>.png + <split>.txt."""
+  """Writes `task`'s examples in the processed layout: images/<i>.png and one list per split.
+
+  Under mock_data every TFDS split yields the same examples, so one export serves all lists.
+  """
   task_dir = os.path.join(root, task)
+  ds, _ = data.load_examples(task, splits[0])
+  lines = []
+  for i, ex in enumerate(tfds.as_numpy(ds)):
+    rel = f'images/{i:04d}.png'
+    _write_png(os.path.join(task_dir, rel), ex['image'])
+    lines.append(f'{rel} {ex["label"]}')
   for split in splits:
-    ds, _ = data.load_examples(task, split)
-    lines = []
-    for i, ex in enumerate(tfds.as_numpy(ds)):
-      rel = f'images/{split}/{i:04d}.png'
-      _write_png(os.path.join(task_dir, rel), ex['image'])
-      lines.append(f'{rel} {ex["label"]}')
     with open(os.path.join(task_dir, f'{split}.txt'), 'w') as f:
       f.write('\n'.join(lines) + '\n')
   return task_dir
 
 
 def test_processed_folder_equals_tfds(tmp_path):
-  splits = data.VTAB_1K_SPLITS
+  root = str(tmp_path)
   with tfds.testing.mock_data(num_examples=5):
-    _export_processed(str(tmp_path), 'caltech101', splits)
-    for split in splits:
+    _export_processed(root, 'caltech101', data.VTAB_1K_SPLITS)
+    for split in ('train800', 'test'):
       from_tfds = data.load_split_arrays('caltech101', split, image_size=SIZE)
       from_folder = data.load_split_arrays('caltech101', split, source='folder',
-                                           folder_root=str(tmp_path), image_size=SIZE)
+                                           folder_root=root, image_size=SIZE)
       np.testing.assert_array_equal(from_tfds['image'], from_folder['image'])
       np.testing.assert_array_equal(from_tfds['label'], from_folder['label'])
   assert from_folder['image'].shape == (5, SIZE, SIZE, 3)
-  assert data.num_examples('caltech101', 'test', source='folder', folder_root=str(tmp_path)) == 5
+  for split in data.VTAB_1K_SPLITS:
+    assert data.num_examples('caltech101', split, source='folder', folder_root=root) == 5
 
 
 def test_processed_folder_alias_and_grey_images(tmp_path):
@@ -114,3 +118,19 @@ def test_folder_errors(tmp_path):
     (tmp_path / 'mine' / 'train' / 'a').mkdir(parents=True)
     data.get_dataset('mine', 'val', batch_size=2, train=False, source='imagefolder',
                      folder_root=str(tmp_path))
+
+
+def test_load_split_arrays_disk_cache(tmp_path):
+  with tfds.testing.mock_data(num_examples=3):
+    first = data.load_split_arrays('dtd', 'val200', image_size=SIZE, cache_dir=str(tmp_path))
+  files = sorted(p.name for p in tmp_path.iterdir())
+  assert len(files) == 2 and all('dtd_val200_tfds_16_none' in f for f in files)
+  again = data.load_split_arrays('dtd', 'val200', image_size=SIZE, cache_dir=str(tmp_path))
+  np.testing.assert_array_equal(first['image'], again['image'])  # Read back without TFDS.
+  assert again['image'].dtype == np.float32 and again['label'].dtype == np.int32
+
+
+def test_class_mask():
+  from jpeft.data.shift import class_mask
+  assert class_mask('imagenet_r').sum() == 200 and class_mask('imagenet_r').shape == (1000,)
+  assert class_mask('dtd').all()
