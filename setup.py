@@ -24,6 +24,7 @@ setuptools.setup(
         "safetensors",
         "huggingface_hub",
         "matplotlib",
+        "scikit-learn",  # its bundled digits feed the offline mini_digits task (jpeft.data.mini_vtab)
     ],
     extras_require={"test": ["pytest"]},
 )
