@@ -1,10 +1,10 @@
 """Data for jpeft: VTAB-1K and other tasks through TFDS or image folders.
 
 Public API:
-  Task, Subset, register_task, get_task, list_tasks      (jpeft.data.tasks)
+  Task, Subset, register_task, get_task, list_tasks, class_mask (jpeft.data.tasks)
   get_dataset, load_split_arrays, num_examples, num_classes (jpeft.data.input_pipeline)
   DataError                                               (jpeft.data.errors)
 """
 from jpeft.data.errors import DataError
 from jpeft.data.input_pipeline import get_dataset, load_examples, load_split_arrays, num_classes, num_examples
-from jpeft.data.tasks import Subset, Task, VTAB_1K_SPLITS, cut_splits, get_task, list_tasks, register_task, standard_splits
+from jpeft.data.tasks import Subset, class_mask, Task, VTAB_1K_SPLITS, cut_splits, get_task, list_tasks, register_task, standard_splits

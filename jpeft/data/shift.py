@@ -118,15 +118,3 @@ def _register_subset_task(name: str, builder: str, wnids, size: int) -> None:
 _register_subset_task('imagenet_a', 'imagenet_a:0.*.*', IMAGENET_A_WNIDS, 7500)
 _register_subset_task('imagenet_r', 'imagenet_r:0.*.*', IMAGENET_R_WNIDS, 30000)
 
-
-def class_mask(task) -> 'np.ndarray':
-  """bool [num_classes]: True for the classes the task's test set covers (all for most tasks;
-  200 of 1000 for ImageNet-A / -R). Restrict logits with `jnp.where(mask, logits, -inf)`."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jpeft.data.tasks import get_task  # pylint: disable=g-import-not-at-top
-  task = get_task(task)
-  if task.class_subset is None:
-    return np.ones([task.num_classes], bool)
-  mask = np.zeros([task.num_classes], bool)
-  mask[list(task.class_subset)] = True
-  return mask

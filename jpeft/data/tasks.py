@@ -20,6 +20,7 @@ import importlib
 import logging
 from typing import Callable, Mapping, Optional, Union
 
+import numpy as np
 import tensorflow as tf
 
 from jpeft.data.errors import DataError
@@ -232,3 +233,12 @@ def list_tasks(group: Optional[str] = None) -> list[str]:
   """Names of registered tasks, in registration order; only `group` if given."""
   _load_builtins()
   return [n for n, t in _REGISTRY.items() if group is None or t.group == group]
+
+
+def class_mask(task: Union[str, Task]) -> np.ndarray:
+  """bool [num_classes]: True for the classes the task's data covers (all for most tasks; 200
+  of 1000 for ImageNet-A / -R). Restrict logits with `jnp.where(mask, logits, -jnp.inf)`."""
+  task = get_task(task)
+  mask = np.zeros([task.num_classes], bool)
+  mask[list(task.class_subset) if task.class_subset is not None else slice(None)] = True
+  return mask

@@ -24,7 +24,8 @@ def _data_dir_text(data_dir: Optional[str]) -> str:
   return data_dir or os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
 
 
-def _missing_message(task: Task, builder_name: str, data_dir: Optional[str], cause: str) -> str:
+def _missing_message(task: Task, builder_name: str, data_dir: Optional[str], cause: str,
+                     tried_download: bool = True) -> str:
   root = _data_dir_text(data_dir)
   dd = f' --data_dir={data_dir}' if data_dir else ''
   name = builder_name.split(':')[0]  # `tfds build` takes name[/config]; newest matching version.
@@ -34,7 +35,8 @@ def _missing_message(task: Task, builder_name: str, data_dir: Optional[str], cau
            f'`tfds build {name}{dd}`.')
   else:
     how = (f'Prepare it once on a machine with internet access with `tfds build {name}{dd}` '
-           f'(or call get_dataset with download=True), and point data_dir at that directory.')
+           f'and point data_dir at that directory'
+           + ('.' if tried_download else ', or pass download=True to let TFDS fetch it.'))
   return (f"Dataset '{builder_name}' for task '{task.name}' is not available in "
           f"data_dir={root}. {how} (TFDS said: {cause.strip().splitlines()[0][:300]})")
 
@@ -67,7 +69,8 @@ def make_builder(task: Task, data_dir: Optional[str] = None,
         f"pass the data_dir that holds the prepared files.")
   if not builder.is_prepared():
     if not download:
-      raise DataError(_missing_message(task, name, data_dir, 'not prepared (download=False)'))
+      raise DataError(_missing_message(task, name, data_dir, 'not prepared (download=False)',
+                                       tried_download=False))
     try:
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except  # network, manual dir, checksum...

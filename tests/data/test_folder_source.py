@@ -131,6 +131,6 @@ def test_load_split_arrays_disk_cache(tmp_path):
 
 
 def test_class_mask():
-  from jpeft.data.shift import class_mask
+  class_mask = data.class_mask
   assert class_mask('imagenet_r').sum() == 200 and class_mask('imagenet_r').shape == (1000,)
   assert class_mask('dtd').all()
