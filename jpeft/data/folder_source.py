@@ -127,7 +127,12 @@ def _decode(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
   return {'image': tf.cast(image, tf.uint8), 'label': tf.cast(label, tf.int32)}
 
 
-def files_dataset(paths: Sequence[str], labels: Sequence[int]) -> tf.data.Dataset:
-  """{'image': uint8 [H, W, 3], 'label': int32 []} per file, in list order."""
+def files_dataset(paths: Sequence[str], labels: Sequence[int],
+                  shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+  """{'image': uint8 [H, W, 3], 'label': int32 []} per file, in list order, or reshuffled
+  every epoch when `shuffle_seed` is given (file names are shuffled before decoding, which is
+  cheap, so later shuffle buffers need not hold many decoded images)."""
   ds = tf.data.Dataset.from_tensor_slices((list(paths), tf.constant(list(labels), tf.int32)))
+  if shuffle_seed is not None:
+    ds = ds.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
   return ds.map(_decode, num_parallel_calls=AUTOTUNE)

@@ -47,22 +47,26 @@ def load_examples(task: Union[str, Task], split: Union[str, SplitSpec], *,
                   ) -> tuple[tf.data.Dataset, Optional[int]]:
   """Undecorated examples of one split and their number (None if unknown).
 
+  `shuffle_files`: TFDS: shuffle the record files; folders: reshuffle the file list each
+  epoch (both seeded with `seed`). Otherwise examples come in split order.
+
   Returns:
     (dataset of {'image': uint8 [H, W, 3], 'label': int32 []}, number of examples or None).
   """
   _check_source(source)
+  shuffle = seed if shuffle_files else None  # Folder sources: shuffle file names per epoch.
   if source == 'imagefolder':
     name = task.name if isinstance(task, Task) else task
     task_dir = folder_source.find_task_dir(folder_root, [name])
     paths, labels, _ = folder_source.image_folder_split(task_dir, _split_key(split))
-    return folder_source.files_dataset(paths, labels), len(paths)
+    return folder_source.files_dataset(paths, labels, shuffle), len(paths)
   task = get_task(task)
   if source == 'folder':
     if not isinstance(split, str):
       raise DataError(f'Subsets ({split}) need source="tfds"; processed folders hold fixed lists.')
     task_dir = folder_source.find_task_dir(folder_root, task.folder_candidates)
     paths, labels = folder_source.processed_split(task_dir, split, task.num_classes)
-    return folder_source.files_dataset(paths, labels), len(paths)
+    return folder_source.files_dataset(paths, labels, shuffle), len(paths)
   ds = tfds_source.load_tfds(task, split, data_dir=data_dir, download=download,
                              shuffle_files=shuffle_files, seed=seed)
   size = task.split_sizes.get(split) if isinstance(split, str) else None

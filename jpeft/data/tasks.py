@@ -38,7 +38,8 @@ class Subset:
     size: number of examples in total (`per_class=False`) or per class (`per_class=True`).
     seed: seed of the draw; the same (split, size, seed) always gives the same examples.
     per_class: draw `size` examples from every class (class-balanced k-shot) instead of
-      `size` examples uniformly.
+      `size` examples uniformly. Uses the raw TFDS `label` feature (read without decoding
+      images), so it suits tasks whose label is the TFDS label (CIFAR, RESISC45, ImageNet).
   """
   split: str
   size: int

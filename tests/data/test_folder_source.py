@@ -82,6 +82,10 @@ def test_image_folder(tmp_path):
       'pets', 'train', batch_size=2, train=True, source='imagefolder',
       folder_root=str(tmp_path), image_size=SIZE, augment='rrc+hflip+vflip'))))
   assert batch['image'].shape == (2, SIZE, SIZE, 3)
+  epoch = [b['label'] for b in tfds.as_numpy(data.get_dataset(
+      'pets', 'train', batch_size=4, train=True, source='imagefolder', num_epochs=1,
+      folder_root=str(tmp_path), image_size=SIZE))]
+  assert sorted(np.concatenate(epoch)) == [0, 0, 1, 2]  # Shuffled, every file once.
 
 
 @pytest.mark.parametrize('line, match', [
