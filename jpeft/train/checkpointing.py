@@ -14,8 +14,10 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 
+from jpeft.train.errors import RunError
 
-class CheckpointWriteError(OSError):
+
+class CheckpointWriteError(RunError, OSError):
   """A checkpoint could not be written (full disk, lost permissions); earlier checkpoints are intact."""
 
 

@@ -310,10 +310,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 train_images_per_s=train_images / train_seconds if train_seconds else None,
                 pretrained=_pretrained_name(config), devices=jax.device_count())
   if lead:
-    _save_predictions(workdir, eval_split, last)
-    if config.save_merged:
-      _save_merged(workdir, setup, trainable, frozen)
-    _write_json(os.path.join(workdir, "result.json"), result)
+    try:
+      _save_predictions(workdir, eval_split, last)
+      if config.save_merged:
+        _save_merged(workdir, setup, trainable, frozen)
+      _write_json(os.path.join(workdir, "result.json"), result)
+    except OSError as e:
+      raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
+                         "final checkpoint is saved; free space (or fix permissions) and run the same command "
+                         "again: it restores the checkpoint and only redoes the evaluation.") from e
   return result
 
 

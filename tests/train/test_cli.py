@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
+from jpeft.train.errors import WorkdirError
 
 
 def _cli(workdir, overrides, env=None):
@@ -62,5 +64,5 @@ def test_cli_rejects_unknown_field(folder_root, tmp_path):
 def test_unwritable_workdir_fails_cleanly(folder_root, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
-  proc = _cli(blocker / "run", tiny_overrides(folder_root))
-  assert proc.returncode == 1 and "workdir" in proc.stderr and "Traceback" not in proc.stderr
+  with pytest.raises(WorkdirError, match="--workdir"):
+    trainer.run(load_config(tiny_overrides(folder_root)), str(blocker / "run"))

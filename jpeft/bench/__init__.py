@@ -1,0 +1,1 @@
+"""Speed benchmarks that print numbers (never timed unit tests)."""
