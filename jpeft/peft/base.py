@@ -96,9 +96,10 @@ class Method:
   name: ClassVar[str] = "base"
   grid: ClassVar[dict[str, tuple]] = {}
   mergeable: ClassVar[bool] = False
-  # Folding order when several methods merge: additive weight deltas that read a Dense's input (0) fold before
-  # rules that rescale that Dense or rewrite its input (1), before residual gammas scaling the branch (2).
-  merge_order: ClassVar[int] = 1
+  # Folding order when several methods merge (stable, so equal orders fold in the list's order, the order
+  # their hooks run in): rules on Dense outputs (0) fold before rules that rewrite a Dense's input
+  # (before_sublayer) or scale a whole sublayer (after_sublayer) (1), whose fold reads the final Dense weights.
+  merge_order: ClassVar[int] = 0
 
   def __post_init__(self):
     self.validate()

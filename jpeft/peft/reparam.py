@@ -9,8 +9,9 @@ from jpeft.peft import base, partition
 def merge(params: Mapping, methods: Sequence[base.Method], merge_factor=1.0) -> dict:
   """Nested params of a model with `methods` -> nested params of the plain ViT computing the same logits.
 
-  Every method must be re-parameterisable (`Method.mergeable`); they fold in `merge_order`, so that e.g.
-  LoRA's delta, which reads the qkv input, is folded before an SSF scale on the qkv output. The result is
+  Every method must be re-parameterisable (`Method.mergeable`); they fold in `merge_order`, then in the
+  given order (the order their hooks run in), so that e.g. 'lora+ssf' folds LoRA's delta before SSF's scale
+  of the qkv output, and RepAdapter's rewrite of the qkv input comes after both. The result is
   what the unmerged model computes at `merge_factor` (evaluation mode: no dropout).
   """
   blocked = [m.name for m in methods if not m.mergeable]

@@ -147,6 +147,7 @@ class RepAdapter(_Bottleneck):
   name: ClassVar[str] = "repadapter"
   grid: ClassVar[dict] = {"bottleneck": (8, 16, 32), "scale": (0.1, 0.5, 1, 5, 10)}
   mergeable: ClassVar[bool] = True
+  merge_order: ClassVar[int] = 1
   groups: ClassVar[int] = 2
   _FOLD_INTO: ClassVar[dict] = {"attn": "attn/qkv", "mlp": "mlp/fc1"}
 

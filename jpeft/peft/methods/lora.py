@@ -31,7 +31,6 @@ class LoRA(base.Method):
   name: ClassVar[str] = "lora"
   grid: ClassVar[dict] = {"rank": (1, 8, 16, 32)}
   mergeable: ClassVar[bool] = True
-  merge_order: ClassVar[int] = 0
   rank: int = 8
   dropout: float = 0.1
 

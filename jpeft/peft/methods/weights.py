@@ -84,7 +84,7 @@ class DiffFit(base.Method):
   """
   name: ClassVar[str] = "difffit"
   mergeable: ClassVar[bool] = True
-  merge_order: ClassVar[int] = 2
+  merge_order: ClassVar[int] = 1
   _GAMMA: ClassVar[dict] = {"attn": "difffit_gamma1", "mlp": "difffit_gamma2"}
   _FOLD_INTO: ClassVar[dict] = {"attn": "attn/proj", "mlp": "mlp/fc2"}
 

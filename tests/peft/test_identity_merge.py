@@ -1,0 +1,50 @@
+"""Identity at initialisation, merge_factor = 0 giving the backbone, and merging into plain ViT weights."""
+import numpy as np
+import pytest
+
+from conftest import apply, init, make, plain_params
+from jpeft import peft
+from jpeft.peft import partition
+
+
+def _plain_logits(images, params=None):
+  model, _ = make("linear")
+  return apply(model, partition.unflatten(params or plain_params()), images)
+
+
+@pytest.mark.parametrize("name,config", [
+    ("lora", None), ("adaptformer", None), ("pfeiffer", None), ("repadapter", None), ("fact_tt", None),
+    ("fact_tk", None), ("convpass", {"convpass": {"conv_init": "identity"}}),
+    ("convpass", {"convpass": {"conv_init": "xavier"}})])
+def test_identity_at_init(name, config, images):
+  model, _, params = init(name, config, at_init=True)
+  assert set(partition.flatten(params)) > set(plain_params())  # the method did insert parameters
+  np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ssf", "difffit", "lora", "adaptformer", "adapter", "pfeiffer", "convpass",
+                                  "repadapter", "fact_tt", "fact_tk", "vqt"])
+def test_merge_factor_zero_is_the_backbone(name, images):
+  model, _, params = init(name)  # random, non-zero method parameters
+  np.testing.assert_allclose(apply(model, params, images, 0.0), _plain_logits(images), rtol=1e-5, atol=1e-5)
+  assert np.abs(apply(model, params, images, 1.0) - _plain_logits(images)).max() > 1e-3
+
+
+@pytest.mark.parametrize("method", ["lora", "ssf", "repadapter", "fact_tt", "fact_tk", "bitfit", "layernorm",
+                                    "difffit", "full", "linear", "selective", "lora+ssf+difffit",
+                                    "repadapter+lora", "ssf+fact_tk+bitfit"])
+def test_merged_plain_vit_matches_unmerged(method, images):
+  model, methods, params = init(method)
+  for merge_factor in (1.0, 0.6):
+    merged = partition.flatten(peft.merge(params, methods, merge_factor))
+    assert set(merged) == set(plain_params()), "merging must leave exactly the plain ViT's parameters"
+    np.testing.assert_allclose(_plain_logits(images, merged), apply(model, params, images, merge_factor),
+                               rtol=1e-4, atol=1e-4, err_msg=f"{method} at merge_factor={merge_factor}")
+
+
+@pytest.mark.parametrize("method", ["adapter", "lora+vpt_deep", "vqt"])
+def test_merging_a_non_reparameterisable_method_names_it(method):
+  _, methods, params = init(method)
+  blocked = [m for m in method.split("+") if m != "lora"]
+  with pytest.raises(ValueError, match=rf"Cannot merge PEFT method\(s\) \[{blocked!r}".replace("[[", "[")[:-1]):
+    peft.merge(params, methods)
