@@ -18,9 +18,14 @@ def make_mesh() -> Mesh:
   return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
 
 
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The sharding of an array held whole by every device of `mesh`."""
+  return NamedSharding(mesh, P())
+
+
 def replicate(tree, mesh: Mesh):
   """Places every leaf of `tree` whole on every device of `mesh`."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  return jax.device_put(tree, replicated(mesh))
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for group in groups:
     _require(o.lr_mult[group] >= 0, f"optim.lr_mult.{group}", o.lr_mult[group], "non-negative")
   _require(o.nan_policy in ("stop", "skip"), "optim.nan_policy", o.nan_policy, "'stop' or 'skip'")
+  _require(not (config.data.in_memory and config.data.augment), "data.augment", config.data.augment,
+           "None with data.in_memory=True (in-memory splits are preprocessed once; set "
+           "--config.data.in_memory=False to augment)")
   _require(config.model.dtype in _DTYPES, "model.dtype", config.model.dtype, f"one of {tuple(_DTYPES)}")
   _require(0 <= config.model.drop_path_rate < 1, "model.drop_path_rate", config.model.drop_path_rate,
            "in [0, 1)")
@@ -159,30 +162,83 @@ def train_batches(arrays: dict, batch_size: int, seed: int, epoch: int) -> Itera
     yield {k: v[index] for k, v in arrays.items()}
 
 
-def eval_batches(arrays: dict, batch_size: int) -> Iterator[dict]:
-  """All examples in order; the last batch is padded to `batch_size` with mask False."""
-  n = len(arrays["label"])
-  for start in range(0, n, batch_size):
-    batch = {k: v[start:start + batch_size] for k, v in arrays.items()}
+def pad_batches(batches: Iterable[dict], batch_size: int) -> Iterator[dict]:
+  """Pads each batch to `batch_size` rows and adds 'mask' (bool [batch_size], False on padding), so every
+  eval batch has one shape (one compilation) that splits evenly over the devices."""
+  for batch in batches:
     real = len(batch["label"])
-    pad = batch_size - real
-    batch = {k: np.concatenate([v, np.zeros((pad, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
-    batch["mask"] = np.arange(batch_size) < real
-    yield batch
+    padded = {k: np.concatenate([v, np.zeros((batch_size - real, *v.shape[1:]), v.dtype)])
+              for k, v in batch.items()}
+    padded["mask"] = np.arange(batch_size) < real
+    yield padded
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split of the run's data, in memory (`config.data.in_memory`, VTAB-1K) or streamed (many-shot).
+
+  Attributes:
+    size: number of examples.
+    arrays: the whole split when in memory, else None.
+    config, task, name: what to stream from otherwise.
+  """
+  size: int
+  arrays: Optional[dict]
+  config: Any
+  task: Any
+  name: str
+
+  @classmethod
+  def open(cls, config, task, name: str) -> "Split":
+    if config.data.in_memory:
+      arrays = load_split(config, task, name)
+      return cls(len(arrays["label"]), arrays, config, task, name)
+    d = config.data
+    size = input_pipeline.num_examples(task, name, source=d.source, data_dir=d.data_dir,
+                                       folder_root=d.folder_root)
+    return cls(size, None, config, task, name)
+
+  def _stream(self, batch_size: int, train: bool, seed: int) -> Iterator[dict]:
+    ds = input_pipeline.get_dataset(self.task, self.name, batch_size=batch_size, train=train, seed=seed,
+                                    num_epochs=1, drop_remainder=train,
+                                    augment=self.config.data.augment if train else None,
+                                    **_data_kwargs(self.config))
+    return iter(ds.as_numpy_iterator())
+
+  def train_epoch(self, batch_size: int, seed: int, epoch: int) -> Iterator[dict]:
+    """Shuffled full batches of one epoch, a function of (seed, epoch) only."""
+    if self.arrays is not None:
+      return train_batches(self.arrays, batch_size, seed, epoch)
+    # The pipeline's shuffling and augmentation are deterministic given its seed.
+    return self._stream(batch_size, True, int(np.random.default_rng((seed, epoch)).integers(2**31)))
+
+  def eval_batches(self, batch_size: int) -> Iterator[dict]:
+    """Every example once, in order, padded (see `pad_batches`)."""
+    if self.arrays is not None:
+      n = self.size
+      batches = ({k: v[i:i + batch_size] for k, v in self.arrays.items()} for i in range(0, n, batch_size))
+    else:
+      batches = self._stream(batch_size, False, 0)
+    return pad_batches(batches, batch_size)
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------
-def evaluate(eval_step, trainable, frozen, arrays, hparams, batch_size: int, mesh) -> dict:
+def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: int, mesh) -> dict:
   """Accuracy, mean loss, and the logits [N, C] and labels [N] of a whole split."""
-  logits, correct, loss = [], 0, 0.0
-  for batch in eval_batches(arrays, batch_size):
+  logits, labels, correct, loss = [], [], 0, 0.0
+  for batch in split.eval_batches(batch_size):
     out = eval_step(trainable, frozen, sharding.shard_batch(batch, mesh), hparams)
     logits.append(np.asarray(jax.device_get(out["logits"]))[batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
     correct += int(out["correct"])
     loss += float(out["loss"])
-  n = len(arrays["label"])
-  return dict(accuracy=correct / n, loss=loss / n, logits=np.concatenate(logits),
-              labels=np.asarray(arrays["label"]))
+  return dict(accuracy=correct / split.size, loss=loss / split.size, logits=np.concatenate(logits),
+              labels=np.concatenate(labels))
+
+
+def _jit_eval_step(model, mesh):
+  # Replicated outputs: every process can read all logits, also when the batch spans several hosts.
+  return jax.jit(steps.make_eval_step(model), out_shardings=sharding.replicated(mesh))
 
 
 # ---- the run ---------------------------------------------------------------------------------------------
@@ -232,20 +288,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   lead = jax.process_index() == 0
   train_split, eval_split = SPLITS[config.mode]
   setup = build(config)
-  train_arrays = load_split(config, setup.task, train_split)
-  eval_arrays = load_split(config, setup.task, eval_split)
+  train_data = Split.open(config, setup.task, train_split)
+  eval_data = Split.open(config, setup.task, eval_split)
   batch_size = config.optim.batch_size
-  steps_per_epoch = len(train_arrays["label"]) // batch_size
+  steps_per_epoch = train_data.size // batch_size
   if steps_per_epoch == 0:
     raise ConfigError(f"Config field 'optim.batch_size' = {batch_size} is larger than the {train_split} split "
-                      f"of '{config.task}' ({len(train_arrays['label'])} examples), so drop_last leaves no "
+                      f"of '{config.task}' ({train_data.size} examples), so drop_last leaves no "
                       "batch: lower --config.optim.batch_size.")
   total_steps = steps_per_epoch * config.optim.epochs
 
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(config.optim, setup.labels, steps_per_epoch)
   train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1))
-  eval_step = jax.jit(steps.make_eval_step(setup.model))
+  eval_step = _jit_eval_step(setup.model, mesh)
   hparams = sharding.replicate(steps.hparams_from_config(config), mesh)
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
@@ -271,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     for epoch in range(step // steps_per_epoch, config.optim.epochs):
       epoch_start = time.time()
-      for batch in train_batches(train_arrays, batch_size, config.seed, epoch):
+      for batch in train_data.train_epoch(batch_size, config.seed, epoch):
         rng = jax.random.fold_in(train_key, step)
         trainable, opt_state, metrics = train_step(trainable, opt_state, frozen,
                                                    sharding.shard_batch(batch, mesh), rng, hparams)
@@ -285,7 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       train_images += steps_per_epoch * batch_size
       done = epoch + 1
       if done % config.eval_every_epochs == 0 or done == config.optim.epochs:
-        last = evaluate(eval_step, trainable, frozen, eval_arrays, hparams, batch_size, mesh)
+        last = evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
         evals.append(dict(epoch=done, accuracy=last["accuracy"], loss=last["loss"]))
         if writer:
           writer.write(step, {f"{eval_split}/accuracy": last["accuracy"], f"{eval_split}/loss": last["loss"]},
@@ -301,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.close()
 
   if last is None:  # resumed from the final checkpoint: only the evaluation is redone
-    last = evaluate(eval_step, trainable, frozen, eval_arrays, hparams, batch_size, mesh)
+    last = evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
   best = max(evals, key=lambda e: e["accuracy"])
   result = dict(task=config.task, method=config.method, mode=config.mode, eval_split=eval_split,
                 accuracy=last["accuracy"], last_epoch=evals[-1]["epoch"], best_accuracy=best["accuracy"],
@@ -374,9 +430,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state, meta = ckpt.restore(latest, like)
   ckpt.close()
   split = config.eval_split or SPLITS[meta["mode"]][1]
-  arrays = load_split(config, setup.task, split)
-  result = evaluate(jax.jit(steps.make_eval_step(setup.model)), state["trainable"],
-                    sharding.replicate(setup.frozen, mesh), arrays,
+  result = evaluate(_jit_eval_step(setup.model, mesh), state["trainable"],
+                    sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),
                     sharding.replicate(steps.hparams_from_config(config), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir))

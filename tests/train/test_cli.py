@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
-from jpeft.train.errors import WorkdirError
+from jpeft.train.errors import ConfigError, WorkdirError
 
 
 def _cli(workdir, overrides, env=None):
@@ -66,3 +66,16 @@ def test_unwritable_workdir_fails_cleanly(folder_root, tmp_path):
   blocker.write_text("not a directory")
   with pytest.raises(WorkdirError, match="--workdir"):
     trainer.run(load_config(tiny_overrides(folder_root)), str(blocker / "run"))
+
+
+def test_streamed_input_with_augmentation(folder_root, tmp_path):
+  overrides = tiny_overrides(folder_root, **{"data.in_memory": False, "data.augment": "hflip",
+                                             "optim.epochs": 2, "mode": "final"})
+  result = trainer.run(load_config(overrides), str(tmp_path / "stream"))
+  assert result["steps"] == 2 * (96 // 16) and result["eval_split"] == "test"
+  assert np.load(tmp_path / "stream" / "logits_test.npy").shape == (48, 47)
+
+
+def test_augmentation_needs_streaming(folder_root, tmp_path):
+  with pytest.raises(ConfigError, match="data.augment"):
+    trainer.run(load_config(tiny_overrides(folder_root, **{"data.augment": "hflip"})), str(tmp_path / "x"))
