@@ -9,6 +9,6 @@
 """
 from jpeft.peft import methods as _methods  # registers every method  # noqa: F401
 from jpeft.peft.base import BACKBONE, FROZEN, HEAD, PEFT, Method, registry
-from jpeft.peft.build import build_methods, methods_config
+from jpeft.peft.build import build_methods, default_hparams, methods_config
 from jpeft.peft.report import count_params, summary
 from jpeft.peft.reparam import merge

@@ -50,6 +50,14 @@ def build_methods(method: str, peft_config: Optional[Mapping] = None) -> tuple[b
   return tuple(methods)
 
 
+def default_hparams(name: str) -> dict[str, Any]:
+  """A registered method's hyperparameters at their defaults: the block a config file sets under peft.<name>
+  (every field present, so each can be overridden from the command line)."""
+  if name not in base.registry():
+    raise ValueError(f"Unknown PEFT method '{name}'. Registered methods: {sorted(base.registry())}.")
+  return base.registry()[name]().hparams()
+
+
 def methods_config(methods: tuple[base.Method, ...]) -> dict[str, Any]:
   """The inverse of `build_methods`: {'method': 'lora+bitfit', 'peft': {'lora': {...}, 'bitfit': {}}}."""
   return {"method": "+".join(m.name for m in methods),

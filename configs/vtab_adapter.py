@@ -1,0 +1,20 @@
+"""Houlsby adapter: sequential-after bottlenecks on both sublayers.
+
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+
+  python -m jpeft.main --config=configs/vtab_adapter.py --config.task=dtd --workdir=runs/dtd_adapter
+
+Hyperparameters: every field of the method under peft.adapter (see jpeft/peft/methods); the spec's VTAB
+grid, swept together with optim.lr and optim.wd:
+  peft.adapter.bottleneck in (4, 8, 16, 32)
+  peft.adapter.scale in (0.01, 0.1, 1, 10)
+e.g. --config.optim.lr=1e-2 --config.peft.adapter.bottleneck=32
+"""
+from configs import common
+from jpeft import peft
+
+
+def get_config():
+  config = common.get_config('adapter')
+  config.peft.adapter = peft.default_hparams('adapter')
+  return config

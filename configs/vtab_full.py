@@ -1,0 +1,20 @@
+"""Full fine-tuning: every weight is trained.
+
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
+
+  python -m jpeft.main --config=configs/vtab_full.py --config.task=dtd --workdir=runs/dtd_full
+
+Hyperparameters: every field of the method under peft.full (see jpeft/peft/methods); the spec's VTAB
+grid, swept together with optim.lr and optim.wd:
+  none besides optim.lr and optim.wd
+e.g. --config.optim.lr=1e-2
+"""
+from configs import common
+from jpeft import peft
+
+
+def get_config():
+  config = common.get_config('full')
+  config.peft.full = peft.default_hparams('full')
+  return config

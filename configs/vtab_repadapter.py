@@ -1,0 +1,21 @@
+"""RepAdapter: linear sequential-before adapters on both sublayers, merged into qkv / fc1 after training.
+
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
+
+  python -m jpeft.main --config=configs/vtab_repadapter.py --config.task=dtd --workdir=runs/dtd_repadapter
+
+Hyperparameters: every field of the method under peft.repadapter (see jpeft/peft/methods); the spec's VTAB
+grid, swept together with optim.lr and optim.wd:
+  peft.repadapter.bottleneck in (8, 16, 32)
+  peft.repadapter.scale in (0.1, 0.5, 1, 5, 10)
+e.g. --config.optim.lr=1e-2 --config.peft.repadapter.bottleneck=32
+"""
+from configs import common
+from jpeft import peft
+
+
+def get_config():
+  config = common.get_config('repadapter')
+  config.peft.repadapter = peft.default_hparams('repadapter')
+  return config

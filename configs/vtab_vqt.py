@@ -1,0 +1,19 @@
+"""VQT: per-block query tokens whose outputs are pooled with CLS by a learned weighted sum.
+
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+
+  python -m jpeft.main --config=configs/vtab_vqt.py --config.task=dtd --workdir=runs/dtd_vqt
+
+Hyperparameters: every field of the method under peft.vqt (see jpeft/peft/methods); the spec's VTAB
+grid, swept together with optim.lr and optim.wd:
+  peft.vqt.num_tokens in (1, 5, 10)
+e.g. --config.optim.lr=1e-2 --config.peft.vqt.num_tokens=10
+"""
+from configs import common
+from jpeft import peft
+
+
+def get_config():
+  config = common.get_config('vqt')
+  config.peft.vqt = peft.default_hparams('vqt')
+  return config
