@@ -266,9 +266,9 @@ def _save_predictions(workdir: str, split: str, result: dict) -> None:
   np.save(os.path.join(workdir, f"labels_{split}.npy"), result["labels"].astype(np.int32))
 
 
-def _meta(config, epoch: int, evals: list) -> dict:
-  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the eval history."""
-  return dict(epoch=epoch, evals=evals, pretrained=_pretrained_name(config), method=config.method,
+def _meta(config, epoch: int, evals: list, skipped: int) -> dict:
+  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
+  return dict(epoch=epoch, evals=evals, skipped=skipped, pretrained=_pretrained_name(config), method=config.method,
               variant=config.model.variant, style=config.model.style, seed=config.seed, mode=config.mode,
               task=config.task, config=config.to_json())
 
@@ -310,19 +310,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
   writer = writers.MetricWriter(workdir) if lead else None
-  step, evals = 0, []
+  step, evals, skipped = 0, [], 0
   latest = ckpt.latest_step()
   if latest is not None:
     like = dict(trainable=trainable, opt_state=opt_state, step=0, rng=jax.random.key_data(train_key))
     state, meta = ckpt.restore(latest, like)
-    trainable, opt_state, step, evals = state["trainable"], state["opt_state"], int(state["step"]), meta["evals"]
+    trainable, opt_state, step = state["trainable"], state["opt_state"], int(state["step"])
+    train_key, evals, skipped = jnp.asarray(state["rng"]), meta["evals"], meta["skipped"]
     if writer:
       writer.write(step, {}, event="resumed", epoch=meta["epoch"])
 
   num_trainable = sum(int(np.prod(v.shape)) for v in setup.trainable.values())
   num_total = num_trainable + sum(int(np.prod(v.shape)) for v in setup.frozen.values())
   bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
-  pending, skipped, train_images, train_seconds = [], 0, 0, 0.0
+  pending, train_images, train_seconds = [], 0, 0.0
   last = None
   try:
     for epoch in range(step // steps_per_epoch, config.optim.epochs):
@@ -348,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        epoch=done)
       if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs:
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
-                             rng=jax.random.key_data(train_key)), _meta(config, done, evals))
+                             rng=jax.random.key_data(train_key)), _meta(config, done, evals, skipped))
     ckpt.wait()
   finally:
     bar.close()
