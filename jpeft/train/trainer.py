@@ -10,7 +10,10 @@ from the newest checkpoint in `<workdir>/checkpoints`; data order and dropout ke
 (seed, epoch) and (seed, step), so a resumed run ends bit-identical to an uninterrupted one.
 
 Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json (or eval_<split>.json), and
-logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the final evaluation.
+logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the final evaluation. result.json holds
+accuracy (last epoch), best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation),
+trainable_params, total_params, steps, skipped_steps, wall_s, train_images_per_s (steady state: without the
+first, compiling epoch of the process), pretrained (the backbone pointer) and devices.
 """
 from __future__ import annotations
 
@@ -323,10 +326,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_trainable = sum(int(np.prod(v.shape)) for v in setup.trainable.values())
   num_total = num_trainable + sum(int(np.prod(v.shape)) for v in setup.frozen.values())
   bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
-  pending, train_images, train_seconds = [], 0, 0.0
+  pending, timed_images, timed_seconds = [], 0, 0.0
   last = None
   try:
-    for epoch in range(step // steps_per_epoch, config.optim.epochs):
+    first_epoch = step // steps_per_epoch
+    for epoch in range(first_epoch, config.optim.epochs):
       epoch_start = time.time()
       for batch in train_data.train_epoch(batch_size, config.seed, epoch):
         rng = jax.random.fold_in(train_key, step)
@@ -338,8 +342,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, time.time() - epoch_start,
                             step - epoch * steps_per_epoch)
           pending = []
-      train_seconds += time.time() - epoch_start
-      train_images += steps_per_epoch * batch_size
+      if epoch != first_epoch:  # the first epoch of a process also compiles: not steady state
+        timed_seconds += time.time() - epoch_start
+        timed_images += steps_per_epoch * batch_size
       done = epoch + 1
       if done % config.eval_every_epochs == 0 or done == config.optim.epochs:
         last = evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
@@ -364,7 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 accuracy=last["accuracy"], last_epoch=evals[-1]["epoch"], best_accuracy=best["accuracy"],
                 best_epoch=best["epoch"], evals=evals, trainable_params=num_trainable, total_params=num_total,
                 steps=step, skipped_steps=skipped, wall_s=time.time() - start_time,
-                train_images_per_s=train_images / train_seconds if train_seconds else None,
+                train_images_per_s=timed_images / timed_seconds if timed_seconds else None,
                 pretrained=_pretrained_name(config), devices=jax.device_count())
   if lead:
     try:
