@@ -1,11 +1,14 @@
 """A run killed mid-way and started again with the same command ends exactly where an uninterrupted run ends."""
+import errno
 import json
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from conftest import load_config, tiny_overrides
-from jpeft.train import trainer
+from jpeft.train import checkpointing, trainer
+from jpeft.train.checkpointing import CheckpointWriteError
 
 
 def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monkeypatch):
@@ -36,3 +39,24 @@ def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monk
                                 np.load(tmp_path / "reference" / "logits_val200.npy"))
   events = [json.loads(line).get("event") for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert events.count("resumed") == 1
+
+
+def test_full_disk_fails_cleanly_keeping_earlier_checkpoints(folder_root, tmp_path, monkeypatch):
+  original_save = ocp.CheckpointManager.save
+  calls = []
+
+  def save_until_disk_full(self, step, *args, **kwargs):
+    calls.append(step)
+    if len(calls) > 1:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", save_until_disk_full)
+  workdir = tmp_path / "full"
+  overrides = tiny_overrides(folder_root, **{"optim.epochs": 4, "checkpoint_every_epochs": 2,
+                                             "eval_every_epochs": 4})
+  with pytest.raises(CheckpointWriteError, match=r"No space left.*latest complete step: 8"):
+    trainer.run(load_config(overrides), str(workdir))
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
+  assert ckpt.latest_step() == 8
+  ckpt.close()
