@@ -1,0 +1,13 @@
+"""Sweep engine: the study's tuning protocol with many trials trained at once by `jax.vmap`.
+
+  trials = grid.expand('dtd', 'lora', grid.default_grid())        # lr x wd x rank x seeds
+  rows = runner.run_trials(config, trials, 'tune', trial_batch=8)  # one vmapped program per shape group
+  summaries = protocol.run_sweep(config, ['dtd'], ['lora'], grid.default_grid(), 'runs/sweep', 8)
+  tables.write_all(summaries, 'runs/sweep')                      # results.md / .csv, accuracy_vs_params.png
+
+CLI: `python -m jpeft.sweep --config=... --tasks=... --methods=... --workdir=...` (see `__main__`).
+"""
+from jpeft.sweep import grid, protocol, runner, tables
+from jpeft.sweep.grid import GridError, Trial, default_grid, expand, shape_groups
+from jpeft.sweep.protocol import run_sweep, select
+from jpeft.sweep.runner import run_trials

@@ -1,0 +1,153 @@
+"""The study's tuning protocol, resumable: tune every trial, pick by val200, retrain the winner, report test.
+
+For each (task, method):
+  1. tune   every trial of the grid (lr x wd x method grid x seeds) on train800, evaluate val200;
+  2. select the hyperparameter setting with the best val200 accuracy at the last epoch, averaged over seeds
+     (diverged trials excluded; ties go to the first setting in grid order);
+  3. final  retrain that setting on train800val200 with every seed, evaluate test: mean and spread.
+
+Every finished trial is appended as one JSON line to `<workdir>/trials.jsonl` (flushed and fsynced per
+chunk); a restarted sweep reads it and trains only the trials that have no row yet. `summary.jsonl` gets one
+row per (task, method), and `summary.csv` the same as a table.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from jpeft.sweep import grid as grid_lib
+from jpeft.sweep import runner
+
+TRIALS_FILE = "trials.jsonl"
+SUMMARY_FILE = "summary.jsonl"
+SUMMARY_CSV = "summary.csv"
+
+
+class TrialLog:
+  """Append-only JSON-lines record of finished trials, keyed by (stage, trial key)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    self.rows: dict[tuple[str, str], dict] = {}
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          if not line.strip():
+            continue
+          try:
+            row = json.loads(line)
+          except json.JSONDecodeError:
+            # A kill in the middle of a write leaves at most one partial last line: that trial is redone.
+            continue
+          self.rows[(row["stage"], row["key"])] = row
+
+  def has(self, stage: str, trial: grid_lib.Trial) -> bool:
+    return (stage, trial.key) in self.rows
+
+  def get(self, stage: str, trial: grid_lib.Trial) -> dict:
+    return self.rows[(stage, trial.key)]
+
+  def append(self, rows: Sequence[dict]) -> None:
+    with open(self.path, "a") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    for row in rows:
+      self.rows[(row["stage"], row["key"])] = row
+
+
+def select(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
+  """The config_key with the best mean accuracy over its seeds, or None if every trial diverged.
+
+  rows: tune rows of one (task, method), in grid order. A setting with any diverged seed is excluded (its
+  mean would mix a stopped run with finished ones); ties go to the setting seen first.
+  """
+  by_config: dict[str, list] = {}
+  for row in rows:
+    by_config.setdefault(row["config_key"], []).append(row)
+  best, best_accuracy = None, -np.inf
+  for key, members in by_config.items():
+    if any(r["diverged"] for r in members):
+      continue
+    accuracy = float(np.mean([r["accuracy"] for r in members]))
+    if accuracy > best_accuracy:
+      best, best_accuracy = key, accuracy
+  return best
+
+
+def _summary_row(trials: Sequence[grid_lib.Trial], tune_rows: list[dict], winner: Optional[str],
+                 final_rows: list[dict]) -> dict:
+  base = dict(task=trials[0].task, method=trials[0].method, num_trials=len(trials),
+              diverged=sum(r["diverged"] for r in tune_rows))
+  if winner is None:
+    return dict(base, selected=None, val_accuracy=None, test_accuracy=None, test_std=None, seeds=[])
+  chosen = [r for r in tune_rows if r["config_key"] == winner]
+  tests = [r["accuracy"] for r in final_rows]
+  return dict(base, selected=dict(lr=chosen[0]["lr"], wd=chosen[0]["wd"], **chosen[0]["hparams"]),
+              val_accuracy=float(np.mean([r["accuracy"] for r in chosen])),
+              test_accuracy=float(np.mean(tests)) if tests else None,
+              test_std=float(statistics.pstdev(tests)) if tests else None,
+              test_best_epoch_accuracy=float(np.mean([r["best_accuracy"] for r in final_rows])) if tests else None,
+              seeds=[r["seed"] for r in final_rows], trainable_params=chosen[0]["trainable_params"])
+
+
+def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
+              trial_batch: int, final: bool = True,
+              log: Callable[[str], None] = print) -> list[dict]:
+  """Runs the protocol for every task x method; returns (and writes) one summary row per pair.
+
+  Args:
+    config: base config (data, model, optim; method, lr, wd, peft and seed are set per trial).
+    tasks, methods: what to sweep.
+    grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
+    workdir: where trials.jsonl, summary.jsonl and summary.csv live; rerunning resumes.
+    trial_batch: trials trained together in one compiled program.
+    final: also retrain the winner on train800val200 and evaluate test.
+    log: progress messages.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  record = TrialLog(os.path.join(workdir, TRIALS_FILE))
+  summaries = []
+  for task in tasks:
+    data: dict = {}  # this task's splits, loaded once for all its methods and groups
+    for method in methods:
+      trials = grid_lib.expand(task, method, grid)
+      todo = [t for t in trials if not record.has("tune", t)]
+      log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
+          f"{len(trials) - len(todo)} already finished, training {len(todo)}")
+      runner.run_trials(config, todo, "tune", trial_batch, on_chunk=lambda rows, _: record.append(rows),
+                        data=data)
+      tune_rows = [record.get("tune", t) for t in trials]
+      winner = select(tune_rows)
+      final_rows: list[dict] = []
+      if winner is not None and final:
+        finals = [t for t in trials if t.config_key == winner]
+        todo = [t for t in finals if not record.has("final", t)]
+        log(f"{task}/{method}: selected {winner}; final on train800val200 x {len(finals)} seeds, "
+            f"training {len(todo)}")
+        runner.run_trials(config, todo, "final", trial_batch, on_chunk=lambda rows, _: record.append(rows),
+                          data=data)
+        final_rows = [record.get("final", t) for t in finals]
+      summaries.append(_summary_row(trials, tune_rows, winner, final_rows))
+  write_summary(summaries, workdir)
+  return summaries
+
+
+def write_summary(summaries: Sequence[dict], workdir: str) -> None:
+  """summary.jsonl (one JSON row per task x method) and summary.csv (hyperparameters as one JSON column)."""
+  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+    for row in summaries:
+      f.write(json.dumps(row) + "\n")
+  fields = ["task", "method", "test_accuracy", "test_std", "val_accuracy", "trainable_params", "num_trials",
+            "diverged", "seeds", "selected"]
+  with open(os.path.join(workdir, SUMMARY_CSV), "w", newline="") as f:
+    writer = csv.DictWriter(f, fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in summaries:
+      writer.writerow({k: json.dumps(row.get(k)) if k in ("seeds", "selected") else row.get(k) for k in fields})

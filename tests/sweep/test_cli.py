@@ -1,0 +1,114 @@
+"""A small sweep through the CLI: 2 methods x 4 trials on the fixture task, killed once and resumed.
+
+Checks: selection picks the setting with the best val accuracy (mean over seeds); vmapped trials equal the
+same trials run alone by the trainer; a restarted sweep skips what the killed one finished; tables are written.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config, tiny_overrides
+from jpeft.sweep import grid, runner
+from jpeft.train import trainer
+
+PYTHON = sys.executable
+
+
+def _args(folder_root: str, workdir: str) -> list[str]:
+  config = [f"--config.{k}={v}" for k, v in tiny_overrides(folder_root).items()]
+  return [PYTHON, "-m", "jpeft.sweep", f"--config={os.path.join(REPO, 'configs', 'common.py')}", *config,
+          "--tasks=dtd", "--methods=lora,adapter", f"--workdir={workdir}", "--trial_batch=4",
+          "--grid.lr=1e-3,1e-2", "--grid.wd=1e-4",
+          # Two seeds: per-trial init and data order, and the spread of the final runs. lora: 2 lr x 2 seeds;
+          # adapter: 2 lr x 2 scales (folded into merge_factor, one shape group) x 2 seeds.
+          "--grid.seeds=42,43", "--grid.lora.rank=4",
+          "--grid.adapter.bottleneck=4", "--grid.adapter.scale=0.1,1.0"]
+
+
+def _read_rows(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "trials.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def sweep(folder_root, tmp_path_factory):
+  """Runs the CLI, kills it after its first recorded chunk, restarts it; returns what each run left."""
+  workdir = str(tmp_path_factory.mktemp("sweep"))
+  args = _args(folder_root, workdir)
+  env = dict(os.environ, PYTHONPATH=REPO)
+  first = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  path = os.path.join(workdir, "trials.jsonl")
+  deadline = time.time() + 240
+  while not (os.path.exists(path) and _read_rows(workdir)) and first.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  first.send_signal(signal.SIGKILL)
+  first.wait()
+  before = _read_rows(workdir)
+  second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+  assert second.returncode == 0, second.stdout + second.stderr
+  return dict(workdir=workdir, before=before, after=_read_rows(workdir), log=second.stdout + second.stderr)
+
+
+def test_restart_skips_finished_trials(sweep):
+  before, after = sweep["before"], sweep["after"]
+  keys = [(r["stage"], r["key"]) for r in after]
+  assert 0 < len(before) < len(after), "the kill should land after the first chunk and before the end"
+  assert len(keys) == len(set(keys)), "a finished trial was trained again"
+  assert after[:len(before)] == before  # the killed run's rows are kept as they were
+  finished_lora = sum(r["method"] == "lora" and r["stage"] == "tune" for r in before)
+  assert f"dtd/lora: 4 trials in 1 shape groups; {finished_lora} already finished" in sweep["log"]
+  tune = [r for r in after if r["stage"] == "tune"]
+  assert sorted(r["method"] for r in tune) == ["adapter"] * 8 + ["lora"] * 4
+
+
+def test_selection_picks_best_val_and_retrains_it(sweep):
+  rows = sweep["after"]
+  with open(os.path.join(sweep["workdir"], "summary.jsonl")) as f:
+    summaries = {s["method"]: s for s in map(json.loads, f)}
+  for method in ("lora", "adapter"):
+    tune = [r for r in rows if r["method"] == method and r["stage"] == "tune"]
+    by_config = {}
+    for r in tune:
+      by_config.setdefault(r["config_key"], []).append(r["accuracy"])
+    means = {k: np.mean(v) for k, v in by_config.items()}
+    best = max(means.values())
+    winner = next(k for k in by_config if means[k] == best)  # first in grid order on ties
+    final = [r for r in rows if r["method"] == method and r["stage"] == "final"]
+    assert {r["config_key"] for r in final} == {winner}
+    assert sorted(r["seed"] for r in final) == [42, 43]
+    assert all(r["eval_split"] == "test" for r in final)
+    summary = summaries[method]
+    assert summary["val_accuracy"] == pytest.approx(best)
+    assert summary["test_accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in final]))
+    assert summary["test_std"] == pytest.approx(np.std([r["accuracy"] for r in final]))
+  accuracies = {r["accuracy"] for r in rows if r["stage"] == "tune"}
+  assert len(accuracies) > 1, "every trial tied: the fixture task no longer separates the settings"
+
+
+def test_tables_and_plot_written(sweep):
+  workdir = sweep["workdir"]
+  with open(os.path.join(workdir, "results.md")) as f:
+    table = f.read()
+  assert "| lora |" in table and "| adapter |" in table and "study natural" in table
+  assert os.path.getsize(os.path.join(workdir, "accuracy_vs_params.png")) > 1000
+
+
+@pytest.mark.parametrize("method,lr,hparams,seed", [
+    ("adapter", 1e-2, (("adapter.bottleneck", 4), ("adapter.scale", 0.1)), 42),  # scale folded into merge_factor
+    ("lora", 1e-2, (("lora.rank", 4),), 43),  # a seed other than config.seed: own init and data order
+])
+def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path, method, lr, hparams, seed):
+  trial = grid.Trial("dtd", method, lr, 1e-4, hparams, seed)
+  row = next(r for r in sweep["after"] if r["stage"] == "tune" and r["key"] == trial.key)
+  config = runner.trial_config(load_config(tiny_overrides(folder_root)), trial, "tune", fold=False)
+  alone = trainer.run(config, str(tmp_path))
+  assert [e["epoch"] for e in alone["evals"]] == [e["epoch"] for e in row["evals"]]
+  for mine, theirs in zip(row["evals"], alone["evals"]):
+    np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
+    assert mine["accuracy"] == theirs["accuracy"]
