@@ -50,6 +50,10 @@ class Checkpointer:
     except OSError as e:
       raise CheckpointWriteError(self._write_message(step, e)) from e
 
+  def read_meta(self, step: int) -> dict[str, Any]:
+    """The JSON metadata of the checkpoint at `step`, without reading any array."""
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
   def restore(self, step: int, like: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restores (state, meta) at `step`; `like` is a state of the same structure (arrays or shape structs),
     whose shardings the restored arrays take."""

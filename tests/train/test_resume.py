@@ -9,6 +9,7 @@ import pytest
 from conftest import load_config, tiny_overrides
 from jpeft.train import checkpointing, trainer
 from jpeft.train.checkpointing import CheckpointWriteError
+from jpeft.train.errors import ConfigError
 
 
 def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monkeypatch):
@@ -60,3 +61,10 @@ def test_full_disk_fails_cleanly_keeping_earlier_checkpoints(folder_root, tmp_pa
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
   assert ckpt.latest_step() == 8
   ckpt.close()
+
+
+def test_resuming_with_another_config_is_refused(folder_root, tmp_path):
+  overrides = tiny_overrides(folder_root, **{"optim.epochs": 1})
+  trainer.run(load_config(overrides), str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match=r"optim.lr = 0.01, but this config has optim.lr = 0.5.*--workdir"):
+    trainer.run(load_config(dict(overrides, **{"optim.lr": 0.5})), str(tmp_path / "run"))
