@@ -5,7 +5,7 @@
 Modes (--config.mode): 'tune' trains on train800 and evaluates val200; 'final' trains on train800val200 and
 evaluates test; 'eval' evaluates the newest checkpoint in --workdir (on --config.eval_split, default the
 trained mode's eval split). Any config field can be overridden with --config.<field>=<value>
-(e.g. --config.optim.lr=1e-2 --config.peft.lora.lora_rank=16 --config.pretrained.name=''); see
+(e.g. --config.optim.lr=1e-2 --config.peft.lora.rank=16 --config.pretrained.name=''); see
 configs/common.py for every field and its meaning. The same command started again resumes from the newest
 checkpoint in --workdir.
 
@@ -58,7 +58,8 @@ def main(argv) -> None:
   config = _CONFIG.value
   if config.distributed.enabled:
     d = config.distributed
-    jax.distributed.initialize(d.coordinator_address, d.num_processes, d.process_id)
+    jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                               process_id=d.process_id)
   logging.info("Config:\n%s", config)
   try:
     result = trainer.run(config, _WORKDIR.value)
