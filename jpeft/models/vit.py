@@ -12,6 +12,7 @@ Dense kernels are stored [in, out]; the fused qkv output is [q | k | v], each [h
 """
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any, Optional, Sequence
 
@@ -247,16 +248,17 @@ class VisionTransformer(nn.Module):
     x, collected = Encoder(self.depth, self.mlp_dim, self.num_heads, self.drop_path_rate, self.act,
                            self.ln_eps, self.methods, self.dtype, name="encoder")(x, ctx)
 
-    final_norm = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")
-
-    def normed(t):
-      t = final_norm(t)
-      for method in self.methods:
-        t = method.norm(self, "final", t, ctx)
-      return t
-
-    feature = normed(x)[:, 0]
-    collected = {name: normed(t) for name, t in collected.items()}
+    # CLS and every collected token group go through the final LN and its hooks in one call, so a method's
+    # parameters at the final norm (SSF's) are created once.
+    names = list(collected)
+    tokens = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(
+        jnp.concatenate([x[:, :1]] + [collected[name] for name in names], axis=1))
+    for method in self.methods:
+      tokens = method.norm(self, "final", tokens, ctx)
+    feature = tokens[:, 0]
+    sizes = [collected[name].shape[1] for name in names]
+    splits = jnp.split(tokens[:, 1:], list(itertools.accumulate(sizes))[:-1], axis=1) if names else []
+    collected = dict(zip(names, splits))
     for method in self.methods:
       feature = method.pool(self, feature, collected, ctx)
     if self.projection_dim:

@@ -21,9 +21,7 @@ returns is handed to every block hook as `ctx.shared[method.name]`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Optional
-
-import jax.numpy as jnp
+from typing import Any, ClassVar, Optional
 
 
 @dataclasses.dataclass(frozen=True)

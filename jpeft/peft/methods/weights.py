@@ -6,9 +6,8 @@ substring, so block_1 does not also select block_10.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Optional
+from typing import ClassVar
 
-import jax.numpy as jnp
 from flax import linen as nn
 
 from jpeft.peft import base
