@@ -41,7 +41,7 @@ def make(method: str, config=None):
   return vit.create_model(VARIANT, num_classes=NUM_CLASSES, methods=methods), methods
 
 
-def _random(shapes: dict, seed: int) -> dict:
+def random_params(shapes: dict, seed: int) -> dict:
   """Random values for flat shapes: N(1, 0.2) for scales (LayerNorm, SSF), N(0, 0.2) for the rest, so
   zero-initialised weights (LoRA's B, the head) matter."""
   rng = np.random.default_rng(seed)
@@ -56,7 +56,7 @@ def _shapes(model) -> dict:
 @functools.lru_cache(maxsize=None)
 def plain_params() -> dict:
   """Random plain-ViT weights (flat), head included; the same for every method."""
-  return _random(_shapes(make("linear")[0]), seed=10)
+  return random_params(_shapes(make("linear")[0]), seed=10)
 
 
 def init(method: str, config=None, *, at_init: bool = False):
@@ -68,7 +68,7 @@ def init(method: str, config=None, *, at_init: bool = False):
     # Jitted: eager initialisation compiles one small program per parameter shape, which is slower.
     own = partition.flatten(jax.jit(model.init)(jax.random.key(2), jnp.zeros((1, IMAGE, IMAGE, 3)))["params"])
   else:
-    own = _random(_shapes(model), seed=20)
+    own = random_params(_shapes(model), seed=20)
   return model, methods, partition.unflatten({**own, **plain})  # plain weights shared by all methods
 
 

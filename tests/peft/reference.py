@@ -34,29 +34,32 @@ def dense(x, p):
 
 
 class Reference:
-  """forward(images) of the model with one method `name` (hyperparameters `hp`) at merge factor `mf`."""
+  """forward(images) of the model with `method` ('lora' or several joined by '+', hyperparameters `hp`:
+  name -> dict) at merge factor `mf`. At a shared site, LoRA / FacT deltas come before SSF's scale."""
 
-  def __init__(self, params, name, hp, mf, num_heads, patch):
-    self.p, self.name, self.hp, self.mf = _np(params), name, hp, mf
+  def __init__(self, params, method, hp, mf, num_heads, patch):
+    self.names = set(method.split("+"))
+    self.p, self.hp, self.mf = _np(params), hp, mf
+    self.fact = next((n for n in self.names if n.startswith("fact")), None)
     self.heads, self.patch = num_heads, patch
     self.depth = len([k for k in self.p["encoder"] if k.startswith("block_")])
 
   # ---- method pieces, as the spec writes them ----
   def ssf(self, scope, site, y):
-    if self.name != "ssf":
+    if "ssf" not in self.names:
       return y
     gamma, beta = scope[f"ssf_{site}_scale"], scope[f"ssf_{site}_shift"]
     return (1 - self.mf) * y + self.mf * (gamma * y + beta)  # interpolate plain and SSF(y)
 
-  def bottleneck(self, scope, prefix, x, act):
-    return self.mf * self.hp["scale"] * dense(act(dense(x, scope[f"{prefix}_down"])), scope[f"{prefix}_up"])
+  def bottleneck(self, scope, name, prefix, x, act):
+    return self.mf * self.hp[name]["scale"] * dense(act(dense(x, scope[f"{prefix}_down"])), scope[f"{prefix}_up"])
 
   def fact_cores(self, layer):
     """Per-block cores {name: [r, r]} with fc1 / fc2 as lists of per-chunk cores."""
     enc = self.p["encoder"]
-    if self.name == "fact_tt":
+    if self.fact == "fact_tt":
       a, m = enc[f"block_{layer}"]["attn"], enc[f"block_{layer}"]["mlp"]
-      r = self.hp["rank"]
+      r = self.hp["fact_tt"]["rank"]
       cores = {n: a[f"fact_tt_sigma_{n}"] for n in "qkvo"}
       k = m["fact_tt_sigma_fc1"].shape[1] // r
       cores["fc1"] = [m["fact_tt_sigma_fc1"][:, j * r:(j + 1) * r] for j in range(k)]
@@ -70,10 +73,10 @@ class Reference:
             "fc2": sigma[4 + k:]}
 
   def fact_delta(self, layer, where, z):
-    if not self.name.startswith("fact"):
+    if self.fact is None:
       return 0
-    enc, s = self.p["encoder"], self.mf * self.hp["scale"]
-    u, v = enc[f"{self.name}_u"], enc[f"{self.name}_v"]
+    enc, s = self.p["encoder"], self.mf * self.hp[self.fact]["scale"]
+    u, v = enc[f"{self.fact}_u"], enc[f"{self.fact}_v"]
     c = self.fact_cores(layer)
     if where == "qkv":
       return s * np.concatenate([z @ u @ c[n] @ v for n in "qkv"], -1)
@@ -94,24 +97,24 @@ class Reference:
     conv = bias + sum(padded[:, dy:dy + gh, dx:dx + gw] @ kernel[dy, dx] for dy in range(3) for dx in range(3))
     singles = down[:, :front] @ kernel[1, 1] + bias  # a 1x1 image only meets the centre tap
     mid = quick_gelu(np.concatenate([singles, conv.reshape(down.shape[0], gh * gw, -1)], 1))
-    return self.mf * self.hp["scale"] * dense(mid, bp[f"{prefix}_up"])
+    return self.mf * self.hp["convpass"]["scale"] * dense(mid, bp[f"{prefix}_up"])
 
   def repadapter(self, bp, where, z):
-    if self.name != "repadapter":
+    if "repadapter" not in self.names:
       return z
     a = dense(z, bp[f"repadapter_{where}_a"])
     kernel, bias = bp[f"repadapter_{where}_b_kernel"], bp[f"repadapter_{where}_b_bias"]
     half_in, half_out = kernel.shape[1], kernel.shape[2]
     b = np.concatenate([a[..., :half_in] @ kernel[0], a[..., half_in:] @ kernel[1]], -1) + bias
     assert b.shape[-1] == 2 * half_out
-    return z + self.mf * self.hp["scale"] * b
+    return z + self.mf * self.hp["repadapter"]["scale"] * b
 
   # ---- the ViT ----
   def attention(self, layer, z, n_hidden):
     """n_hidden leading tokens are not keys (VQT's queries)."""
     ap = self.p["encoder"][f"block_{layer}"]["attn"]
     qkv = dense(z, ap["qkv"])
-    if self.name == "lora":
+    if "lora" in self.names:
       qkv = qkv + self.mf * (z @ ap["lora_a"]["kernel"] @ ap["lora_b"]["kernel"])
     qkv = self.ssf(ap, "qkv", qkv + self.fact_delta(layer, "qkv", z))
     b, t, d3 = qkv.shape
@@ -140,16 +143,17 @@ class Reference:
     z = self.ssf(bp, ln, layer_norm(x, bp[ln]))
     z_in = self.repadapter(bp, where, z)
     h = self.attention(layer, z_in, n_hidden) if where == "attn" else self.mlp(layer, z_in)
-    if self.name == "adapter" or (self.name == "pfeiffer" and where == "mlp"):
-      prefix = self.name if self.name == "pfeiffer" else f"adapter_{where}"
-      h = h + self.bottleneck(bp, prefix, h, relu)
-    if self.name == "difffit":
+    if "adapter" in self.names:
+      h = h + self.bottleneck(bp, "adapter", f"adapter_{where}", h, relu)
+    if "pfeiffer" in self.names and where == "mlp":
+      h = h + self.bottleneck(bp, "pfeiffer", "pfeiffer", h, relu)
+    if "difffit" in self.names:
       gamma = bp["difffit_gamma1" if where == "attn" else "difffit_gamma2"]
       h = (1 + self.mf * (gamma - 1)) * h
     out = x + h
-    if self.name == "adaptformer" and where == "mlp":
-      out = out + self.bottleneck(bp, "adaptformer", x, relu)
-    if self.name == "convpass":
+    if "adaptformer" in self.names and where == "mlp":
+      out = out + self.bottleneck(bp, "adaptformer", "adaptformer", x, relu)
+    if "convpass" in self.names:
       out = out + self.convpass(bp, where, z, front, grid)
     return out
 
@@ -164,26 +168,27 @@ class Reference:
     x = np.concatenate([np.repeat(p["cls"], b, 0), x], 1) + p["pos_embedding"]
     enc = p["encoder"]
     queries = []
-    if self.name == "vpt_shallow":
+    if "vpt_shallow" in self.names:
       x = np.concatenate([np.repeat(enc["vpt_shallow_prompts"][None], b, 0), x], 1)
     for layer in range(self.depth):
-      inserted = {"vpt_deep": "vpt_deep_prompts", "vqt": "vqt_queries"}.get(self.name)
-      n_new = 0
-      if inserted:
-        n_new = enc[inserted].shape[1]
-        x = np.concatenate([np.repeat(enc[inserted][layer][None], b, 0), x], 1)
-      n_hidden = n_new if self.name == "vqt" else 0
+      n_new = n_hidden = 0
+      for inserted in ("vpt_deep", "vqt"):  # each prepended in turn: VQT's queries end up in front
+        if inserted in self.names:
+          tokens = enc["vpt_deep_prompts" if inserted == "vpt_deep" else "vqt_queries"][layer]
+          x = np.concatenate([np.repeat(tokens[None], b, 0), x], 1)
+          n_new += tokens.shape[0]
+          n_hidden = tokens.shape[0] if inserted == "vqt" else n_hidden
       front = x.shape[1] - gh * gw
       for where in ("attn", "mlp"):
         x = self.sublayer(layer, where, x, front, (gh, gw), n_hidden)
-      if self.name == "vqt":
-        queries.append(x[:, :n_new])
+      if "vqt" in self.names:
+        queries.append(x[:, :n_hidden])
       x = x[:, n_new:]
-    if self.name == "vpt_shallow":
+    if "vpt_shallow" in self.names:
       x = x[:, enc["vpt_shallow_prompts"].shape[0]:]
     final = lambda t: self.ssf(p, "final", layer_norm(t, p["norm"]))
     feature = final(x[:, 0])
-    if self.name == "vqt":
+    if "vqt" in self.names:
       tokens = [feature] + [final(q[:, i]) for q in queries for i in range(q.shape[1])]
       pooled = sum(w * t for w, t in zip(p["vqt_combine"], tokens))
       feature = (1 - self.mf) * feature + self.mf * pooled

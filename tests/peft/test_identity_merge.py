@@ -1,9 +1,11 @@
 """Identity at initialisation, merge_factor = 0 giving the backbone, and merging into plain ViT weights."""
+import jax
 import numpy as np
 import pytest
 
-from conftest import apply, init, make, plain_params
+from conftest import apply, init, make, plain_params, random_params
 from jpeft import peft
+from jpeft.models import vit
 from jpeft.peft import partition
 
 
@@ -48,3 +50,17 @@ def test_merging_a_non_reparameterisable_method_names_it(method):
   blocked = [m for m in method.split("+") if m != "lora"]
   with pytest.raises(ValueError, match=rf"Cannot merge PEFT method\(s\) \[{blocked!r}".replace("[[", "[")[:-1]):
     peft.merge(params, methods)
+
+
+def test_merge_into_a_clip_tower(images):
+  """CLIP's patch embedding has no bias: SSF's embedding shift folds into the position embeddings."""
+  methods = peft.build_methods("ssf+lora", {"lora": {"rank": 2}})
+  model = vit.create_model("mu/8", style="clip", num_classes=5, methods=methods)
+  plain_model = vit.create_model("mu/8", style="clip", num_classes=5)
+  shapes = partition.flatten(jax.eval_shape(model.init, jax.random.key(0), images)["params"])
+  assert "embedding/bias" not in shapes and "ln_pre/scale" in shapes
+  params = partition.unflatten(random_params(shapes, seed=3))
+  merged = peft.merge(params, methods, 0.6)
+  np.testing.assert_allclose(apply(plain_model, merged, images), apply(model, params, images, 0.6),
+                             rtol=1e-4, atol=1e-4)
+
