@@ -34,17 +34,20 @@ class TrialLog:
   def __init__(self, path: str):
     self.path = path
     self.rows: dict[tuple[str, str], dict] = {}
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          if not line.strip():
-            continue
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:
-            # A kill in the middle of a write leaves at most one partial last line: that trial is redone.
-            continue
-          self.rows[(row["stage"], row["key"])] = row
+    if not os.path.exists(path):
+      return
+    with open(path, "rb") as f:
+      data = f.read()
+    complete = data[:data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+      # A kill in the middle of a write leaves one torn last line: drop it (that trial is trained again) so
+      # the next append starts on a fresh line.
+      with open(path, "r+b") as f:
+        f.truncate(len(complete))
+    for line in complete.decode().splitlines():
+      if line.strip():
+        row = json.loads(line)
+        self.rows[(row["stage"], row["key"])] = row
 
   def has(self, stage: str, trial: grid_lib.Trial) -> bool:
     return (stage, trial.key) in self.rows

@@ -1,0 +1,66 @@
+"""The vmapped runner: a shared-batch chunk equals the trainer, the trial axis shards over devices."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import REPO, load_config, tiny_overrides
+from jpeft.sweep import grid, runner
+from jpeft.train import trainer
+from jpeft.train.errors import ConfigError
+
+
+def _trials(lrs, seeds, method="lora", hparams=(("lora.rank", 2),)):
+  return [grid.Trial("dtd", method, lr, 1e-4, hparams, seed) for lr in lrs for seed in seeds]
+
+
+def test_shared_batch_chunk_equals_trainer(folder_root, tmp_path):
+  """One seed: the chunk shares each batch across trials; each trial still ends where the trainer ends."""
+  config = load_config(tiny_overrides(folder_root))
+  trials = _trials([1e-3, 3e-2], [42])
+  rows = runner.run_trials(config, trials, "tune", trial_batch=2)
+  assert [r["chunk_trials"] for r in rows] == [2, 2]
+  assert rows[0]["loss"] != rows[1]["loss"]  # the lr is per trial
+  alone = trainer.run(runner.trial_config(config, trials[1], "tune", fold=False), str(tmp_path))
+  for mine, theirs in zip(rows[1]["evals"], alone["evals"]):
+    np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
+    assert mine["accuracy"] == theirs["accuracy"]
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5])
+def test_bad_trial_batch_is_named(folder_root, bad):
+  with pytest.raises(ConfigError, match=f"trial_batch = {bad!r} is not usable"):
+    runner.run_trials(load_config(tiny_overrides(folder_root)), _trials([1e-3], [0]), "tune", trial_batch=bad)
+
+
+def test_trial_axis_shards_over_devices(folder_root):
+  """On 2 CPU devices, 3 trials (padded to 4) give the same results as on one device."""
+  script = textwrap.dedent(f"""
+      import json, sys
+      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      import jax
+      from conftest import load_config, tiny_overrides
+      from jpeft.sweep import grid, runner
+      assert jax.device_count() == 2
+      config = load_config(tiny_overrides({folder_root!r}))
+      config.optim.epochs = 1
+      config.optim.warmup_epochs = 0
+      trials = [grid.Trial("dtd", "lora", lr, 1e-4, (("lora.rank", 2),), 42) for lr in (1e-3, 1e-2, 3e-2)]
+      out = {{}}
+      for n in (1, 2):
+        mesh = runner.make_trial_mesh(jax.devices()[:n])
+        out[n] = [(r["loss"], r["accuracy"]) for r in runner.run_trials(config, trials, "tune", 3, mesh=mesh)]
+      print(json.dumps(out))
+  """)
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert len(out["2"]) == 3
+  np.testing.assert_allclose(np.array(out["2"]), np.array(out["1"]), rtol=1e-4)
