@@ -14,6 +14,7 @@ logits_<split>.npy and labels_<split>.npy, metrics.jsonl, tb/ (TensorBoard) and 
 parameters and optimizer state only, with a pointer to the pretrained backbone).
 """
 import json
+import os
 import sys
 
 import jax
@@ -29,8 +30,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
     "override any field with --config.<field>=<value>.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results; a run started "
-                               "again with the same workdir resumes.")
-flags.mark_flags_as_required(["config", "workdir"])
+                               "again with the same workdir resumes. Default: runs/<config file name>.")
+flags.mark_flags_as_required(["config"])
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -61,13 +62,25 @@ def main(argv) -> None:
     jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
                                process_id=d.process_id)
   logging.info("Config:\n%s", config)
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
+  # `compare_methods` (e.g. the demo's ('linear',)) trains the same config with other methods, each in
+  # <workdir>/<method>, and prints their accuracies beside the main one.
+  compare = config.get("compare_methods", ()) if config.mode != "eval" else ()
+  runs = [(config.method, workdir)] + [(m, os.path.join(workdir, m)) for m in compare]
+  results = []
   try:
-    result = trainer.run(config, _WORKDIR.value)
+    for method, method_workdir in runs:
+      config.method = method
+      results.append(trainer.run(config, method_workdir))
   except (RunError, DataError, CheckpointError) as e:
     # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
     print(f"jpeft: error: {e}", file=sys.stderr)
     sys.exit(1)
-  print(json.dumps({k: v for k, v in result.items() if k != "evals"}, indent=2))
+  print(json.dumps({k: v for k, v in results[0].items() if k != "evals"}, indent=2))
+  if len(results) > 1:
+    print(f"{results[0]['task']} {results[0]['eval_split']} accuracy: " +
+          " | ".join(f"{r['method']} {r['accuracy']:.3f}" for r in results))
 
 
 if __name__ == "__main__":
