@@ -34,6 +34,7 @@ from typing import Any, Callable, ClassVar, Iterator, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jpeft.data.errors import DataError
 from jpeft.data.tasks import Task, register_task, standard_splits
@@ -500,9 +501,15 @@ def generate(name: str, split: str, num: Optional[int] = None,
 class MiniVtabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base TFDS builder of a Mini VTAB task: nothing is downloaded, every example is rendered."""
   VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {VERSION: 'Initial release.'}
   TASK: ClassVar[MiniTask]
   SEED: ClassVar[int] = 0
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS derives this from the module's package and, for a package module, type-checks it
+    # against `importlib_resources`, which tensorflow-datasets does not install; the file is known.
+    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
