@@ -1,16 +1,19 @@
 """Benchmark: N trials trained together (vmapped) vs the same N trials one after another.
 
-  python experiments/bench_sweep.py [--trials=8] [--epochs=10] [--train_size=256] [--batch_size=32]
+  python experiments/bench_sweep.py [--trials=8] [--epochs=10] [--train_size=128] [--batch_sizes=8,32]
 
 Both sides use the sweep runner on the same tiny model (a mu/8 ViT, random backbone, LoRA rank 4), the same
 32x32 task (a generated processed-folder task in a temporary directory, loaded once for both) and the same N
 trials (lr spread over 1e-3..3e-2, one seed): "vmapped" trains them as one chunk of N, "sequential" as N chunks
 of 1 (one compiled program reused N times). Each side runs all N trials twice with the same compiled programs:
 "cold" includes compilation (what one sweep costs end to end), "warm" is training alone. Both sides run in one
-process, one after the other, and their final val losses are compared (they train the same trials).
+process, one after the other, and their final val losses are compared (they train the same trials). This is
+repeated for each batch size: the smaller the per-trial step, the larger the share of per-step overhead
+(dispatch, host batches) that vmapping amortises; on CPU a large step is compute-bound and gains little.
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -48,43 +51,50 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--trials", type=int, default=8)
   parser.add_argument("--epochs", type=int, default=10)
-  parser.add_argument("--train_size", type=int, default=256)
-  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--train_size", type=int, default=128)
+  parser.add_argument("--batch_sizes", default="8,32", help="comma-separated; one benchmark per batch size")
   args = parser.parse_args()
 
   root = tempfile.mkdtemp(prefix="bench_sweep_")
-  write_task(root, args.train_size, 64)
-  config = common.get_config("lora")
-  config.task, config.data.source, config.data.folder_root = "dtd", "folder", root
-  config.data.image_size, config.model.variant, config.pretrained.name = 32, "mu/8", ""
-  config.optim.batch_size, config.optim.epochs, config.optim.warmup_epochs = args.batch_size, args.epochs, 1
-  config.eval_every_epochs = args.epochs
+  try:
+    write_task(root, args.train_size, 64)
+    bench(args, root)
+  finally:
+    shutil.rmtree(root)
+
+
+def bench(args, root: str) -> None:
+  """Prints, per batch size, the warm and cold wall times of both sides and their ratios."""
   trials = [grid.Trial("dtd", "lora", float(lr), 1e-4, (("lora.rank", 4),), 42)
             for lr in np.geomspace(1e-3, 3e-2, args.trials)]
-
-  data: dict = {}
-  results = {}
-  for name, chunk in (("vmapped", args.trials), ("sequential", 1)):
-    group = runner.GroupRunner(config, trials, "tune", data)
-    times, losses = [], []
-    for _ in range(2):  # cold (compiles on its first chunk), then warm (the same programs again)
-      start = time.perf_counter()
-      rows = []
-      for i in range(0, len(trials), chunk):
-        rows += group.train(trials[i:i + chunk])[0]
-      times.append(time.perf_counter() - start)
-      losses.append([r["loss"] for r in rows])
-    results[name] = dict(cold_s=times[0], warm_s=times[1], loss=losses[1])
-  steps = (args.train_size // args.batch_size) * args.epochs
-  print(f"{args.trials} trials x {steps} steps (batch {args.batch_size}, mu/8 ViT + LoRA r=4, 32x32 images), "
-        f"{len(runner.make_trial_mesh().devices)} device(s)")
-  for name, r in results.items():
-    print(f"  {name:10s}  warm (training only) {r['warm_s']:7.2f} s   cold (compile included) {r['cold_s']:7.2f} s")
-  v, s = results["vmapped"], results["sequential"]
-  print(f"  speed-up vmapped vs sequential: training only {s['warm_s'] / v['warm_s']:.2f}x, "
-        f"compile included {s['cold_s'] / v['cold_s']:.2f}x")
-  gap = float(np.max(np.abs(np.array(v["loss"]) - np.array(s["loss"]))))
-  print(f"  max |val loss vmapped - sequential| over trials: {gap:.2e}")
+  print(f"{args.trials} trials, mu/8 ViT + LoRA r=4, 32x32 images, {args.train_size} train images x "
+        f"{args.epochs} epochs, {len(runner.make_trial_mesh().devices)} device(s)")
+  for batch_size in map(int, args.batch_sizes.split(",")):
+    config = common.get_config("lora")
+    config.task, config.data.source, config.data.folder_root = "dtd", "folder", root
+    config.data.image_size, config.model.variant, config.pretrained.name = 32, "mu/8", ""
+    config.optim.batch_size, config.optim.epochs, config.optim.warmup_epochs = batch_size, args.epochs, 1
+    config.eval_every_epochs = args.epochs
+    data: dict = {}
+    results = {}
+    for name, chunk in (("vmapped", args.trials), ("sequential", 1)):
+      group = runner.GroupRunner(config, trials, "tune", data)
+      times, losses = [], []
+      for _ in range(2):  # cold (compiles on its first chunk), then warm (the same programs again)
+        start = time.perf_counter()
+        rows = []
+        for i in range(0, len(trials), chunk):
+          rows += group.train(trials[i:i + chunk])[0]
+        times.append(time.perf_counter() - start)
+        losses.append([r["loss"] for r in rows])
+      results[name] = dict(cold_s=times[0], warm_s=times[1], loss=losses[1])
+    v, s = results["vmapped"], results["sequential"]
+    gap = float(np.max(np.abs(np.array(v["loss"]) - np.array(s["loss"]))))
+    print(f"batch {batch_size} ({(args.train_size // batch_size) * args.epochs} steps per trial):")
+    for name, r in results.items():
+      print(f"  {name:10s}  warm (training only) {r['warm_s']:7.2f} s   cold (compile included) {r['cold_s']:7.2f} s")
+    print(f"  speed-up vmapped vs sequential: training only {s['warm_s'] / v['warm_s']:.2f}x, "
+          f"compile included {s['cold_s'] / v['cold_s']:.2f}x; max |val loss difference| {gap:.1e}")
 
 
 if __name__ == "__main__":

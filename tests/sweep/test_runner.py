@@ -18,13 +18,15 @@ def _trials(lrs, seeds, method="lora", hparams=(("lora.rank", 2),)):
   return [grid.Trial("dtd", method, lr, 1e-4, hparams, seed) for lr in lrs for seed in seeds]
 
 
-def test_shared_batch_chunk_equals_trainer(folder_root, tmp_path):
-  """One seed: the chunk shares each batch across trials; each trial still ends where the trainer ends."""
+def test_shared_batch_chunk_with_folded_scales_equals_trainer(folder_root, tmp_path):
+  """One seed: the chunk shares each batch across trials; adapter scales ride on the traced merge_factor
+  (built at scale 1). The scale-0.1 trial still ends where the trainer (built at scale 0.1) ends."""
   config = load_config(tiny_overrides(folder_root))
-  trials = _trials([1e-3, 3e-2], [42])
+  trials = [grid.Trial("dtd", "adapter", 3e-2, 1e-4, (("adapter.bottleneck", 4), ("adapter.scale", s)), 42)
+            for s in (1.0, 0.1)]
   rows = runner.run_trials(config, trials, "tune", trial_batch=2)
   assert [r["chunk_trials"] for r in rows] == [2, 2]
-  assert rows[0]["loss"] != rows[1]["loss"]  # the lr is per trial
+  assert rows[0]["loss"] != rows[1]["loss"]  # the scale is per trial
   alone = trainer.run(runner.trial_config(config, trials[1], "tune", fold=False), str(tmp_path))
   for mine, theirs in zip(rows[1]["evals"], alone["evals"]):
     np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
