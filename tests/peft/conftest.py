@@ -30,6 +30,18 @@ HPARAMS = {
 }
 
 
+# Every method with parameters of its own that are not tokens' interplay, initialised together once (one
+# compilation) for the initialisation tests; each method's parameters are found by its label.
+COMPOSED = "ssf+difffit+vpt_deep+lora+adapter+adaptformer+pfeiffer+convpass+repadapter+fact_tt+fact_tk+vqt"
+
+
+@pytest.fixture(scope="session")
+def composed_init() -> dict:
+  """Flat parameters of COMPOSED at initialisation (Convpass with its identity conv)."""
+  config = {**HPARAMS, "convpass": {**HPARAMS["convpass"], "conv_init": "identity"}}
+  return partition.flatten(init(COMPOSED, config, at_init=True)[2])
+
+
 @pytest.fixture(scope="session")
 def images():
   return jax.random.uniform(jax.random.key(1), (2, IMAGE, IMAGE, 3))

@@ -1,21 +1,17 @@
-"""Initial values follow the spec's init column (one composed model, initialised once)."""
+"""Initial values follow the spec's init column (the composed model of conftest, initialised once)."""
 import math
 
 import numpy as np
 import pytest
 
-from conftest import HPARAMS, init
-from jpeft.peft import partition
+from conftest import HPARAMS
 
 D, PATCH_PIXELS = 32, 3 * 8 * 8  # mu/8
-COMPOSED = "ssf+difffit+vpt_deep+lora+adapter+adaptformer+convpass+repadapter+fact_tt+fact_tk+vqt"
 
 
 @pytest.fixture(scope="module")
-def params():
-  config = {**HPARAMS, "convpass": {**HPARAMS["convpass"], "conv_init": "identity"}}
-  _, _, nested = init(COMPOSED, config, at_init=True)
-  return {k: np.asarray(v) for k, v in partition.flatten(nested).items()}
+def params(composed_init):
+  return {k: np.asarray(v) for k, v in composed_init.items()}
 
 
 def _values(params, *suffixes):
