@@ -21,6 +21,7 @@ returns is handed to every block hook as `ctx.shared[method.name]`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar, Optional
 
 
@@ -110,6 +111,18 @@ class Method:
     if not ok:
       raise ValueError(f"PEFT method '{self.name}': {field}={getattr(self, field)!r} is invalid, it must be "
                        f"{requirement}. Fix it in the config: --config.peft.{self.name}.{field}=<value>.")
+
+  def require_positive_int(self, field: str) -> None:
+    value = getattr(self, field)
+    self.require(field, isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1")
+
+  def require_finite(self, field: str) -> None:
+    value = getattr(self, field)
+    self.require(field, isinstance(value, (int, float)) and math.isfinite(value), "a finite number")
+
+  def require_rate(self, field: str = "dropout") -> None:
+    value = getattr(self, field)
+    self.require(field, isinstance(value, (int, float)) and 0 <= value < 1, "a dropout rate in [0, 1)")
 
   # ---- forward hooks --------------------------------------------------------------------------
   def shared(self, m, ctx: Context) -> Any:

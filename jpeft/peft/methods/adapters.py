@@ -7,7 +7,6 @@ merge_factor * s. Parameters live in the block's scope as '<method>[_<sublayer>]
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, ClassVar, Optional
 
 import jax
@@ -17,10 +16,7 @@ from flax import linen as nn
 # Module import, not `from vit import quick_gelu`: vit imports jpeft.peft, so vit may be half-initialised here.
 from jpeft.models import vit
 from jpeft.peft import base
-from jpeft.peft.methods.lora import TORCH_LINEAR_INIT, check_positive_int, check_rate
-
-_zeros = nn.initializers.zeros
-_xavier = nn.initializers.xavier_uniform()
+from jpeft.peft.methods.inits import TORCH_LINEAR, XAVIER, ZEROS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,15 +26,15 @@ class _Bottleneck(base.Method):
   scale: float = 1.0
   dropout: float = 0.1
   # Initialisers of Down's kernel, Up's kernel and both biases; activation after Down.
-  down_init: ClassVar[Callable] = staticmethod(_xavier)
-  up_init: ClassVar[Callable] = staticmethod(_zeros)
-  bias_init: ClassVar[Callable] = staticmethod(_zeros)
+  down_init: ClassVar[Callable] = staticmethod(XAVIER)
+  up_init: ClassVar[Callable] = staticmethod(ZEROS)
+  bias_init: ClassVar[Callable] = staticmethod(ZEROS)
   act: ClassVar[Callable] = staticmethod(nn.relu)
 
   def validate(self):
-    check_positive_int(self, "bottleneck")
-    self.require("scale", isinstance(self.scale, (int, float)) and math.isfinite(self.scale), "a finite number")
-    check_rate(self)
+    self.require_positive_int("bottleneck")
+    self.require_finite("scale")
+    self.require_rate()
 
   def module(self, m, prefix: str, x, ctx, middle: Optional[Callable] = None):
     """merge_factor * s * Up(drop(middle(act(Down x)))): [..., D] -> [..., D]."""
@@ -59,7 +55,7 @@ class AdaptFormer(_Bottleneck):
   """MLP sublayer, parallel, reading the pre-LN2 stream x (Chen et al., 2022): x + MLP(LN2 x) + M(x)."""
   name: ClassVar[str] = "adaptformer"
   grid: ClassVar[dict] = {"bottleneck": (4, 16, 32), "scale": (0.05, 0.1, 0.2)}
-  down_init: ClassVar[Callable] = staticmethod(TORCH_LINEAR_INIT)
+  down_init: ClassVar[Callable] = staticmethod(TORCH_LINEAR)
   bottleneck: int = 16
   scale: float = 0.1
 
@@ -73,7 +69,7 @@ class Adapter(_Bottleneck):
   """Houlsby adapter: sequential-after on both sublayers, h + M(h) (Houlsby et al., 2019)."""
   name: ClassVar[str] = "adapter"
   grid: ClassVar[dict] = {"bottleneck": (4, 8, 16, 32), "scale": (0.01, 0.1, 1, 10)}
-  up_init: ClassVar[Callable] = staticmethod(_xavier)
+  up_init: ClassVar[Callable] = staticmethod(XAVIER)
   bias_init: ClassVar[Callable] = staticmethod(nn.initializers.normal(1e-6))
   scale: float = 0.1
 
@@ -111,7 +107,7 @@ class Convpass(_Bottleneck):
   grid: ClassVar[dict] = {"scale": (0.01, 0.1, 1, 10, 100), "bottleneck": (8, 16),
                           "conv_init": ("identity", "xavier")}
   act: ClassVar[Callable] = staticmethod(lambda x: vit.quick_gelu(x))
-  _CONV_INITS: ClassVar[dict] = {"identity": _identity_centre_tap, "xavier": _xavier}
+  _CONV_INITS: ClassVar[dict] = {"identity": _identity_centre_tap, "xavier": XAVIER}
   scale: float = 10.0
   conv_init: str = "identity"
 
@@ -121,7 +117,7 @@ class Convpass(_Bottleneck):
 
   def parallel(self, m, where, x, z, ctx):
     prefix = f"{self.name}_{where}"
-    conv = nn.Conv(self.bottleneck, (3, 3), padding=1, dtype=m.dtype, bias_init=_zeros,
+    conv = nn.Conv(self.bottleneck, (3, 3), padding=1, dtype=m.dtype, bias_init=ZEROS,
                    kernel_init=self._CONV_INITS[self.conv_init], name=f"{prefix}_conv")
     front = ctx.num_prefix + 1  # inserted tokens + CLS
 
@@ -159,10 +155,10 @@ class RepAdapter(_Bottleneck):
   def before_sublayer(self, m, where, z, ctx):
     prefix = f"{self.name}_{where}"
     width, groups = z.shape[-1], self.groups
-    a = nn.Dense(self.bottleneck, dtype=m.dtype, kernel_init=_xavier, name=f"{prefix}_a")(z)
+    a = nn.Dense(self.bottleneck, dtype=m.dtype, kernel_init=XAVIER, name=f"{prefix}_a")(z)
     a = nn.Dropout(self.dropout)(a, ctx.deterministic)
-    kernel = m.param(f"{prefix}_b_kernel", _zeros, (groups, self.bottleneck // groups, width // groups))
-    bias = m.param(f"{prefix}_b_bias", _zeros, (width,))
+    kernel = m.param(f"{prefix}_b_kernel", ZEROS, (groups, self.bottleneck // groups, width // groups))
+    bias = m.param(f"{prefix}_b_bias", ZEROS, (width,))
     grouped = a.reshape(*a.shape[:-1], groups, self.bottleneck // groups)
     b = jnp.einsum("...gi,gio->...go", grouped, kernel.astype(a.dtype)).reshape(z.shape) + bias.astype(a.dtype)
     return z + (ctx.merge_factor * self.scale) * b

@@ -13,14 +13,13 @@ Shared parameters live in the encoder ('encoder/fact_tt_u', ...); fact_tt's core
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import jax.numpy as jnp
 from flax import linen as nn
 
 from jpeft.peft import base
-from jpeft.peft.methods.lora import TORCH_LINEAR_INIT, check_positive_int, check_rate
+from jpeft.peft.methods.inits import TORCH_LINEAR, XAVIER, ZEROS
 
 _ATTN_CORES = ("q", "k", "v", "o")
 
@@ -70,17 +69,17 @@ class _FacT(base.Method):
   dropout: float = 0.1
 
   def validate(self):
-    check_positive_int(self, "rank")
-    self.require("scale", isinstance(self.scale, (int, float)) and math.isfinite(self.scale), "a finite number")
-    check_rate(self)
+    self.require_positive_int("rank")
+    self.require_finite("scale")
+    self.require_rate()
 
   def shared_params(self, m, ctx) -> dict:
     """Extra shared parameters beyond U and V."""
     return {}
 
   def shared(self, m, ctx):
-    return dict(u=m.param(f"{self.name}_u", TORCH_LINEAR_INIT, (ctx.width, self.rank)),
-                v=m.param(f"{self.name}_v", nn.initializers.zeros, (self.rank, ctx.width)),
+    return dict(u=m.param(f"{self.name}_u", TORCH_LINEAR, (ctx.width, self.rank)),
+                v=m.param(f"{self.name}_v", ZEROS, (self.rank, ctx.width)),
                 **self.shared_params(m, ctx))
 
   def cores(self, m, where: str, ctx) -> dict:
@@ -123,7 +122,7 @@ class FacTTT(_FacT):
     shapes = {"qkv": {"q": (r, r), "k": (r, r), "v": (r, r)}, "proj": {"o": (r, r)},
               "fc1": {"fc1": (r, k * r)}, "fc2": {"fc2": (k * r, r)}}[where]
     # torch.nn.Linear's default init, as the FacT code's cores.
-    return {name: m.param(f"{self.name}_sigma_{name}", TORCH_LINEAR_INIT, shape)
+    return {name: m.param(f"{self.name}_sigma_{name}", TORCH_LINEAR, shape)
             for name, shape in shapes.items()}
 
   def block_cores(self, flat, shared, layer):
@@ -142,9 +141,8 @@ class FacTTK(_FacT):
 
   def shared_params(self, m, ctx):
     r, slots = self.rank, 4 + 2 * _ratio(ctx)
-    xavier = nn.initializers.xavier_uniform()
-    return dict(core=m.param(f"{self.name}_core", xavier, (r, r, r)),
-                p=m.param(f"{self.name}_p", xavier, (r, slots * ctx.depth)))
+    return dict(core=m.param(f"{self.name}_core", XAVIER, (r, r, r)),
+                p=m.param(f"{self.name}_p", XAVIER, (r, slots * ctx.depth)))
 
   @staticmethod
   def slot_cores(core, p, layer: int, ratio: int) -> dict:

@@ -5,20 +5,7 @@ from typing import ClassVar
 import flax.linen as nn
 
 from jpeft.peft import base
-
-# torch.nn.Linear's default, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
-def check_rate(method: base.Method, field: str = "dropout") -> None:
-  rate = getattr(method, field)
-  method.require(field, isinstance(rate, (int, float)) and 0 <= rate < 1, "a dropout rate in [0, 1)")
-
-
-def check_positive_int(method: base.Method, field: str) -> None:
-  value = getattr(method, field)
-  method.require(field, isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 "an integer >= 1")
+from jpeft.peft.methods.inits import TORCH_LINEAR, ZEROS
 
 
 @base.register
@@ -35,15 +22,15 @@ class LoRA(base.Method):
   dropout: float = 0.1
 
   def validate(self):
-    check_positive_int(self, "rank")
-    check_rate(self)
+    self.require_positive_int("rank")
+    self.require_rate()
 
   def dense(self, m, where, z, y, ctx):
     if where != "qkv":
       return y
     z = nn.Dropout(self.dropout)(z, ctx.deterministic)
-    a = nn.Dense(self.rank, use_bias=False, name="lora_a", kernel_init=TORCH_LINEAR_INIT)(z)
-    b = nn.Dense(y.shape[-1], use_bias=False, name="lora_b", kernel_init=nn.initializers.zeros)(a)
+    a = nn.Dense(self.rank, use_bias=False, name="lora_a", kernel_init=TORCH_LINEAR)(z)
+    b = nn.Dense(y.shape[-1], use_bias=False, name="lora_b", kernel_init=ZEROS)(a)
     return y + ctx.merge_factor * b
 
   def merge(self, flat, merge_factor=1.0):

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jpeft.peft import base
-from jpeft.peft.methods.lora import check_positive_int, check_rate
 
 
 def token_init(patch_size: int):
@@ -37,8 +36,8 @@ class _VPT(base.Method):
   dropout: float = 0.1
 
   def validate(self):
-    check_positive_int(self, "num_tokens")
-    check_rate(self)
+    self.require_positive_int("num_tokens")
+    self.require_rate()
 
   def prompt_group(self, x, prompts, remove_after: int, ctx) -> base.TokenGroup:
     tokens = nn.Dropout(self.dropout)(_batch(prompts, x), ctx.deterministic)
@@ -92,7 +91,7 @@ class VQT(base.Method):
   num_tokens: int = 10
 
   def validate(self):
-    check_positive_int(self, "num_tokens")
+    self.require_positive_int("num_tokens")
 
   def shared(self, m, ctx):
     return m.param(f"{self.name}_queries", token_init(ctx.patch_size), (ctx.depth, self.num_tokens, ctx.width))
