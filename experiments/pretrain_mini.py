@@ -3,13 +3,13 @@ r"""Pre-trains the small backbone shipped with jpeft (`jpeft/assets/mini-ViT_8.n
 A stand-in for ImageNet-21K pre-training, so the whole pipeline (checkpoint import, PEFT, TFDS input,
 training, tuning) runs offline in minutes: a `mini/8` ViT (width 128, depth 6, 4 heads, patch 8 on
 32x32 images, 1.2M parameters) trained from scratch on the generated upstream task of
-`jpeft.data.mini_vtab` (48 classes: shape x hue of the main object, over random backdrops with
-distractors). None of the Mini VTAB downstream tasks is seen. Inputs are pixels in [0, 1], as in the
+`jpeft.data.mini_vtab` (72 classes: shape x hue bin of the main object x kind of backdrop, with
+distractor objects). None of the Mini VTAB downstream tasks is seen. Inputs are pixels in [0, 1], as in the
 study's recipe and the demo config.
 
 The weights are written in the original Google ViT `.npz` layout with `jpeft.checkpoints.save_npz`
 (upstream head included), next to a `.json` record of how they were made and their upstream test
-accuracy. Reproduce (about 15-25 minutes on 2 CPU cores):
+accuracy. Reproduce (about 30 minutes on 2 busy CPU cores):
 
   python experiments/pretrain_mini.py --out=jpeft/assets/mini-ViT_8.npz
 
@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument('--variant', default='mini/8')
   parser.add_argument('--num_train', type=int, default=40000, help='generated upstream training images')
   parser.add_argument('--num_test', type=int, default=2000, help='generated upstream test images')
-  parser.add_argument('--steps', type=int, default=1000)
+  parser.add_argument('--steps', type=int, default=1500)
   parser.add_argument('--batch_size', type=int, default=128)
   parser.add_argument('--lr', type=float, default=1e-3)
   parser.add_argument('--wd', type=float, default=0.05)

@@ -16,8 +16,8 @@ VTAB-1K split rules (train800 = train[:800], val200 = validation[:200], test = t
   mini_structured   mini_ori        8        object orientation bin         dsprites_ori
 
 The groups are named 'mini_<group>' so that `list_tasks('natural')` keeps meaning the real VTAB set.
-A separate upstream task (`UPSTREAM`: 48 classes of shape x hue, with distractors, on all background
-kinds) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
+A separate upstream task (`UPSTREAM`: 72 classes, shape x hue bin of the main object x kind of
+backdrop, with distractors) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
 
 Every sample is a pure function of (seed, task name, split, index order): `samples(task, split, n,
 seed)` draws from `np.random.default_rng([seed, crc32(task name), split id])`, so the same seed gives
@@ -292,15 +292,16 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_digits(rng: np.random.Generator, split: str) -> Sample:
-  """A handwritten digit, resized to 14-26 px, in a random colour at a random place on a backdrop."""
+  """A handwritten digit, resized to 18-24 px, in a contrasting colour near the centre of a plain or
+  cluttered backdrop (as SVHN crops centre their digit)."""
   images, labels = _digits()
   index = int(rng.integers(*_DIGIT_RANGES[split]))
-  size = int(rng.integers(14, 27)) * _SS
-  ink = _resize(images[index][..., None], size, size)
-  top, left = rng.integers(0, _HI - size + 1, 2)
+  size = int(rng.integers(18, 25))
+  ink = _resize(images[index][..., None], size * _SS, size * _SS)
+  top, left = (np.clip((IMAGE_SIZE - size) // 2 + rng.integers(-3, 4, 2), 0, IMAGE_SIZE - size) * _SS)
   alpha = np.zeros((_HI, _HI, 1))
-  alpha[top:top + size, left:left + size] = ink
-  canvas = _background(rng)
+  alpha[top:top + size * _SS, left:left + size * _SS] = ink
+  canvas = _background(rng, rng.choice(['plain', 'clutter']))
   canvas = canvas * (1.0 - alpha) + _contrasting_colour(rng, canvas[alpha[..., 0] > 0.5]) * alpha
   return Sample(_finish(canvas, rng), int(labels[index]), _downsample_mask(alpha[..., 0] > 0.5),
                 {'digit_index': index})
@@ -419,18 +420,22 @@ def render_ori(rng: np.random.Generator, split: str) -> Sample:
   return Sample(_finish(canvas, rng), label, _downsample_mask(mask), {'angle': angle, 'x': cx, 'y': cy})
 
 
-_HUE_BINS = 8
+_HUE_BINS = 4
+_BACKDROPS = ('plain', 'clutter', 'texture')
 
 
 def render_upstream(rng: np.random.Generator, split: str) -> Sample:
-  """Upstream pre-training task: label = shape (6) x hue bin (8) of the main object (radius 5-10),
-  drawn over any backdrop together with 0-2 smaller distractor objects of other hues."""
+  """Upstream pre-training task: label = (shape (6), hue bin (4)) of the main object (radius 5-10)
+  and the kind of backdrop (3: plain, clutter, texture), with 0-2 smaller distractor objects.
+  The backdrop is part of the label so the features keep the background's structure (textures)
+  instead of learning to ignore it; which texture it is never enters the label."""
   del split
   shape_id = int(rng.integers(len(_UPSTREAM_SHAPES)))
   hue_id = int(rng.integers(_HUE_BINS))
+  backdrop_id = int(rng.integers(len(_BACKDROPS)))
   # Hues stay 10 degrees away from bin edges, so the hue label is never ambiguous.
-  hue = (hue_id + rng.uniform(10 / 45, 35 / 45)) / _HUE_BINS
-  canvas = _background(rng)
+  hue = (hue_id + rng.uniform(10 / 90, 80 / 90)) / _HUE_BINS
+  canvas = _background(rng, _BACKDROPS[backdrop_id])
   radius = rng.uniform(5.0, 10.0)
   small = list(rng.uniform(2.0, 3.5, int(rng.integers(0, 3))))
   centres = _place(rng, [radius] + small) or [(IMAGE_SIZE / 2, IMAGE_SIZE / 2)]
@@ -438,13 +443,14 @@ def render_upstream(rng: np.random.Generator, split: str) -> Sample:
     _draw_shape(canvas, rng, _SHAPE_NAMES[int(rng.integers(len(_SHAPE_NAMES)))], cx, cy, r)
   colour = _hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0))
   mask = _draw_shape(canvas, rng, _UPSTREAM_SHAPES[shape_id], *centres[0], radius, colour)
-  return Sample(_finish(canvas, rng), shape_id * _HUE_BINS + hue_id, _downsample_mask(mask),
-                {'shape': _UPSTREAM_SHAPES[shape_id], 'hue': hue})
+  label = (shape_id * _HUE_BINS + hue_id) * len(_BACKDROPS) + backdrop_id
+  return Sample(_finish(canvas, rng), label, _downsample_mask(mask),
+                {'shape': _UPSTREAM_SHAPES[shape_id], 'hue': hue, 'backdrop': _BACKDROPS[backdrop_id]})
 
 
 MINI_TASKS: dict[str, MiniTask] = {t.name: t for t in (
     MiniTask('mini_digits', 'mini_natural', 10, render_digits,
-             'Handwritten digits (scikit-learn) coloured on random backdrops.'),
+             'Handwritten digits (scikit-learn), coloured, near the centre of random backdrops.'),
     MiniTask('mini_objects', 'mini_natural', 10, render_objects,
              'Ten object shapes at random pose and colour on random backdrops.'),
     MiniTask('mini_textures', 'mini_specialized', 8, render_textures,
@@ -458,8 +464,9 @@ MINI_TASKS: dict[str, MiniTask] = {t.name: t for t in (
     MiniTask('mini_ori', 'mini_structured', _ORI_BINS, render_ori,
              'Orientation of one dart, 8 bins of 45 degrees.'),
 )}
-UPSTREAM = MiniTask('mini_upstream', 'upstream', len(_UPSTREAM_SHAPES) * _HUE_BINS, render_upstream,
-                    'Pre-training task of the shipped backbone: shape x hue of the main object.')
+UPSTREAM = MiniTask('mini_upstream', 'upstream', len(_UPSTREAM_SHAPES) * _HUE_BINS * len(_BACKDROPS),
+                    render_upstream, 'Pre-training task of the shipped backbone: shape x hue of the main '
+                    'object x kind of backdrop.')
 
 
 def get_mini_task(name: str) -> MiniTask:
@@ -521,6 +528,8 @@ class MiniVtabBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             'label': tfds.features.ClassLabel(num_classes=self.TASK.num_classes),
         }),
         supervised_keys=('image', 'label'),
+        # Stored in generation order, so train[:800] are the generator's first 800 examples.
+        disable_shuffling=True,
         homepage='https://github.com/jpeft/jpeft',
     )
 

@@ -66,13 +66,15 @@ def test_ori_label_matches_the_direction_of_the_drawn_dart():
   assert checked > 80
 
 
-def test_upstream_label_is_shape_and_hue_of_the_drawn_object():
+def test_upstream_label_is_shape_hue_and_backdrop_of_the_drawn_scene():
   for s in mini_vtab.samples(mini_vtab.UPSTREAM.name, 'train', 100):
+    shape_hue, backdrop = divmod(s.label, 3)
+    shape, hue_bin = divmod(shape_hue, 4)
     inner = ndimage.binary_erosion(s.mask)
     r, g, b = np.median(s.image[inner if inner.any() else s.mask], axis=0) / 255.0
-    hue = colorsys.rgb_to_hsv(r, g, b)[0]
-    assert int(hue * 8) % 8 == s.label % 8
-    assert mini_vtab._UPSTREAM_SHAPES[s.label // 8] == s.factors['shape']
+    assert int(colorsys.rgb_to_hsv(r, g, b)[0] * 4) % 4 == hue_bin  # measured from the pixels
+    assert mini_vtab._UPSTREAM_SHAPES[shape] == s.factors['shape']
+    assert ('plain', 'clutter', 'texture')[backdrop] == s.factors['backdrop']
 
 
 def test_digits_come_from_disjoint_sklearn_ranges_with_their_labels():
