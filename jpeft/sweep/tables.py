@@ -88,6 +88,7 @@ def plot_accuracy_vs_params(summaries: Sequence[dict], path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")  # files only: no display on servers
   import matplotlib.pyplot as plt
+  import matplotlib.ticker
   fig, ax = plt.subplots(figsize=(6, 4))
   for method in dict.fromkeys(r["method"] for r in summaries):
     done = [r for r in summaries if r["method"] == method and r["test_accuracy"] is not None]
@@ -98,6 +99,8 @@ def plot_accuracy_vs_params(summaries: Sequence[dict], path: str) -> None:
     ax.scatter(x, y)
     ax.annotate(method, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
   ax.set_xscale("log")
+  # A narrow range on a log axis labels every minor tick on top of each other: label major ticks only.
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel("trainable parameters (mean over tasks, head included)")
   ax.set_ylabel("test accuracy (%, mean over tasks)")
   ax.grid(True, alpha=0.3)

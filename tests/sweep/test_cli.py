@@ -113,3 +113,13 @@ def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path):
   for mine, theirs in zip(row["evals"], alone["evals"]):
     np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
     assert mine["accuracy"] == theirs["accuracy"]
+
+
+def test_bad_grid_value_is_one_line_error(folder_root, tmp_path):
+  args = _args(folder_root, str(tmp_path)) + ["--grid.lr=0.0,1e-2"]
+  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 1
+  assert "jpeft.sweep: error: Grid entry 'lr' has the value 0.0" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
