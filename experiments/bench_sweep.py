@@ -1,6 +1,7 @@
 """Benchmark: N trials trained together (vmapped) vs the same N trials one after another.
 
   python experiments/bench_sweep.py [--trials=8] [--epochs=10] [--train_size=128] [--batch_sizes=8,32]
+      [--trainer_baseline]
 
 Both sides use the sweep runner on the same tiny model (a mu/8 ViT, random backbone, LoRA rank 4), the same
 32x32 task (a generated processed-folder task in a temporary directory, loaded once for both) and the same N
@@ -10,6 +11,8 @@ of 1 (one compiled program reused N times). Each side runs all N trials twice wi
 process, one after the other, and their final val losses are compared (they train the same trials). This is
 repeated for each batch size: the smaller the per-trial step, the larger the share of per-step overhead
 (dispatch, host batches) that vmapping amortises; on CPU a large step is compute-bound and gains little.
+With --trainer_baseline the same trials are also run as separate `trainer.run` calls (what running
+`python -m jpeft.main` once per trial costs, process start-up excluded).
 """
 import argparse
 import os
@@ -25,6 +28,7 @@ sys.path.insert(0, REPO)
 
 from configs import common  # noqa: E402
 from jpeft.sweep import grid, runner  # noqa: E402
+from jpeft.train import trainer  # noqa: E402
 
 
 def write_task(root: str, train_size: int, eval_size: int, classes: int = 4) -> None:
@@ -53,6 +57,9 @@ def main() -> None:
   parser.add_argument("--epochs", type=int, default=10)
   parser.add_argument("--train_size", type=int, default=128)
   parser.add_argument("--batch_sizes", default="8,32", help="comma-separated; one benchmark per batch size")
+  parser.add_argument("--trainer_baseline", action="store_true",
+                      help="also time the N trials as N separate trainer runs (what N `python -m jpeft.main` "
+                           "calls do, minus process start-up: each builds, compiles, checkpoints, evaluates)")
   args = parser.parse_args()
 
   root = tempfile.mkdtemp(prefix="bench_sweep_")
@@ -88,6 +95,12 @@ def bench(args, root: str) -> None:
         times.append(time.perf_counter() - start)
         losses.append([r["loss"] for r in rows])
       results[name] = dict(cold_s=times[0], warm_s=times[1], loss=losses[1])
+    if args.trainer_baseline:
+      start = time.perf_counter()
+      for trial in trials:
+        with tempfile.TemporaryDirectory() as workdir:
+          trainer.run(runner.trial_config(config, trial, "tune", fold=False), workdir)
+      trainer_s = time.perf_counter() - start
     v, s = results["vmapped"], results["sequential"]
     gap = float(np.max(np.abs(np.array(v["loss"]) - np.array(s["loss"]))))
     print(f"batch {batch_size} ({(args.train_size // batch_size) * args.epochs} steps per trial):")
@@ -95,6 +108,9 @@ def bench(args, root: str) -> None:
       print(f"  {name:10s}  warm (training only) {r['warm_s']:7.2f} s   cold (compile included) {r['cold_s']:7.2f} s")
     print(f"  speed-up vmapped vs sequential: training only {s['warm_s'] / v['warm_s']:.2f}x, "
           f"compile included {s['cold_s'] / v['cold_s']:.2f}x; max |val loss difference| {gap:.1e}")
+    if args.trainer_baseline:
+      print(f"  {args.trials} separate trainer runs: {trainer_s:7.2f} s; vmapped (cold) is "
+            f"{trainer_s / v['cold_s']:.2f}x faster")
 
 
 if __name__ == "__main__":
