@@ -5,7 +5,8 @@ and the scheduled step size computed inside the jitted step from the traced step
 learning rate. So learning rate and weight decay are runtime arrays, not constants baked into a closure, and a
 sweep can `jax.vmap` the train step over them. The update equals `optax.adamw` / torch AdamW:
   p <- p - lr_t * mult * (adam(g) + wd * p)
-where `mult` is the static per-group learning-rate multiplier (`config.optim.lr_mult`).
+where `mult` is the static per-group learning-rate multiplier (`config.optim.lr_mult`), applied by
+`optax.multi_transform` over the trainable paths' group labels (`jpeft.peft.partition.make_optimizer`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jpeft.peft import base
+from jpeft.peft import partition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +49,13 @@ class AdamW:
   Attributes:
     b1, b2, eps: Adam moments and epsilon.
     schedule: step -> lr given the base lr.
-    mults: flat param path -> learning-rate multiplier of its group (only trainable paths).
+    group_scale: stateless `optax.multi_transform` scaling each trainable path by its group's multiplier.
   """
   b1: float
   b2: float
   eps: float
   schedule: Schedule
-  mults: Mapping[str, float]
+  group_scale: optax.GradientTransformation
 
   def _adam(self):
     return optax.scale_by_adam(b1=self.b1, b2=self.b2, eps=self.eps)
@@ -66,15 +67,17 @@ class AdamW:
     """One AdamW step. lr, wd: f32 scalars (traced). Returns (new params, new state, scheduled lr)."""
     lr_t = self.schedule(state.count, lr)
     directions, state = self._adam().update(grads, state, params)
-    params = {k: p - (lr_t * self.mults[k]) * (directions[k] + wd * p) for k, p in params.items()}
+    decayed = {k: directions[k] + wd * p for k, p in params.items()}
+    scaled, _ = self.group_scale.update(decayed, self.group_scale.init(params))
+    params = {k: p - lr_t * scaled[k] for k, p in params.items()}
     return params, state, lr_t
 
 
 def make_optimizer(optim_config, labels: Mapping[str, str], steps_per_epoch: int) -> AdamW:
   """The study's AdamW + warmup-cosine for the trainable paths of `labels` ({path: group})."""
-  mult_by_group = dict(optim_config.lr_mult)
-  mults = {path: float(mult_by_group[group]) for path, group in labels.items() if group != base.FROZEN}
+  group_scale = partition.make_optimizer(labels, optax.scale, dict(optim_config.lr_mult))
   schedule = Schedule(total_steps=optim_config.epochs * steps_per_epoch,
                       warmup_steps=optim_config.warmup_epochs * steps_per_epoch,
                       warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr)
-  return AdamW(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps, schedule=schedule, mults=mults)
+  return AdamW(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps, schedule=schedule,
+               group_scale=group_scale)

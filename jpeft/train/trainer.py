@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import tqdm
 
 from jpeft import checkpoints, peft
@@ -404,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
       _save_predictions(workdir, eval_split, last)
       if config.save_merged:
-        _save_merged(workdir, setup, trainable, frozen)
+        _save_merged(workdir, setup, trainable, frozen, config.merge_factor)
       _write_json(os.path.join(workdir, "result.json"), result)
     except OSError as e:
       raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
@@ -438,10 +439,11 @@ def _flush(pending: list, step: int, epoch: int, config, writer, bar, batch_size
   return len(finite) - len(good)
 
 
-def _save_merged(workdir: str, setup: Setup, trainable, frozen) -> None:
-  """Writes the full model with re-parameterisable methods folded in to `<workdir>/merged`."""
-  import orbax.checkpoint as ocp
-  merged = peft.merge(partition.combine(jax.device_get(trainable), jax.device_get(frozen)), setup.methods)
+def _save_merged(workdir: str, setup: Setup, trainable, frozen, merge_factor: float) -> None:
+  """Writes the full model with re-parameterisable methods folded in (at the run's merge_factor) to
+  `<workdir>/merged`."""
+  merged = peft.merge(partition.combine(jax.device_get(trainable), jax.device_get(frozen)), setup.methods,
+                      merge_factor=merge_factor)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(os.path.abspath(os.path.join(workdir, "merged")), merged, force=True)
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from conftest import init, make
+from .conftest import init, make
 from jpeft import peft
 from jpeft.peft import partition
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import HEADS, apply, init, make
+from .conftest import HEADS, apply, init, make
 from jpeft import checkpoints
 from jpeft.peft import export, partition
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from conftest import HEADS, HPARAMS, PATCH, apply, init
-from reference import Reference
+from .conftest import HEADS, HPARAMS, PATCH, apply, init
+from .reference import Reference
 
 MODULE_METHODS = ["ssf", "difffit", "lora", "adaptformer", "adapter", "pfeiffer", "convpass", "repadapter",
                   "fact_tt", "fact_tk", "vpt_deep", "vpt_shallow", "vqt",

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import HPARAMS, apply, init, make, plain_params, random_params
+from .conftest import HPARAMS, apply, init, make, plain_params, random_params
 from jpeft import peft
 from jpeft.models import vit
 from jpeft.peft import partition

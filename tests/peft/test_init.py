@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import HPARAMS
+from .conftest import HPARAMS
 
 D, PATCH_PIXELS = 32, 3 * 8 * 8  # mu/8
 

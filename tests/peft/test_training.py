@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import init
+from .conftest import init
 from jpeft import peft
 from jpeft.peft import partition
 

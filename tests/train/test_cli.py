@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_args, load_config, tiny_overrides
+from .conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
 from jpeft.train.errors import ConfigError, WorkdirError
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from conftest import load_config, tiny_overrides
+from .conftest import load_config, tiny_overrides
 from jpeft import checkpoints
 from jpeft.models import vit
 from jpeft.peft import partition

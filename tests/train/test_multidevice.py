@@ -6,14 +6,13 @@ import sys
 
 import numpy as np
 
-from conftest import REPO, load_config, tiny_overrides
+from .conftest import REPO, load_config, tiny_overrides
 from jpeft.train import trainer
 
 _SCRIPT = """
-import json, sys
-sys.path.insert(0, {tests!r})
+import json
 import jax
-from conftest import load_config
+from tests.train.conftest import load_config
 from jpeft.train import trainer
 assert jax.device_count() == 4, jax.devices()
 result = trainer.run(load_config(json.loads({overrides!r})), {workdir!r})
@@ -24,7 +23,7 @@ def test_four_devices_match_one(folder_root, tmp_path):
   overrides = tiny_overrides(folder_root, **{"optim.epochs": 2})
   one = trainer.run(load_config(overrides), str(tmp_path / "one"))
 
-  script = _SCRIPT.format(tests=os.path.dirname(__file__), overrides=json.dumps(overrides),
+  script = _SCRIPT.format(overrides=json.dumps(overrides),
                           workdir=str(tmp_path / "four"))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
   proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,

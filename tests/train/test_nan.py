@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import load_config, tiny_overrides
+from .conftest import load_config, tiny_overrides
 from jpeft.train import checkpointing, trainer
 from jpeft.train.errors import NonFiniteLossError
 

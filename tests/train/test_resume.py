@@ -6,7 +6,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import load_config, tiny_overrides
+from .conftest import load_config, tiny_overrides
 from jpeft.train import checkpointing, trainer
 from jpeft.train.checkpointing import CheckpointWriteError
 from jpeft.train.errors import ConfigError
