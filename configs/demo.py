@@ -34,12 +34,12 @@ def get_config():
   config.peft.lora = dict(rank=8, dropout=0.0)
 
   config.optim.batch_size = 64
-  config.optim.epochs = 20
-  config.optim.warmup_epochs = 2
+  config.optim.epochs = 30
+  config.optim.warmup_epochs = 3
   config.optim.lr = 1e-2
   config.optim.wd = 1e-4
 
   config.log_every_steps = 15
-  config.eval_every_epochs = 20
-  config.checkpoint_every_epochs = 20
+  config.eval_every_epochs = 30
+  config.checkpoint_every_epochs = 30
   return config
