@@ -1,13 +1,7 @@
 """Shared helpers for the data tests: consistent fake CLEVR / KITTI objects under mock_data."""
-import os
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
-
-# Run from a checkout without installing: make `import jpeft` work.
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..')))
 
 
 def fake_objects_dataset(kind: str, num_examples: int = 6, seed: int = 0):

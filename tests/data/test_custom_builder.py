@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jpeft import data
 from jpeft.data import tasks
@@ -12,6 +13,13 @@ SIZES = {'train': 12, 'validation': 5, 'test': 7}
 class JpeftTinyTest(tfds.core.GeneratorBasedBuilder):
   """8x8 images whose pixels all equal 10 * label + index, so examples are identifiable."""
   VERSION = tfds.core.Version('1.0.0')
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):
+    # As jpeft.data.mini_vtab: TFDS would otherwise resolve the test package with `importlib_resources`,
+    # which tensorflow-datasets does not install.
+    return epath.Path(__file__)
 
   def _info(self):
     return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config, tiny_overrides
+from .conftest import REPO, load_config, tiny_overrides
 from jpeft.sweep import grid, runner
 from jpeft.train import trainer
 

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import REPO, load_config, tiny_overrides
+from .conftest import REPO, load_config, tiny_overrides
 from jpeft.sweep import grid, runner
 from jpeft.train import trainer
 from jpeft.train.errors import ConfigError
@@ -42,10 +42,9 @@ def test_bad_trial_batch_is_named(folder_root, bad):
 def test_trial_axis_shards_over_devices(folder_root):
   """On 2 CPU devices, 3 trials (padded to 4) give the same results as on one device."""
   script = textwrap.dedent(f"""
-      import json, sys
-      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      import json
       import jax
-      from conftest import load_config, tiny_overrides
+      from tests.sweep.conftest import load_config, tiny_overrides
       from jpeft.sweep import grid, runner
       assert jax.device_count() == 2
       config = load_config(tiny_overrides({folder_root!r}))

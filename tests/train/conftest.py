@@ -1,40 +1,13 @@
-"""Shared fixtures: a tiny learnable VTAB-style task in the processed-folder layout, and a tiny config."""
-import importlib.util
-import os
-
-import numpy as np
+"""Fixtures: a tiny learnable VTAB-style task in the processed-folder layout, and a tiny config."""
 import pytest
-import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
-SPLIT_SIZES = {"train800": 64, "val200": 32, "train800val200": 96, "test": 48}
-
-
-def _write_task(root: str) -> None:
-  """<root>/dtd/{images, train800.txt, ...}: 16x16 images whose colour encodes the class, plus noise."""
-  task_dir = os.path.join(root, "dtd")
-  os.makedirs(os.path.join(task_dir, "images"))
-  rng = np.random.default_rng(0)
-  colours = rng.uniform(0, 255, (NUM_CLASSES, 3))
-  index = 0
-  for split, size in SPLIT_SIZES.items():
-    lines = []
-    for _ in range(size):
-      label = index % NUM_CLASSES
-      image = np.clip(colours[label] + rng.normal(0, 40, (16, 16, 3)), 0, 255).astype(np.uint8)
-      name = f"images/{index}.png"
-      tf.io.write_file(os.path.join(task_dir, name), tf.io.encode_png(image))
-      lines.append(f"{name} {label}")
-      index += 1
-    with open(os.path.join(task_dir, f"{split}.txt"), "w") as f:
-      f.write("\n".join(lines) + "\n")
+from tests.helpers import REPO, cli_args, load_config, write_folder_task  # noqa: F401 (re-exported)
 
 
 @pytest.fixture(scope="session")
 def folder_root(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("vtab_folder"))
-  _write_task(root)
+  write_folder_task(root, noise=40)
   return root
 
 
@@ -48,26 +21,3 @@ def tiny_overrides(folder_root: str, **extra) -> dict:
   }
   overrides.update(extra)
   return overrides
-
-
-def apply_overrides(config, overrides: dict):
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
-def load_config(overrides: dict):
-  """configs/common.py's config with `overrides` applied (the in-process twin of --config.x=... flags)."""
-  spec = importlib.util.spec_from_file_location("common_config", os.path.join(REPO, "configs", "common.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return apply_overrides(module.get_config(), overrides)
-
-
-def cli_args(config_overrides: dict) -> list[str]:
-  """--config.x=value flags for `python -m jpeft.main`."""
-  return [f"--config.{k}={'' if v is None else v}" for k, v in config_overrides.items()]

@@ -1,0 +1,55 @@
+"""Helpers shared by the training and sweep tests: a tiny learnable task in the processed-folder layout, and
+configs built from configs/common.py as the CLI would build them."""
+import importlib.util
+import os
+
+import numpy as np
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
+SPLIT_SIZES = {"train800": 64, "val200": 32, "train800val200": 96, "test": 48}
+
+
+def write_folder_task(root: str, noise: float) -> None:
+  """<root>/dtd/{images, train800.txt, ...}: 16x16 images whose colour encodes the class, plus Gaussian
+  pixel noise of std `noise` (more noise: short trainings land at more different accuracies)."""
+  task_dir = os.path.join(root, "dtd")
+  os.makedirs(os.path.join(task_dir, "images"))
+  rng = np.random.default_rng(0)
+  colours = rng.uniform(0, 255, (NUM_CLASSES, 3))
+  index = 0
+  for split, size in SPLIT_SIZES.items():
+    lines = []
+    for _ in range(size):
+      label = index % NUM_CLASSES
+      image = np.clip(colours[label] + rng.normal(0, noise, (16, 16, 3)), 0, 255).astype(np.uint8)
+      name = f"images/{index}.png"
+      tf.io.write_file(os.path.join(task_dir, name), tf.io.encode_png(image))
+      lines.append(f"{name} {label}")
+      index += 1
+    with open(os.path.join(task_dir, f"{split}.txt"), "w") as f:
+      f.write("\n".join(lines) + "\n")
+
+
+def apply_overrides(config, overrides: dict):
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def load_config(overrides: dict):
+  """configs/common.py's config with `overrides` applied (the in-process twin of --config.x=... flags)."""
+  spec = importlib.util.spec_from_file_location("common_config", os.path.join(REPO, "configs", "common.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return apply_overrides(module.get_config(), overrides)
+
+
+def cli_args(config_overrides: dict) -> list[str]:
+  """--config.x=value flags for `python -m jpeft.main` / `python -m jpeft.sweep`."""
+  return [f"--config.{k}={'' if v is None else v}" for k, v in config_overrides.items()]
