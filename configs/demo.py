@@ -8,7 +8,11 @@ Needs no network and no GPU: the task's TFDS files are generated into `data.data
 for ImageNet-21K, not a substitute). Trains on train800val200 and reports test accuracy ('final'
 mode), then does the same with linear probing (`compare_methods`) for reference.
 
-Shortened runs (CI) override the epochs: --config.optim.epochs=1 --config.optim.warmup_epochs=0.
+Expected (measured 2026-11-25 on 2 shared CPU cores, 1 min 44 s wall including generating the task):
+  mini_count test accuracy: lora 0.304 | linear 0.263
+(full training from random init, same recipe at lr 1e-3: 0.241). Results land in runs/demo/ and
+runs/demo/linear/. Shortened runs (CI, tests/mini/test_demo.py) override the epochs, e.g.
+--config.optim.epochs=2 --config.optim.warmup_epochs=0.
 """
 import os
 
