@@ -9,17 +9,11 @@ import pytest
 from jpeft import peft
 from jpeft.models import vit
 from jpeft.sweep import grid, protocol, tables
+from tests.helpers import apply_overrides
 
 
 def _grid(**entries):
-  g = grid.default_grid()
-  for key, value in entries.items():
-    *parents, leaf = key.split(".")
-    node = g
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return g
+  return apply_overrides(grid.default_grid(), entries)
 
 
 def test_expand_is_the_product_and_groups_by_shape():
