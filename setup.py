@@ -5,9 +5,9 @@ setuptools.setup(
     name="jpeft",
     version="0.1.0",
     description="Parameter-efficient fine-tuning (PEFT) of Vision Transformers in JAX/Flax, with the VTAB-1K benchmark.",
-    packages=setuptools.find_packages(include=["jpeft", "jpeft.*"]),
-    package_data={"jpeft": ["assets/*"]},
-    include_package_data=True,
+    # Namespace discovery so the data-only folder jpeft/assets (the shipped mini backbone) is a package too.
+    packages=setuptools.find_namespace_packages(include=["jpeft", "jpeft.*"]),
+    package_data={"jpeft.assets": ["*.npz", "*.json"]},
     python_requires=">=3.10",
     install_requires=[
         "jax",
