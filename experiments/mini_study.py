@@ -2,6 +2,7 @@
 
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
       [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
+      [--scratch_methods=lora,full]
 
 Base config: configs/demo.py (the shipped `mini/8` backbone pre-trained on Mini VTAB's upstream task, 32x32
 images, no network needed). Protocol as the study's (tune on train800, select by val200 at the last epoch,
@@ -64,6 +65,9 @@ _METHODS = flags.DEFINE_list("methods", None, "Methods (default: every registere
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mini_study", "Output and resume directory.")
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs of every trial (warmup: 1 epoch).")
 _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together per compiled program.")
+_SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
+                             "Methods also run from random initialisation (rows '<method> (random init)'), to "
+                             "show how much of the accuracy the pre-trained backbone carries.")
 
 
 def main(argv) -> None:
@@ -77,8 +81,14 @@ def main(argv) -> None:
   mini = [t for t in tasks_lib.list_tasks() if tables.task_group(t) and t.startswith("mini_")]
   task_names = _TASKS.value or mini
   methods = _METHODS.value or sorted(peft.registry())
+  scratch = config.copy_and_resolve_references()
+  scratch.pretrained.name = scratch.pretrained.path = ""
   try:
     summaries = protocol.run_sweep(config, task_names, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value)
+    if _SCRATCH.value:
+      from_scratch = protocol.run_sweep(scratch, task_names, _SCRATCH.value, _GRID.value,
+                                        os.path.join(_WORKDIR.value, "random_init"), _TRIAL_BATCH.value)
+      summaries += [dict(row, method=f"{row['method']} (random init)") for row in from_scratch]
   except grid_lib.GridError as e:
     print(f"mini_study: error: {e}", file=sys.stderr)
     sys.exit(1)
