@@ -1,0 +1,1 @@
+"""jpeft: parameter-efficient fine-tuning of Vision Transformers in JAX/Flax."""
