@@ -17,13 +17,12 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from configs import demo  # noqa: E402
-from jpeft import peft  # noqa: E402
+from jpeft import cli, peft  # noqa: E402
 from jpeft.data import tasks as tasks_lib  # noqa: E402
 from jpeft.sweep import grid as grid_lib  # noqa: E402
 from jpeft.sweep import protocol, tables  # noqa: E402
@@ -58,8 +57,8 @@ def mini_grid():
   return grid
 
 
-_GRID = config_flags.DEFINE_config_dict("grid", mini_grid(), "Search grid; override as --grid.lr=1e-3 or "
-                                        "--grid.<method>.<field>=v1,v2.", lock_config=True)
+_GRID = cli.define_config_dict_or_exit("grid", mini_grid(), "Search grid; override as --grid.lr=1e-3 or "
+                                      "--grid.<method>.<field>=v1,v2.", "mini_study")
 _TASKS = flags.DEFINE_list("tasks", None, "Mini VTAB tasks (default: all registered 'mini_*' tasks).")
 _METHODS = flags.DEFINE_list("methods", None, "Methods (default: every registered method).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mini_study", "Output and resume directory.")
@@ -99,4 +98,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "mini_study", ("grid",)))

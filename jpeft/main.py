@@ -21,6 +21,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jpeft import cli
 from jpeft.checkpoints import CheckpointError
 from jpeft.data import DataError
 from jpeft.train import trainer
@@ -33,21 +34,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
                                "again with the same workdir resumes. Default: runs/<config file name>.")
 flags.mark_flags_as_required(["config"])
 
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with an unknown --config.<field> reported in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:  # ml_collections' error for a field the config does not have
-    missing = str(e).strip("\"'")
-    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-    culprit = next((o for o in overrides if o.split(".")[-1] == missing), f"--config.<...>.{missing}")
-    print(f"jpeft: error: {culprit} names no config field ('{missing}' does not exist there). Check the "
-          "spelling against configs/common.py or the method's config file; new fields cannot be added from "
-          "the command line.", file=sys.stderr)
-  except flags.Error as e:
-    print(f"jpeft: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
-  sys.exit(1)
 
 
 def main(argv) -> None:
@@ -84,4 +70,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft"))

@@ -18,6 +18,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jpeft import cli
 from jpeft.checkpoints import CheckpointError
 from jpeft.data import DataError
 from jpeft.sweep import grid as grid_lib
@@ -27,9 +28,9 @@ from jpeft.train.errors import RunError
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
     "override any field with --config.<field>=<value>.", lock_config=True)
-_GRID = config_flags.DEFINE_config_dict(
+_GRID = cli.define_config_dict_or_exit(
     "grid", grid_lib.default_grid(), "Search grid: --grid.lr=1e-3,1e-2 --grid.wd=1e-4 --grid.seeds=42,43 "
-    "--grid.<method>.<field>=v1,v2.", lock_config=True)
+    "--grid.<method>.<field>=v1,v2.", "jpeft.sweep")
 _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's task).")
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where trials, summaries and tables are written; rerunning "
@@ -39,19 +40,6 @@ _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together i
 _FINAL = flags.DEFINE_boolean("final", True, "Retrain each winner on train800val200 and report test accuracy.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with a bad --config./--grid. field reported in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    missing = str(e).strip("\"'")
-    print(f"jpeft.sweep: error: '{missing}' names no field of --config or --grid. Config fields are listed in "
-          "configs/common.py; grid entries are lr, wd, seeds and <method>.<field> of the method's grid.",
-          file=sys.stderr)
-  except (flags.Error, ValueError, TypeError) as e:
-    print(f"jpeft.sweep: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
-  sys.exit(1)
 
 
 def main(argv) -> None:
@@ -75,4 +63,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.sweep", ("config", "grid")))

@@ -123,3 +123,13 @@ def test_bad_grid_value_is_one_line_error(folder_root, tmp_path):
   assert "jpeft.sweep: error: Grid entry 'lr' has the value 0.0" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
+
+
+def test_unknown_grid_field_is_one_line_error(folder_root, tmp_path):
+  # --grid overrides are applied when the flag is defined (at import), before absl parses the flags.
+  args = _args(folder_root, str(tmp_path)) + ["--grid.lora.alpha=1,2"]
+  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 1
+  assert "jpeft.sweep: error: --grid.lora.alpha names no field ('alpha'" in proc.stderr
+  assert "Traceback" not in proc.stderr
