@@ -16,7 +16,7 @@ group means, the study's VTAB-1K numbers beside them for orientation) and accura
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -71,8 +71,7 @@ _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
 
 def main(argv) -> None:
   del argv
-  if not flags.FLAGS["verbosity"].present:  # TFDS and Orbax log every file at INFO
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging_unless_asked()
   config = demo.get_config()
   config.optim.epochs = _EPOCHS.value
   config.optim.warmup_epochs = min(1, _EPOCHS.value)

@@ -3,7 +3,7 @@ import sys
 from typing import NoReturn, Sequence
 
 import ml_collections
-from absl import flags
+from absl import flags, logging
 from ml_collections import config_flags
 
 
@@ -41,3 +41,10 @@ def define_config_dict_or_exit(name: str, default: ml_collections.ConfigDict, he
     return config_flags.DEFINE_config_dict(name, default, help_string, lock_config=True)
   except (AttributeError, KeyError) as e:
     _exit_unknown_field(e, sys.argv, program, (name,))
+
+
+def quiet_logging_unless_asked() -> None:
+  """Logs warnings and above only, unless the user passed --verbosity: TFDS and Orbax log every file and save at
+  INFO, which buries the progress bar and the results."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

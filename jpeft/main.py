@@ -39,9 +39,7 @@ flags.mark_flags_as_required(["config"])
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: set options as --config.<field>=<value>.")
-  # Orbax reports every save at INFO; keep the progress bar readable unless the user asks for more.
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging_unless_asked()
   config = _CONFIG.value
   if config.distributed.enabled:
     d = config.distributed

@@ -15,7 +15,7 @@ results.csv (method x task table with group means and the study's numbers) and a
 """
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from jpeft import cli
@@ -45,8 +45,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass options as --flag=value.")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  cli.quiet_logging_unless_asked()
   config = _CONFIG.value
   tasks = _TASKS.value or [config.task]
   methods = _METHODS.value or [config.method]

@@ -115,21 +115,16 @@ def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path):
     assert mine["accuracy"] == theirs["accuracy"]
 
 
-def test_bad_grid_value_is_one_line_error(folder_root, tmp_path):
-  args = _args(folder_root, str(tmp_path)) + ["--grid.lr=0.0,1e-2"]
+@pytest.mark.parametrize("grid_flag,message", [
+    ("--grid.lr=0.0,1e-2", "jpeft.sweep: error: Grid entry 'lr' has the value 0.0"),
+    # --grid overrides are applied when the flag is defined (at import), before absl parses the flags.
+    ("--grid.lora.alpha=1,2", "jpeft.sweep: error: --grid.lora.alpha names no field ('alpha'"),
+])
+def test_bad_grid_is_one_line_error(folder_root, tmp_path, grid_flag, message):
+  args = _args(folder_root, str(tmp_path)) + [grid_flag]
   proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode == 1
-  assert "jpeft.sweep: error: Grid entry 'lr' has the value 0.0" in proc.stderr
+  assert message in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
-
-
-def test_unknown_grid_field_is_one_line_error(folder_root, tmp_path):
-  # --grid overrides are applied when the flag is defined (at import), before absl parses the flags.
-  args = _args(folder_root, str(tmp_path)) + ["--grid.lora.alpha=1,2"]
-  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                        timeout=120)
-  assert proc.returncode == 1
-  assert "jpeft.sweep: error: --grid.lora.alpha names no field ('alpha'" in proc.stderr
-  assert "Traceback" not in proc.stderr
