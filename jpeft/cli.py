@@ -2,6 +2,7 @@
 import sys
 from typing import NoReturn, Sequence
 
+import jax
 import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
@@ -48,3 +49,14 @@ def quiet_logging_unless_asked() -> None:
   INFO, which buries the progress bar and the results."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+
+
+def set_cpu_devices(count: int) -> None:
+  """Splits the host CPU into `count` XLA devices (e.g. one per core); call before JAX first uses a device.
+
+  XLA runs one CPU device's small ops on one core, so a sweep whose trial axis is split over one device per
+  core keeps every core busy without any communication between them. count <= 1 leaves XLA's single CPU
+  device; accelerators are unaffected.
+  """
+  if count > 1:
+    jax.config.update("jax_num_cpu_devices", count)

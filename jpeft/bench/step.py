@@ -72,8 +72,8 @@ def main(argv) -> None:
   batch = sharding.shard_batch({"image": rng.uniform(0, 1, (batch_size, size, size, 3)).astype(np.float32),
                                 "label": rng.integers(0, setup.task.num_classes, batch_size).astype(np.int32)},
                                mesh)
-  tx = optim.make_optimizer(config.optim, setup.labels, steps_per_epoch=1)
-  hparams = sharding.replicate(steps.hparams_from_config(config), mesh)
+  tx = optim.make_optimizer(config.optim, setup.labels)
+  hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch=1), mesh)
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
   opt_state = sharding.replicate(tx.init(setup.trainable), mesh)

@@ -2,16 +2,19 @@
 
   python -m jpeft.sweep --config=configs/vtab_lora.py --tasks=dtd,eurosat --methods=lora,ssf \\
       --workdir=runs/sweep [--grid.lr=1e-3,1e-2] [--grid.wd=1e-4] [--grid.lora.rank=1,8] \\
-      [--grid.seeds=42,43] [--trial_batch=8] [--nofinal] [--config.optim.epochs=10]
+      [--grid.seeds=42,43] [--trial_batch=8] [--nofinal] [--config.optim.epochs=10] [--cpu_devices=2]
 
 The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed
 42); every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Any
 --config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the
-same --workdir, the sweep skips finished trials (`trials.jsonl`).
+same --workdir, the sweep skips finished trials (`trials.jsonl`). On a CPU-only machine, --cpu_devices=<cores>
+splits the CPU into one XLA device per core and the trial axis over them (faster for small models; see
+experiments/bench_sweep.py).
 
 Writes to --workdir: trials.jsonl (one row per trial and stage), summary.jsonl / summary.csv (one row per
 task x method: selected hyperparameters, val and test accuracy, spread over seeds), results.md /
-results.csv (method x task table with group means and the study's numbers) and accuracy_vs_params.png.
+results.csv (method x task table with group means and the study's numbers), accuracy_vs_params.png and
+predictions/<task>/<method>_seed<seed>.npz (the final runs' test logits and labels, for ensembles).
 """
 import sys
 
@@ -38,14 +41,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where trials, summaries and tab
 _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together in one compiled program; "
                                     "lower it if a chunk does not fit in device memory.")
 _FINAL = flags.DEFINE_boolean("final", True, "Retrain each winner on train800val200 and report test accuracy.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many XLA devices (e.g. one "
+                                    "per core) and shard each chunk's trials over them; 1 keeps XLA's single "
+                                    "CPU device. No effect on GPU/TPU.", lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
-
 
 
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass options as --flag=value.")
   cli.quiet_logging_unless_asked()
+  cli.set_cpu_devices(_CPU_DEVICES.value)
   config = _CONFIG.value
   tasks = _TASKS.value or [config.task]
   methods = _METHODS.value or [config.method]

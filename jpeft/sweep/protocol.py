@@ -8,7 +8,9 @@ For each (task, method):
 
 Every finished trial is appended as one JSON line to `<workdir>/trials.jsonl` (flushed and fsynced per
 chunk); a restarted sweep reads it and trains only the trials that have no row yet. `summary.jsonl` gets one
-row per (task, method), and `summary.csv` the same as a table.
+row per (task, method), and `summary.csv` the same as a table. The final runs' test predictions go to
+`<workdir>/predictions/<task>/<method>_seed<seed>.npz` (`logits` [N, C], `labels` [N]), for ensembles and
+error analysis across methods.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import runner
 
 TRIALS_FILE = "trials.jsonl"
+PREDICTIONS_DIR = "predictions"
 SUMMARY_FILE = "summary.jsonl"
 SUMMARY_CSV = "summary.csv"
 
@@ -100,6 +103,20 @@ def _summary_row(trials: Sequence[grid_lib.Trial], tune_rows: list[dict], winner
               seeds=[r["seed"] for r in final_rows], trainable_params=chosen[0]["trainable_params"])
 
 
+def predictions_path(workdir: str, task: str, method: str, seed: int) -> str:
+  """Where a final run's test logits and labels are saved."""
+  return os.path.join(workdir, PREDICTIONS_DIR, task, f"{method}_seed{seed}.npz")
+
+
+def _save_predictions(workdir: str, rows: Sequence[dict], predictions: Mapping[str, np.ndarray]) -> None:
+  """One .npz per final row (written before the row is recorded, so a recorded row has its file)."""
+  for row, logits in zip(rows, predictions["logits"]):
+    path = predictions_path(workdir, row["task"], row["method"], row["seed"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.savez(path, logits=logits, labels=predictions["labels"])
+    row["predictions"] = os.path.relpath(path, workdir)
+
+
 def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
               trial_batch: int, final: bool = True,
               log: Callable[[str], None] = print) -> list[dict]:
@@ -120,12 +137,13 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   for task in tasks:
     data: dict = {}  # this task's splits, loaded once for all its methods and groups
     for method in methods:
+      runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
       trials = grid_lib.expand(task, method, grid)
       todo = [t for t in trials if not record.has("tune", t)]
       log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
           f"{len(trials) - len(todo)} already finished, training {len(todo)}")
       runner.run_trials(config, todo, "tune", trial_batch, on_chunk=lambda rows, _: record.append(rows),
-                        data=data)
+                        data=data, runners=runners)
       tune_rows = [record.get("tune", t) for t in trials]
       winner = select(tune_rows)
       final_rows: list[dict] = []
@@ -134,8 +152,12 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
         todo = [t for t in finals if not record.has("final", t)]
         log(f"{task}/{method}: selected {winner}; final on train800val200 x {len(finals)} seeds, "
             f"training {len(todo)}")
-        runner.run_trials(config, todo, "final", trial_batch, on_chunk=lambda rows, _: record.append(rows),
-                          data=data)
+        def record_final(rows, predictions):
+          _save_predictions(workdir, rows, predictions)
+          record.append(rows)
+
+        runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_final, data=data,
+                          runners=runners)
         final_rows = [record.get("final", t) for t in finals]
       summaries.append(_summary_row(trials, tune_rows, winner, final_rows))
   write_summary(summaries, workdir)

@@ -7,7 +7,7 @@ stacked). With several devices the trial axis is sharded over them (mesh axis 't
 its trials on the whole batch, so nothing but the result crosses devices.
 
 What a trial gets, matching `jpeft.train.trainer.train_and_evaluate` run with `config.seed = trial.seed`:
-  head and PEFT parameters   model.init with fold_in(PRNGKey(seed), 0) (vmapped over the trials' keys)
+  head and PEFT parameters   model.init with fold_in(PRNGKey(seed), 0) (once per distinct seed)
   backbone parameters        the pretrained checkpoint; without one, model.init at the sweep's config.seed
   dropout keys               fold_in(fold_in(PRNGKey(seed), 1), step)
   data order                 trainer.Split.train_epoch(batch_size, seed, epoch); when all trials of a
@@ -22,7 +22,6 @@ import time
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -64,38 +63,30 @@ def _pad(items: list, multiple: int) -> list:
 
 
 class GroupRunner:
-  """Compiled vmapped steps for one shape group; `train(trials)` trains one chunk of it.
+  """Compiled vmapped steps for one shape group; `train(trials, mode)` trains one chunk of it.
+
+  The programs depend on shapes only: learning rate, weight decay, merge factor and the schedule's length are
+  traced, so the tune and final stages (and every chunk of either) reuse one compiled train step.
 
   Args:
     config: the sweep's base config (data, model, optim, epochs, eval_every_epochs).
     trials: the group (same `Trial.shape_key`).
-    mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test).
     data: {(task, split name): trainer.Split} cache shared by the caller's groups; missing splits are opened
-      into it.
+      into it when a stage first needs them.
     mesh: trial mesh (default: all devices).
   """
 
-  def __init__(self, config, trials: Sequence[Trial], mode: str, data: dict, mesh: Optional[Mesh] = None):
-    self.config = trial_config(config, trials[0], mode)
+  def __init__(self, config, trials: Sequence[Trial], data: dict, mesh: Optional[Mesh] = None):
+    self.config = trial_config(config, trials[0], "tune")
     self.config.seed = config.seed  # the backbone (when not pretrained) is the sweep's, shared by all trials
     trainer.validate_config(self.config)
-    self.mode = mode
     self.setup = trainer.build(self.config)
-    train_split, self.eval_split = trainer.SPLITS[mode]
-    for split in (train_split, self.eval_split):
-      if (trials[0].task, split) not in data:
-        data[(trials[0].task, split)] = trainer.Split.open(self.config, self.setup.task, split)
-    self.train_data = data[(trials[0].task, train_split)]
-    self.eval_data = data[(trials[0].task, self.eval_split)]
+    self.task_name = trials[0].task
+    self.data = data
     self.batch_size = self.config.optim.batch_size
-    self.steps_per_epoch = self.train_data.size // self.batch_size
-    if self.steps_per_epoch == 0:
-      raise ConfigError(f"Config field 'optim.batch_size' = {self.batch_size} is larger than the {train_split} "
-                        f"split of '{trials[0].task}' ({self.train_data.size} examples), so drop_last leaves "
-                        "no batch: lower --config.optim.batch_size.")
     self.mesh = mesh or make_trial_mesh()
-    tx = optim.make_optimizer(self.config.optim, self.setup.labels, self.steps_per_epoch)
-    train_step = steps.make_train_step(self.setup.model, tx)
+    self.tx = optim.make_optimizer(self.config.optim, self.setup.labels)
+    train_step = steps.make_train_step(self.setup.model, self.tx)
     eval_step = steps.make_eval_step(self.setup.model)
 
     def multi_step(trainable, opt_state, frozen, batch, train_keys, step, hparams, batch_axis):
@@ -108,28 +99,32 @@ class GroupRunner:
     stacked = NamedSharding(self.mesh, P(TRIAL_AXIS))
     self._train = jax.jit(multi_step, static_argnums=(7,), donate_argnums=(0, 1), out_shardings=stacked)
     self._eval = jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, 0)), out_shardings=stacked)
-    self._init_opt = jax.jit(jax.vmap(tx.init), out_shardings=stacked)
-    size = self.config.data.image_size
-    self._init_params = jax.jit(jax.vmap(
-        lambda key: self.setup.model.init(key, jnp.zeros((1, size, size, 3)), train=False)["params"]))
+    self._init_opt = jax.jit(jax.vmap(self.tx.init), out_shardings=stacked)
     self.num_trainable = sum(int(np.prod(v.shape)) for v in self.setup.trainable.values())
     self.frozen = jax.device_put(self.setup.frozen, NamedSharding(self.mesh, P()))
 
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
 
+  def _split(self, name: str) -> trainer.Split:
+    if (self.task_name, name) not in self.data:
+      self.data[(self.task_name, name)] = trainer.Split.open(self.config, self.setup.task, name)
+    return self.data[(self.task_name, name)]
+
   def _init_trainable(self, seeds: Sequence[int]) -> dict:
     """Stacked trainable parameters [T, ...]: head and PEFT from each seed, trainable backbone shared."""
-    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 0) for s in seeds])
-    fresh = partition.flatten(jax.device_get(self._init_params(keys)))
-    return {path: fresh[path] if self.setup.labels[path] in (base.HEAD, base.PEFT)
+    # Once per distinct seed (trials of one seed share their initialisation) with the program `trainer.build`
+    # already compiled, so no chunk size compiles an init of its own.
+    init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
+    fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
+    return {path: np.stack([fresh[s][path] for s in seeds]) if self.setup.labels[path] in (base.HEAD, base.PEFT)
             else np.broadcast_to(value, (len(seeds), *np.shape(value)))
             for path, value in self.setup.trainable.items()}
 
-  def _batches(self, seeds: Sequence[int], epoch: int):
+  def _batches(self, train_data: trainer.Split, seeds: Sequence[int], epoch: int):
     """Yields (batch, batch_axis): shared when all seeds are equal, else stacked per trial [T, B, ...]."""
     unique = sorted(set(seeds))
-    streams = [self.train_data.train_epoch(self.batch_size, s, epoch) for s in unique]
+    streams = [train_data.train_epoch(self.batch_size, s, epoch) for s in unique]
     for per_seed in zip(*streams):
       if len(unique) == 1:
         yield per_seed[0], None
@@ -137,30 +132,47 @@ class GroupRunner:
         by_seed = dict(zip(unique, per_seed))
         yield _stack([by_seed[s] for s in seeds]), 0
 
-  def evaluate(self, trainable, hparams, size: int) -> dict:
-    """Per-trial accuracy and mean loss [T] (first `size` trials) and logits [T, N, C] on the eval split."""
-    logits, correct, loss = [], 0, 0.0
-    for batch in self.eval_data.eval_batches(self.batch_size):
+  def evaluate(self, eval_data: trainer.Split, trainable, hparams, size: int) -> dict:
+    """Per-trial accuracy and mean loss [T] (first `size` trials), logits [T, N, C] and labels [N]."""
+    logits, labels, correct, loss = [], [], 0, 0.0
+    for batch in eval_data.eval_batches(self.batch_size):
       out = jax.device_get(self._eval(trainable, self.frozen, self._put(batch, False), hparams))
       logits.append(out["logits"][:size][:, batch["mask"]])
+      labels.append(batch["label"][batch["mask"]])
       correct = correct + out["correct"][:size]
       loss = loss + out["loss"][:size]
-    n = self.eval_data.size
-    return dict(accuracy=np.asarray(correct) / n, loss=np.asarray(loss) / n, logits=np.concatenate(logits, 1))
+    n = eval_data.size
+    return dict(accuracy=np.asarray(correct) / n, loss=np.asarray(loss) / n, logits=np.concatenate(logits, 1),
+                labels=np.concatenate(labels))
 
-  def train(self, trials: Sequence[Trial]) -> tuple[list[dict], np.ndarray]:
-    """Trains `trials` (a chunk of this group) together and evaluates them.
+  def train(self, trials: Sequence[Trial], mode: str) -> tuple[list[dict], dict]:
+    """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
+
+    Args:
+      trials: a chunk of this group.
+      mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test).
 
     Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
-    and their eval-split logits [T, N, C].
+    and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
     """
+    if mode not in trainer.SPLITS:
+      raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
     start = time.time()
+    train_split, eval_split = trainer.SPLITS[mode]
+    train_data, eval_data = self._split(train_split), self._split(eval_split)
+    steps_per_epoch = train_data.size // self.batch_size
+    if steps_per_epoch == 0:
+      raise ConfigError(f"Config field 'optim.batch_size' = {self.batch_size} is larger than the {train_split} "
+                        f"split of '{self.task_name}' ({train_data.size} examples), so drop_last leaves "
+                        "no batch: lower --config.optim.batch_size.")
     size = len(trials)
     padded = _pad(list(trials), self.mesh.size)
     seeds = [t.seed for t in padded]
     base_merge = float(self.config.merge_factor)
+    schedule = optim.schedule_steps(self.config.optim, steps_per_epoch)
     hparams = self._put(dict(lr=np.float32([t.lr for t in padded]), wd=np.float32([t.wd for t in padded]),
-                             merge_factor=np.float32([base_merge * t.merge_multiplier() for t in padded])),
+                             merge_factor=np.float32([base_merge * t.merge_multiplier() for t in padded]),
+                             **{k: np.full(len(padded), v, np.float32) for k, v in schedule.items()}),
                         True)
     trainable = self._put(self._init_trainable(seeds), True)
     opt_state = self._init_opt(trainable)
@@ -172,7 +184,7 @@ class GroupRunner:
     step = 0
     for epoch in range(epochs):
       finite = []
-      for batch, axis in self._batches(seeds, epoch):
+      for batch, axis in self._batches(train_data, seeds, epoch):
         trainable, opt_state, metrics = self._train(trainable, opt_state, self.frozen,
                                                     self._put(batch, axis == 0), train_keys, np.int32(step),
                                                     hparams, axis)
@@ -181,7 +193,7 @@ class GroupRunner:
       nonfinite += len(finite) - np.sum(jax.device_get(finite), axis=0)
       done = epoch + 1
       if done % self.config.eval_every_epochs == 0 or done == epochs:
-        result = self.evaluate(trainable, hparams, size)
+        result = self.evaluate(eval_data, trainable, hparams, size)
         evals.append(dict(epoch=done, accuracy=result["accuracy"], loss=result["loss"]))
     wall = time.time() - start
     stop_on_nan = self.config.optim.nan_policy == "stop"
@@ -190,18 +202,19 @@ class GroupRunner:
       history = [dict(epoch=e["epoch"], accuracy=float(e["accuracy"][i]), loss=float(e["loss"][i]))
                  for e in evals]
       best = max(history, key=lambda e: e["accuracy"])
-      rows.append(dict(trial.row(), stage=self.mode, eval_split=self.eval_split,
+      rows.append(dict(trial.row(), stage=mode, eval_split=eval_split,
                        accuracy=history[-1]["accuracy"], loss=history[-1]["loss"],
                        best_accuracy=best["accuracy"], best_epoch=best["epoch"], evals=history,
                        nonfinite_steps=int(nonfinite[i]), diverged=bool(stop_on_nan and nonfinite[i] > 0),
                        trainable_params=self.num_trainable, steps=step, chunk_trials=size,
                        chunk_wall_s=wall))
-    return rows, result["logits"]
+    return rows, dict(logits=result["logits"], labels=result["labels"])
 
 
 def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
-               on_chunk: Optional[Callable[[list[dict], np.ndarray], None]] = None,
-               mesh: Optional[Mesh] = None, data: Optional[dict] = None) -> list[dict]:
+               on_chunk: Optional[Callable[[list[dict], dict], None]] = None,
+               mesh: Optional[Mesh] = None, data: Optional[dict] = None,
+               runners: Optional[dict] = None) -> list[dict]:
   """Trains `trials` in shape groups, `trial_batch` trials per compiled call, and returns their rows.
 
   Args:
@@ -209,9 +222,12 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     trials: any mix of shapes (grouped here by `Trial.shape_key`).
     mode: 'tune' or 'final'.
     trial_batch: trials trained together (bounded by memory); rounded up to a multiple of the devices.
-    on_chunk: called with (rows, logits [T, N, C]) after each chunk, e.g. to record them (resuming).
+    on_chunk: called with (rows, predictions {'logits': [T, N, C], 'labels': [N]}) after each chunk, e.g. to
+      record them (resuming).
     mesh: trial mesh; default all devices.
     data: split cache {(task, split name): trainer.Split} to share loading across calls.
+    runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
+      stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
   """
   if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
     raise ConfigError(f"trial_batch = {trial_batch!r} is not usable: expected a positive integer, the number "
@@ -219,12 +235,15 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
   if mode not in trainer.SPLITS:
     raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
   data = {} if data is None else data
+  runners = {} if runners is None else runners
   rows: list[dict] = []
   for group in shape_groups(trials):
-    runner = GroupRunner(config, group, mode, data, mesh)
+    key = group[0].shape_key
+    if key not in runners:
+      runners[key] = GroupRunner(config, group, data, mesh)
     for i in range(0, len(group), trial_batch):
-      chunk_rows, logits = runner.train(group[i:i + trial_batch])
+      chunk_rows, predictions = runners[key].train(group[i:i + trial_batch], mode)
       if on_chunk is not None:
-        on_chunk(chunk_rows, logits)
+        on_chunk(chunk_rows, predictions)
       rows.extend(chunk_rows)
   return rows

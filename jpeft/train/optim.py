@@ -1,9 +1,11 @@
 """The study's optimizer and learning-rate schedule as pure functions of traced values.
 
 AdamW is written as optax's `scale_by_adam` (the only state: count, mu, nu) followed by decoupled weight decay
-and the scheduled step size computed inside the jitted step from the traced step count and the traced base
-learning rate. So learning rate and weight decay are runtime arrays, not constants baked into a closure, and a
-sweep can `jax.vmap` the train step over them. The update equals `optax.adamw` / torch AdamW:
+and the scheduled step size computed inside the jitted step from the traced step count, the traced base
+learning rate and the traced schedule length (warmup and total steps). So learning rate, weight decay and the
+schedule are runtime arrays, not constants baked into a closure: a sweep can `jax.vmap` the train step over
+them, and its tune (train800) and final (train800val200) stages, which differ only in their number of steps,
+run one compiled program. The update equals `optax.adamw` / torch AdamW:
   p <- p - lr_t * mult * (adam(g) + wd * p)
 where `mult` is the static per-group learning-rate multiplier (`config.optim.lr_mult`), applied by
 `optax.multi_transform` over the trainable paths' group labels (`jpeft.peft.partition.make_optimizer`).
@@ -20,6 +22,12 @@ import optax
 from jpeft.peft import partition
 
 
+def schedule_steps(optim_config, steps_per_epoch: int) -> dict[str, int]:
+  """{'warmup_steps', 'total_steps'} of a run of `optim_config.epochs` epochs of `steps_per_epoch` steps."""
+  return dict(warmup_steps=optim_config.warmup_epochs * steps_per_epoch,
+              total_steps=optim_config.epochs * steps_per_epoch)
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
   """Linear warmup from `warmup_start_lr`, then cosine down to `min_lr`, in optimizer steps.
@@ -28,27 +36,27 @@ class Schedule:
   training, [0, total_steps], and warmup replaces its first `warmup_steps`. Unlike timm stepping per epoch,
   the value changes every step.
   """
-  total_steps: int
-  warmup_steps: int
   warmup_start_lr: float
   min_lr: float
 
-  def __call__(self, step, base_lr):
-    """step: int/float scalar (traced or not); base_lr: f32 scalar -> f32 scalar learning rate."""
+  def __call__(self, step, base_lr, warmup_steps, total_steps):
+    """All scalars, traced or not (base_lr f32; the steps int or float) -> f32 scalar learning rate."""
     step = jnp.asarray(step, jnp.float32)
-    warm = self.warmup_start_lr + (base_lr - self.warmup_start_lr) * step / max(self.warmup_steps, 1)
-    progress = jnp.clip(step / max(self.total_steps, 1), 0.0, 1.0)
+    warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
+    total_steps = jnp.asarray(total_steps, jnp.float32)
+    warm = self.warmup_start_lr + (base_lr - self.warmup_start_lr) * step / jnp.maximum(warmup_steps, 1.0)
+    progress = jnp.clip(step / jnp.maximum(total_steps, 1.0), 0.0, 1.0)
     cosine = self.min_lr + 0.5 * (base_lr - self.min_lr) * (1.0 + jnp.cos(jnp.pi * progress))
-    return jnp.where(step < self.warmup_steps, warm, cosine)
+    return jnp.where(step < warmup_steps, warm, cosine)
 
 
 @dataclasses.dataclass(frozen=True)
 class AdamW:
-  """Decoupled-weight-decay Adam with per-group multipliers; hyperparameters other than lr / wd are static.
+  """Decoupled-weight-decay Adam with per-group multipliers; lr, wd and the schedule length are traced.
 
   Attributes:
     b1, b2, eps: Adam moments and epsilon.
-    schedule: step -> lr given the base lr.
+    schedule: (step, base lr, warmup steps, total steps) -> lr.
     group_scale: stateless `optax.multi_transform` scaling each trainable path by its group's multiplier.
   """
   b1: float
@@ -63,9 +71,13 @@ class AdamW:
   def init(self, trainable: Mapping[str, jax.Array]) -> optax.ScaleByAdamState:
     return self._adam().init(trainable)
 
-  def update(self, grads, state: optax.ScaleByAdamState, params, lr, wd):
-    """One AdamW step. lr, wd: f32 scalars (traced). Returns (new params, new state, scheduled lr)."""
-    lr_t = self.schedule(state.count, lr)
+  def update(self, grads, state: optax.ScaleByAdamState, params, hparams: Mapping[str, jax.Array]):
+    """One AdamW step. hparams: f32 scalars (traced) 'lr', 'wd', 'warmup_steps', 'total_steps'.
+
+    Returns (new params, new state, scheduled lr).
+    """
+    lr, wd = hparams["lr"], hparams["wd"]
+    lr_t = self.schedule(state.count, lr, hparams["warmup_steps"], hparams["total_steps"])
     directions, state = self._adam().update(grads, state, params)
     decayed = {k: directions[k] + wd * p for k, p in params.items()}
     scaled, _ = self.group_scale.update(decayed, self.group_scale.init(params))
@@ -73,11 +85,10 @@ class AdamW:
     return params, state, lr_t
 
 
-def make_optimizer(optim_config, labels: Mapping[str, str], steps_per_epoch: int) -> AdamW:
-  """The study's AdamW + warmup-cosine for the trainable paths of `labels` ({path: group})."""
+def make_optimizer(optim_config, labels: Mapping[str, str]) -> AdamW:
+  """The study's AdamW + warmup-cosine for the trainable paths of `labels` ({path: group}); the schedule's
+  length comes with each step's hparams (`schedule_steps`)."""
   group_scale = partition.make_optimizer(labels, optax.scale, dict(optim_config.lr_mult))
-  schedule = Schedule(total_steps=optim_config.epochs * steps_per_epoch,
-                      warmup_steps=optim_config.warmup_epochs * steps_per_epoch,
-                      warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr)
+  schedule = Schedule(warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr)
   return AdamW(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps, schedule=schedule,
                group_scale=group_scale)

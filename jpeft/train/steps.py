@@ -4,8 +4,9 @@
     eval_step(trainable, frozen, batch, hparams) -> {'logits', 'correct', 'loss'}
 
 `trainable` and `frozen` are flat {path: array} dicts from `jpeft.peft.partition.split`; only `trainable` is
-differentiated. `hparams` holds the runtime hyperparameters as f32 scalars: 'lr', 'wd', 'merge_factor'. A sweep
-vmaps over trainable, opt_state, rng and hparams while sharing frozen and batch.
+differentiated. `hparams` holds the runtime hyperparameters as f32 scalars: 'lr', 'wd', 'merge_factor',
+'warmup_steps', 'total_steps'. A sweep vmaps over trainable, opt_state, rng and hparams while sharing frozen
+and batch.
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from jpeft.peft import partition
 from jpeft.train import optim
 
 
-def hparams_from_config(config) -> dict[str, jax.Array]:
-  """The traced hyperparameters of one run."""
+def hparams_from_config(config, steps_per_epoch: int) -> dict[str, jax.Array]:
+  """The traced hyperparameters of one run whose epochs have `steps_per_epoch` optimizer steps."""
+  schedule = optim.schedule_steps(config.optim, steps_per_epoch)
   return dict(lr=jnp.float32(config.optim.lr), wd=jnp.float32(config.optim.wd),
-              merge_factor=jnp.float32(config.merge_factor))
+              merge_factor=jnp.float32(config.merge_factor),
+              **{name: jnp.float32(value) for name, value in schedule.items()})
 
 
 def _all_finite(tree) -> jax.Array:
@@ -45,7 +48,7 @@ def make_train_step(model, tx: optim.AdamW) -> Callable:
       return loss, logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    new_trainable, new_state, lr = tx.update(grads, opt_state, trainable, hparams["lr"], hparams["wd"])
+    new_trainable, new_state, lr = tx.update(grads, opt_state, trainable, hparams)
     finite = jnp.isfinite(loss) & _all_finite(grads)
     keep_good = lambda new, old: jnp.where(finite, new, old)
     new_trainable = jax.tree.map(keep_good, new_trainable, trainable)

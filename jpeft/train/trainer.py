@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +111,8 @@ class Setup:
     methods: the PEFT methods.
     labels: flat path -> group ('head' | 'peft' | 'backbone' | 'frozen').
     trainable, frozen: flat {path: array} parameter dicts (host arrays).
+    init_params: jitted PRNG key -> the model's freshly initialised (nested) parameters; compiled once here,
+      so callers that initialise other seeds (the sweep) reuse the program.
   """
   task: Any
   model: Any
@@ -118,6 +120,7 @@ class Setup:
   labels: dict
   trainable: dict
   frozen: dict
+  init_params: Callable
 
 
 def _pretrained_name(config) -> Optional[str]:
@@ -134,7 +137,8 @@ def build(config) -> Setup:
                            projection_dim=config.model.projection_dim, dtype=_DTYPES[config.model.dtype])
   size = config.data.image_size
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False))(init_key)["params"]
+  init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
+  params = init_params(init_key)
   name = _pretrained_name(config)
   if name:
     # Methods' parameters and the new head keep their initialisation; the backbone comes from the checkpoint.
@@ -142,7 +146,7 @@ def build(config) -> Setup:
     params, _ = checkpoints.merge_into(params, loaded)
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  return Setup(task, model, tuple(methods), labels, trainable, frozen)
+  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params)
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -331,10 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   total_steps = steps_per_epoch * config.optim.epochs
 
   mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(config.optim, setup.labels, steps_per_epoch)
+  tx = optim.make_optimizer(config.optim, setup.labels)
   train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1))
   eval_step = _jit_eval_step(setup.model, mesh)
-  hparams = sharding.replicate(steps.hparams_from_config(config), mesh)
+  hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch), mesh)
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
   opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
@@ -460,7 +464,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                       "--config.mode=tune or final.")
   setup = build(config)
   mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(config.optim, setup.labels, 1)
+  tx = optim.make_optimizer(config.optim, setup.labels)
   like = dict(trainable=sharding.replicate(setup.trainable, mesh),
               opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
               rng=jax.random.key_data(jax.random.PRNGKey(0)))
@@ -469,7 +473,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   split = config.eval_split or SPLITS[meta["mode"]][1]
   result = evaluate(_jit_eval_step(setup.model, mesh), state["trainable"],
                     sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),
-                    sharding.replicate(steps.hparams_from_config(config), mesh), config.optim.batch_size, mesh)
+                    sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir))
   if jax.process_index() == 0:

@@ -94,6 +94,17 @@ def test_selection_picks_best_val_and_retrains_it(sweep):
   assert len(accuracies) > 1, "every trial tied: the fixture task no longer separates the settings"
 
 
+def test_final_predictions_saved_per_seed(sweep):
+  """Each final row names its test predictions file, whose argmax accuracy is the row's accuracy."""
+  final = [r for r in sweep["after"] if r["stage"] == "final"]
+  assert len(final) == 4
+  for row in final:
+    saved = np.load(os.path.join(sweep["workdir"], row["predictions"]))
+    assert row["predictions"] == os.path.join("predictions", "dtd", f"{row['method']}_seed{row['seed']}.npz")
+    assert saved["logits"].shape == (len(saved["labels"]), 47)
+    assert np.mean(saved["logits"].argmax(-1) == saved["labels"]) == pytest.approx(row["accuracy"])
+
+
 def test_tables_and_plot_written(sweep):
   workdir = sweep["workdir"]
   with open(os.path.join(workdir, "results.md")) as f:

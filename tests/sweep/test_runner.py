@@ -33,6 +33,24 @@ def test_shared_batch_chunk_with_folded_scales_equals_trainer(folder_root, tmp_p
     assert mine["accuracy"] == theirs["accuracy"]
 
 
+def test_tune_and_final_share_one_program_and_final_equals_trainer(folder_root, tmp_path):
+  """The schedule's length is traced: after tuning, the final stage (more steps per epoch) compiles nothing
+  new, and its trial ends where `trainer.run` in 'final' mode ends."""
+  config = load_config(tiny_overrides(folder_root))
+  trials = _trials([3e-2], [42])
+  runners = {}
+  tune = runner.run_trials(config, trials, "tune", trial_batch=1, runners=runners)
+  final = runner.run_trials(config, trials, "final", trial_batch=1, runners=runners)
+  (group,) = runners.values()
+  assert group._train._cache_size() == 1 and group._eval._cache_size() == 1
+  assert final[0]["steps"] > tune[0]["steps"] and final[0]["eval_split"] == "test"
+  alone = trainer.run(runner.trial_config(config, trials[0], "final", fold=False), str(tmp_path))
+  assert alone["steps"] == final[0]["steps"]
+  for mine, theirs in zip(final[0]["evals"], alone["evals"]):
+    np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
+    assert mine["accuracy"] == theirs["accuracy"]
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5])
 def test_bad_trial_batch_is_named(folder_root, bad):
   with pytest.raises(ConfigError, match=f"trial_batch = {bad!r} is not usable"):
@@ -40,10 +58,12 @@ def test_bad_trial_batch_is_named(folder_root, bad):
 
 
 def test_trial_axis_shards_over_devices(folder_root):
-  """On 2 CPU devices, 3 trials (padded to 4) give the same results as on one device."""
+  """On 2 CPU devices (`--cpu_devices=2`), 3 trials (padded to 4) give the same results as on one device."""
   script = textwrap.dedent(f"""
       import json
       import jax
+      from jpeft import cli
+      cli.set_cpu_devices(2)
       from tests.sweep.conftest import load_config, tiny_overrides
       from jpeft.sweep import grid, runner
       assert jax.device_count() == 2
@@ -57,8 +77,7 @@ def test_trial_axis_shards_over_devices(folder_root):
         out[n] = [(r["loss"], r["accuracy"]) for r in runner.run_trials(config, trials, "tune", 3, mesh=mesh)]
       print(json.dumps(out))
   """)
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

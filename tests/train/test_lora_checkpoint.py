@@ -44,7 +44,7 @@ def test_lora_trains_only_adapters_and_head(folder_root, tmp_path):
   # Saved adapters + the original backbone reproduce the run's final logits exactly.
   val = trainer.load_split(config, setup.task, "val200")
   out = jax.jit(steps.make_eval_step(setup.model))(saved["trainable"], setup.frozen, val,
-                                                   steps.hparams_from_config(config))
+                                                   steps.hparams_from_config(config, 1))
   np.testing.assert_array_equal(np.asarray(out["logits"]), np.load(workdir / "logits_val200.npy"))
 
   # The merged export is a plain ViT (no LoRA leaves) with the same predictions.

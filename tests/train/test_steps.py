@@ -19,7 +19,8 @@ def _optim_config(**kw):
 
 
 def test_schedule_warmup_then_cosine():
-  s = optim.Schedule(total_steps=1000, warmup_steps=100, warmup_start_lr=1e-6, min_lr=1e-5)
+  schedule = optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5)
+  s = lambda step, base_lr: schedule(step, base_lr, 100, 1000)
   np.testing.assert_allclose(s(0, 1e-2), 1e-6, rtol=1e-6)
   np.testing.assert_allclose(s(50, 1e-2), (1e-6 + 1e-2) / 2, rtol=1e-5)
   np.testing.assert_allclose(s(100, 1e-2), 1e-5 + 0.5 * (1e-2 - 1e-5) * (1 + np.cos(np.pi * 0.1)), rtol=1e-5)
@@ -28,11 +29,24 @@ def test_schedule_warmup_then_cosine():
   assert values[:3] == sorted(values[:3]) and values[2:] == sorted(values[2:], reverse=True)
 
 
+def test_schedule_length_is_traced():
+  """One jitted schedule serves runs of different lengths (a sweep's tune and final stages share a program)."""
+  schedule = jax.jit(optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5))
+  for warmup, total in ((10, 100), (25, 125)):
+    for step in (0, warmup // 2, warmup, total // 2, total):
+      expected = optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5)(step, 1e-2, warmup, total)
+      np.testing.assert_allclose(schedule(step, 1e-2, jnp.float32(warmup), jnp.float32(total)), expected,
+                                 rtol=1e-6)
+  assert schedule._cache_size() == 1
+
+
 def test_adamw_step_equals_optax_adamw():
   params = {"head/kernel": jnp.arange(6.0).reshape(2, 3), "head/bias": jnp.ones(3)}
   grads = jax.tree.map(lambda p: 0.1 * p + 0.3, params)
-  tx = optim.make_optimizer(_optim_config(warmup_epochs=0), {k: "head" for k in params}, steps_per_epoch=10)
-  new, _, lr = tx.update(grads, tx.init(params), params, jnp.float32(1e-2), jnp.float32(1e-1))
+  tx = optim.make_optimizer(_optim_config(warmup_epochs=0), {k: "head" for k in params})
+  hparams = dict(lr=jnp.float32(1e-2), wd=jnp.float32(1e-1), warmup_steps=jnp.float32(0),
+                 total_steps=jnp.float32(1000))
+  new, _, lr = tx.update(grads, tx.init(params), params, hparams)
   reference = optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-1)
   updates, _ = reference.update(grads, reference.init(params), params)
   np.testing.assert_allclose(lr, 1e-2, rtol=1e-6)
@@ -46,13 +60,13 @@ def test_train_step_vmaps_over_trials():
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  tx = optim.make_optimizer(_optim_config(warmup_epochs=0), labels, steps_per_epoch=4)
+  tx = optim.make_optimizer(_optim_config(warmup_epochs=0), labels)
   step = steps.make_train_step(model, tx)
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(1), (8, 32, 32, 3)),
            "label": jnp.arange(8, dtype=jnp.int32) % 5}
   trials = [dict(lr=1e-3, wd=1e-4, seed=0), dict(lr=1e-2, wd=1e-3, seed=1)]
-  hparams = [dict(lr=jnp.float32(t["lr"]), wd=jnp.float32(t["wd"]), merge_factor=jnp.float32(1.0))
-             for t in trials]
+  hparams = [dict(lr=jnp.float32(t["lr"]), wd=jnp.float32(t["wd"]), merge_factor=jnp.float32(1.0),
+                  warmup_steps=jnp.float32(0), total_steps=jnp.float32(400)) for t in trials]
   rngs = [jax.random.PRNGKey(t["seed"]) for t in trials]
   stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
