@@ -57,6 +57,11 @@ def _stack(trees: Sequence) -> dict:
   return jax.tree.map(lambda *x: np.stack(x), *trees)
 
 
+def _check_mode(mode: str) -> None:
+  if mode not in trainer.SPLITS:
+    raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
+
+
 def _pad(items: list, multiple: int) -> list:
   """Repeats the last item so the trial axis divides over the devices (padded trials are discarded)."""
   return items + [items[-1]] * (-len(items) % multiple)
@@ -155,16 +160,11 @@ class GroupRunner:
     Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
     and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
     """
-    if mode not in trainer.SPLITS:
-      raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
+    _check_mode(mode)
     start = time.time()
     train_split, eval_split = trainer.SPLITS[mode]
     train_data, eval_data = self._split(train_split), self._split(eval_split)
-    steps_per_epoch = train_data.size // self.batch_size
-    if steps_per_epoch == 0:
-      raise ConfigError(f"Config field 'optim.batch_size' = {self.batch_size} is larger than the {train_split} "
-                        f"split of '{self.task_name}' ({train_data.size} examples), so drop_last leaves "
-                        "no batch: lower --config.optim.batch_size.")
+    steps_per_epoch = trainer.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
     size = len(trials)
     padded = _pad(list(trials), self.mesh.size)
     seeds = [t.seed for t in padded]
@@ -232,8 +232,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
   if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
     raise ConfigError(f"trial_batch = {trial_batch!r} is not usable: expected a positive integer, the number "
                       "of trials trained together (lower it if a chunk does not fit in memory).")
-  if mode not in trainer.SPLITS:
-    raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
+  _check_mode(mode)  # before any runner is built
   data = {} if data is None else data
   runners = {} if runners is None else runners
   rows: list[dict] = []

@@ -230,6 +230,16 @@ class Split:
     return pad_batches(batches, batch_size)
 
 
+def count_steps_per_epoch(train_data: "Split", batch_size: int, task_name: str) -> int:
+  """Full batches per epoch of `train_data` (drop_last); ConfigError naming the batch size if there are none."""
+  steps = train_data.size // batch_size
+  if steps == 0:
+    raise ConfigError(f"Config field 'optim.batch_size' = {batch_size} is larger than the {train_data.name} "
+                      f"split of '{task_name}' ({train_data.size} examples), so drop_last leaves no "
+                      "batch: lower --config.optim.batch_size.")
+  return steps
+
+
 # ---- evaluation ------------------------------------------------------------------------------------------
 def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: int, mesh) -> dict:
   """Accuracy, mean loss, and the logits [N, C] and labels [N] of a whole split."""
@@ -327,11 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_data = Split.open(config, setup.task, train_split)
   eval_data = Split.open(config, setup.task, eval_split)
   batch_size = config.optim.batch_size
-  steps_per_epoch = train_data.size // batch_size
-  if steps_per_epoch == 0:
-    raise ConfigError(f"Config field 'optim.batch_size' = {batch_size} is larger than the {train_split} split "
-                      f"of '{config.task}' ({train_data.size} examples), so drop_last leaves no "
-                      "batch: lower --config.optim.batch_size.")
+  steps_per_epoch = count_steps_per_epoch(train_data, batch_size, config.task)
   total_steps = steps_per_epoch * config.optim.epochs
 
   mesh = sharding.make_mesh()
