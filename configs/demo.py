@@ -11,7 +11,7 @@ mode), then does the same with linear probing (`compare_methods`) for reference.
 Expected (measured 2026-11-25 in a fresh venv on 2 CPU cores, 69 s wall including generating the task):
   mini_count test accuracy: lora 0.343 | linear 0.281
 (another floating-point reduction order, e.g. single-threaded XLA, moves lora by a point or two)
-(LoRA on a randomly initialised backbone, same recipe: 0.229). Results land in runs/demo/ and
+(LoRA on a randomly initialised backbone, same recipe: 0.242, measured 2026-11-26). Results land in runs/demo/ and
 runs/demo/linear/. Shortened runs (CI, tests/mini/test_demo.py) override the epochs, e.g.
 --config.optim.epochs=2 --config.optim.warmup_epochs=0.
 """
