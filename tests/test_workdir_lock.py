@@ -1,0 +1,52 @@
+"""The workdir lock: a second process is refused with a message naming the holder; a killed holder frees it."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jpeft import workdir_lock
+
+_HOLD = textwrap.dedent("""
+    import sys, time
+    from jpeft import workdir_lock
+    with workdir_lock.hold(sys.argv[1]):
+      print("locked", flush=True)
+      time.sleep(60)
+""")
+
+
+def _start_holder(workdir):
+  proc = subprocess.Popen([sys.executable, "-c", _HOLD, workdir], stdout=subprocess.PIPE, text=True)
+  assert proc.stdout.readline().strip() == "locked"
+  return proc
+
+
+def test_second_process_is_refused_and_named(tmp_path):
+  proc = _start_holder(str(tmp_path))
+  try:
+    with pytest.raises(workdir_lock.WorkdirLockedError, match=f"pid {proc.pid}.*another --workdir"):
+      with workdir_lock.hold(str(tmp_path)):
+        pass
+  finally:
+    proc.kill()
+    proc.wait()
+
+
+def test_kill_9_releases_the_lock(tmp_path):
+  proc = _start_holder(str(tmp_path))
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  with workdir_lock.hold(str(tmp_path)) as path:
+    assert os.path.exists(path)
+
+
+def test_same_process_twice_is_refused(tmp_path):
+  with workdir_lock.hold(str(tmp_path)):
+    with pytest.raises(workdir_lock.WorkdirLockedError):
+      with workdir_lock.hold(str(tmp_path)):
+        pass
+  with workdir_lock.hold(str(tmp_path)):  # released after the block
+    pass
