@@ -25,6 +25,13 @@ setuptools.setup(
         "huggingface_hub",
         "matplotlib",
         "scikit-learn",  # its bundled digits feed the offline mini_digits task (jpeft.data.mini_vtab)
+        # What the TFDS builders of the VTAB-1K and ImageNet tasks import but tensorflow-datasets does not
+        # install (tests/data/test_builders_prepare.py checks each one):
+        "importlib_resources",  # every builder: TFDS's download_and_prepare imports it on any Python
+        "scipy",  # oxford_flowers102, svhn_cropped (.mat files)
+        "h5py",  # dsprites, patch_camelyon (.h5 files)
+        "opencv-python-headless",  # sun397, diabetic_retinopathy_detection, kitti (image decode / resize)
+        "tifffile",  # eurosat (its module reads the .tif files of the multispectral config)
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -41,6 +41,15 @@ def _missing_message(task: Task, builder_name: str, data_dir: Optional[str], cau
           f"data_dir={root}. {how} (TFDS said: {cause.strip().splitlines()[0][:300]})")
 
 
+def _missing_module_message(task: Task, builder_name: str, error: ImportError) -> str:
+  module = getattr(error, 'name', None) or str(error).splitlines()[0]
+  return (f"TFDS builder '{builder_name}' for task '{task.name}' needs the Python module "
+          f"'{module}', which is not installed. Reinstall jpeft with its dependencies "
+          f"(`pip install -e .` in the jpeft checkout; setup.py lists what the VTAB-1K and "
+          f"ImageNet builders import), or `pip install` the package that provides '{module}'. "
+          f"(Python said: {str(error).splitlines()[0][:300]})")
+
+
 def make_builder(task: Task, data_dir: Optional[str] = None,
                  download: bool = True) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of `task`, trying `task.builder` then `task.alt_builders`.
@@ -53,13 +62,16 @@ def make_builder(task: Task, data_dir: Optional[str] = None,
       (needs internet, or the manual files for manual datasets). False raises instead.
 
   Raises:
-    DataError: the dataset is not there (and could not be prepared), with instructions.
+    DataError: the dataset is not there (and could not be prepared), with instructions; or
+      the builder needs a Python module that is not installed, naming it.
   """
   failures = []
   for name in (task.builder,) + tuple(task.alt_builders):
     try:
       builder = tfds.builder(name, data_dir=data_dir)
       break
+    except ImportError as e:  # The builder's module imports something not installed.
+      raise DataError(_missing_module_message(task, name, e)) from e
     except Exception as e:  # pylint: disable=broad-except  # TFDS raises several types.
       failures.append(f'{name}: {str(e).splitlines()[0][:200]}')
   else:
@@ -73,6 +85,8 @@ def make_builder(task: Task, data_dir: Optional[str] = None,
                                        tried_download=False))
     try:
       builder.download_and_prepare()
+    except ImportError as e:  # Not a data problem: downloading again would not help.
+      raise DataError(_missing_module_message(task, name, e)) from e
     except Exception as e:  # pylint: disable=broad-except  # network, manual dir, checksum...
       raise DataError(_missing_message(task, name, data_dir, f'{type(e).__name__}: {e}')) from e
   _check_split_sizes(task, builder)
