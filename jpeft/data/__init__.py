@@ -5,6 +5,10 @@ Public API:
   get_dataset, load_split_arrays, num_examples, num_classes (jpeft.data.input_pipeline)
   DataError                                               (jpeft.data.errors)
 """
+from jpeft.data.quiet_tf import import_tensorflow
+
+import_tensorflow()  # Before any data module imports TensorFlow, which would print its start-up lines.
+
 from jpeft.data.errors import DataError
 from jpeft.data.input_pipeline import get_dataset, load_examples, load_split_arrays, num_classes, num_examples
 from jpeft.data.tasks import Subset, class_mask, Task, VTAB_1K_SPLITS, cut_splits, get_task, list_tasks, register_task, standard_splits
