@@ -2,12 +2,17 @@
 
 All five use the 1000-class ImageNet label space (TFDS labels are indices into the sorted
 WordNet ids). ImageNet-A and -R cover 200 classes each; `Task.class_subset` holds those label
-indices so the evaluator can restrict logits to them (as CLIP / WiSE-FT evaluate).
+indices so the evaluator can restrict logits to them (as CLIP / WiSE-FT evaluate). ImageNet's
+'val' is 10 train images per class, disjoint from the k-shot training sets (the study's protocol).
 """
 from __future__ import annotations
 
+import collections.abc
 import functools
+import importlib
+from typing import Optional
 
+from jpeft.data.errors import DataError
 from jpeft.data.tasks import Subset, Task, register_task
 
 # ImageNet-A's 200 WordNet ids (Hendrycks et al., 2021).
@@ -65,24 +70,91 @@ n10565667 n12267677
 """.split())
 
 
+_LABEL_FILE_MODULE = 'tensorflow_datasets.datasets.imagenet2012.imagenet_common'
+
+
+def _label_file_error(path: Optional[str], problem: str) -> DataError:
+  where = f'the label file is {path}' if path else 'the label file could not be located'
+  return DataError(
+      f"Cannot map ImageNet WordNet ids to label indices: {problem} ({where}, shipped with "
+      f"tensorflow-datasets as {_LABEL_FILE_MODULE}.label_names_file()). "
+      f"ImageNet-A and -R are scored on their 200 classes of the 1000 logits and need it; "
+      f"reinstall tensorflow-datasets (`pip install --force-reinstall tensorflow-datasets`) so "
+      f"that the file is there and lists the 1000 ImageNet WordNet ids, one per line.")
+
+
 @functools.lru_cache(maxsize=None)
 def imagenet_wnids() -> tuple[str, ...]:
-  """The 1000 ImageNet WordNet ids in TFDS label order (index = TFDS label)."""
-  from tensorflow_datasets.datasets.imagenet2012 import imagenet_common  # pylint: disable=g-import-not-at-top
-  with open(imagenet_common.label_names_file()) as f:
-    return tuple(line.strip() for line in f if line.strip())
+  """The 1000 ImageNet WordNet ids in TFDS label order (index = TFDS label).
+
+  Raises:
+    DataError: TFDS's label file cannot be read or does not hold 1000 ids, naming it.
+  """
+  try:
+    imagenet_common = importlib.import_module(_LABEL_FILE_MODULE)
+    path = str(imagenet_common.label_names_file())
+  except (ImportError, AttributeError) as e:
+    raise _label_file_error(None, f'{type(e).__name__}: {e}') from e
+  try:
+    with open(path) as f:
+      wnids = tuple(line.strip() for line in f if line.strip())
+  except OSError as e:
+    raise _label_file_error(path, f'{type(e).__name__}: {e}') from e
+  if len(wnids) != 1000:
+    raise _label_file_error(path, f'it lists {len(wnids)} ids, not 1000')
+  return wnids
 
 
-def class_indices(wnids) -> tuple[int, ...]:
-  """Sorted ImageNet label indices of `wnids` (e.g. the 200 classes of ImageNet-A)."""
+@functools.lru_cache(maxsize=None)
+def class_indices(wnids: tuple[str, ...]) -> tuple[int, ...]:
+  """Sorted ImageNet label indices of `wnids` (e.g. the 200 classes of ImageNet-A).
+
+  Raises:
+    DataError: the label file cannot be read, or lacks one of `wnids`.
+  """
   index = {w: i for i, w in enumerate(imagenet_wnids())}
+  missing = [w for w in wnids if w not in index]
+  if missing:
+    raise _label_file_error(
+        str(importlib.import_module(_LABEL_FILE_MODULE).label_names_file()),
+        f'it lacks the WordNet ids {", ".join(missing[:5])}')
   return tuple(sorted(index[w] for w in wnids))
 
 
+class ImagenetClassIndices(collections.abc.Sequence):
+  """`Task.class_subset` of ImageNet-A / -R: the label indices of `wnids`, read from TFDS's
+  ImageNet label file on first use. Registering the task does not read the file, so a broken
+  file cannot stop the other tasks; using the subset (len, iteration, `class_mask`) raises
+  DataError naming it, so A/R are never scored over all 1000 classes by mistake."""
+
+  def __init__(self, wnids):
+    self.wnids = tuple(wnids)
+
+  def __getitem__(self, i):
+    return class_indices(self.wnids)[i]
+
+  def __len__(self) -> int:
+    return len(class_indices(self.wnids))
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, ImagenetClassIndices) and other.wnids == self.wnids
+
+  def __hash__(self) -> int:
+    return hash(self.wnids)
+
+  def __repr__(self) -> str:
+    return f'ImagenetClassIndices({len(self.wnids)} WordNet ids)'
+
+
+# The study: 10 images per class of ImageNet train are held out for model selection.
+IMAGENET_VAL = Subset('train', 10, seed=0, per_class=True)
+
+
 def imagenet_kshot(k: int, seed: int = 0) -> Subset:
-  """Split spec for `k` training images per ImageNet class drawn with `seed`; pass it as the
-  `split` of `get_dataset` / `load_split_arrays` on task 'imagenet'."""
-  return Subset('train', k, seed=seed, per_class=True)
+  """Split spec for `k` training images per ImageNet class drawn with `seed` from the train
+  images outside the held-out val (`IMAGENET_VAL`); pass it as the `split` of `get_dataset` /
+  `load_split_arrays` on task 'imagenet'."""
+  return Subset('train', k, seed=seed, per_class=True, exclude=IMAGENET_VAL)
 
 
 _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
@@ -90,9 +162,10 @@ _IMAGENET_MANUAL = ('ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
 
 register_task(Task(
     name='imagenet', builder='imagenet2012:5.*.*', num_classes=1000, group='shift',
-    # No public test labels: the official validation set is the test set; a held-out 10k of
-    # train ('minival') serves for model selection.
-    splits={'train': 'train', 'val': 'train[-10000:]', 'minitrain': 'train[:-10000]',
+    # No public test labels: the official validation set is the test set; 10 train images per
+    # class ('val') serve for model selection, and every other split leaves them out.
+    splits={'train': 'train', 'val': IMAGENET_VAL,
+            'minitrain': Subset('train', None, per_class=True, exclude=IMAGENET_VAL),
             'test': 'validation', 'validation': 'validation',
             'train16shot': imagenet_kshot(16), 'train100shot': imagenet_kshot(100)},
     split_sizes={'train': 1281167, 'val': 10000, 'minitrain': 1271167, 'test': 50000,
@@ -103,18 +176,9 @@ register_task(Task(name='imagenet_v2', builder='imagenet_v2/matched-frequency:3.
                    split_sizes={'test': 10000}))
 register_task(Task(name='imagenet_sketch', builder='imagenet_sketch:1.*.*', num_classes=1000,
                    group='shift', splits={'test': 'test'}, split_sizes={'test': 50889}))
-
-
-
-def _register_subset_task(name: str, builder: str, wnids, size: int) -> None:
-  try:
-    subset = class_indices(wnids)
-  except (ImportError, OSError, KeyError):  # TFDS label file unavailable: keep the task usable.
-    subset = None
-  register_task(Task(name=name, builder=builder, num_classes=1000, group='shift',
-                     splits={'test': 'test'}, split_sizes={'test': size}, class_subset=subset))
-
-
-_register_subset_task('imagenet_a', 'imagenet_a:0.*.*', IMAGENET_A_WNIDS, 7500)
-_register_subset_task('imagenet_r', 'imagenet_r:0.*.*', IMAGENET_R_WNIDS, 30000)
-
+register_task(Task(name='imagenet_a', builder='imagenet_a:0.*.*', num_classes=1000,
+                   group='shift', splits={'test': 'test'}, split_sizes={'test': 7500},
+                   class_subset=ImagenetClassIndices(IMAGENET_A_WNIDS)))
+register_task(Task(name='imagenet_r', builder='imagenet_r:0.*.*', num_classes=1000,
+                   group='shift', splits={'test': 'test'}, split_sizes={'test': 30000},
+                   class_subset=ImagenetClassIndices(IMAGENET_R_WNIDS)))

@@ -35,20 +35,32 @@ class Subset:
 
   Attributes:
     split: the TFDS split string to draw from (e.g. 'train[:45000]').
-    size: number of examples in total (`per_class=False`) or per class (`per_class=True`).
-    seed: seed of the draw; the same (split, size, seed) always gives the same examples.
+    size: number of examples in total (`per_class=False`) or per class (`per_class=True`);
+      None takes every example not in `exclude`.
+    seed: seed of the draw; the same (split, size, seed, exclude) always gives the same examples.
     per_class: draw `size` examples from every class (class-balanced k-shot) instead of
       `size` examples uniformly. Uses the raw TFDS `label` feature (read without decoding
       images), so it suits tasks whose label is the TFDS label (CIFAR, RESISC45, ImageNet).
+    exclude: a Subset of the same split whose examples are never drawn, e.g. a held-out
+      validation set (ImageNet's 10 per class), so that the two are disjoint.
   """
   split: str
-  size: int
+  size: Optional[int]
   seed: int = 0
   per_class: bool = False
+  exclude: Optional['Subset'] = None
+
+  def __post_init__(self):
+    if self.exclude is not None and self.exclude.split != self.split:
+      raise DataError(f"Subset of '{self.split}' excludes a subset of another split "
+                      f"('{self.exclude.split}'); indices only match within one split. Give "
+                      f"both the same `split`.")
 
   def __str__(self) -> str:
     kind = 'per class' if self.per_class else 'in total'
-    return f'{self.split} ({self.size} {kind}, seed {self.seed})'
+    text = f'{self.split} (all' if self.size is None else f'{self.split} ({self.size} {kind}'
+    text += f', seed {self.seed})'
+    return text + (f' without {self.exclude}' if self.exclude is not None else '')
 
 
 SplitSpec = Union[str, Subset]

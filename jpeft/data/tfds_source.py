@@ -129,21 +129,27 @@ def _draw_subset(builder: tfds.core.DatasetBuilder, subset: Subset) -> np.ndarra
 
 
 def select_subset(labels: np.ndarray, subset: Subset) -> np.ndarray:
-  """Sorted indices into `labels` ([N] ints) drawn as `subset` says (seeded, no replacement).
+  """Sorted indices into `labels` ([N] ints) drawn as `subset` says (seeded, no replacement),
+  never one of the indices `subset.exclude` draws from the same labels.
 
   Per class: `subset.size` examples of every class present (all of them, with a warning,
-  where a class has fewer).
+  where a class has fewer). Size None: every index not excluded.
   """
   rng = np.random.default_rng(subset.seed)
-  n = len(labels)
+  pool = np.arange(len(labels))
+  if subset.exclude is not None:
+    pool = np.setdiff1d(pool, select_subset(labels, subset.exclude), assume_unique=True)
+  if subset.size is None:
+    return pool
   if not subset.per_class:
-    if subset.size > n:
+    if subset.size > len(pool):
       raise DataError(f'Subset {subset} asks for {subset.size} examples but the split has '
-                      f'only {n}. Use a smaller size or a larger split.')
-    return np.sort(rng.choice(n, subset.size, replace=False))
+                      f'only {len(pool)}. Use a smaller size or a larger split.')
+    return np.sort(rng.choice(pool, subset.size, replace=False))
   chosen = []
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
+  pool_labels = labels[pool]
+  for c in np.unique(pool_labels):
+    idx = pool[pool_labels == c]
     if len(idx) < subset.size:
       logging.warning('Subset %s: class %d has only %d examples; taking all.', subset, c, len(idx))
       chosen.append(idx)

@@ -86,7 +86,7 @@ def test_many_shot_subsets():
 def test_shift_sets_have_200_class_masks():
   a, r = data.get_task('imagenet_a'), data.get_task('imagenet_r')
   assert len(a.class_subset) == 200 and len(r.class_subset) == 200
-  assert all(0 <= i < 1000 for i in a.class_subset + r.class_subset)
+  assert all(0 <= i < 1000 for i in list(a.class_subset) + list(r.class_subset))
   assert a.class_subset != r.class_subset
   assert data.get_task('imagenet_v2').class_subset is None
   assert data.get_task('imagenet').manual_download
