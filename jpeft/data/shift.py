@@ -165,7 +165,7 @@ register_task(Task(
     # No public test labels: the official validation set is the test set; 10 train images per
     # class ('val') serve for model selection, and every other split leaves them out.
     splits={'train': 'train', 'val': IMAGENET_VAL,
-            'minitrain': Subset('train', None, per_class=True, exclude=IMAGENET_VAL),
+            'minitrain': Subset('train', None, exclude=IMAGENET_VAL),
             'test': 'validation', 'validation': 'validation',
             'train16shot': imagenet_kshot(16), 'train100shot': imagenet_kshot(100)},
     split_sizes={'train': 1281167, 'val': 10000, 'minitrain': 1271167, 'test': 50000,
