@@ -66,11 +66,19 @@ class Reference:
       cores["fc2"] = [m["fact_tt_sigma_fc2"][j * r:(j + 1) * r] for j in range(k)]
       return cores
     core, p = enc["fact_tk_core"], enc["fact_tk_p"]
-    slots = p.shape[1] // self.depth
+    slots, r = p.shape[1] // self.depth, core.shape[0]
     k = (slots - 4) // 2
     sigma = [sum(core[:, :, c] * p[c, layer * slots + j] for c in range(core.shape[2])) for j in range(slots)]
-    return {"q": sigma[0], "k": sigma[1], "v": sigma[2], "o": sigma[3], "fc1": sigma[4:4 + k],
-            "fc2": sigma[4 + k:]}
+
+    # The MLP layout of the FacT authors' `fact_forward_mlp` (JieShibo/PETL-ViT, FacT/fact_tk.py): the k slots
+    # stacked last, [r, r, k], reshaped row-major to [r, k r], so flat column c is column c // k of slot c % k;
+    # chunk i (of fc1's output, or of fc2's input) uses flat columns i r .. i r + r - 1.
+    def chunk(first_slot, i):
+      return np.stack([sigma[first_slot + (i * r + t) % k][:, (i * r + t) // k] for t in range(r)], axis=1)
+
+    return {"q": sigma[0], "k": sigma[1], "v": sigma[2], "o": sigma[3],
+            "fc1": [chunk(4, i) for i in range(k)],
+            "fc2": [chunk(4 + k, i).T for i in range(k)]}  # fc2's core is used transposed
 
   def fact_delta(self, layer, where, z):
     if self.fact is None:
