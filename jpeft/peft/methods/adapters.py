@@ -2,7 +2,7 @@
 
 Each is M(.) = Up(drop(act(Down .))) (Convpass adds a 3x3 conv in the bottleneck; RepAdapter is linear) with
 output scale s, wired into the block as the spec's table says. Every module output is multiplied by
-merge_factor * s. Parameters live in the block's scope as '<method>[_<sublayer>]_{down,up,conv,a,b}'.
+merge_factor * s. Parameters live in the block's scope as '<method>[_<sublayer>]_{down,up,conv,a,b,scale}'.
 Adapter, Convpass and RepAdapter take their wiring as hyperparameters (`_Wired`), defaulting to the spec's.
 """
 from __future__ import annotations
