@@ -9,6 +9,12 @@ grid, swept together with optim.lr and optim.wd:
   peft.adapter.bottleneck in (4, 8, 16, 32)
   peft.adapter.scale in (0.01, 0.1, 1, 10)
 e.g. --config.optim.lr=1e-2 --config.peft.adapter.bottleneck=32
+
+Wiring (default: sequential_after on attn and mlp, the published one):
+  --config.peft.adapter.sublayers='("mlp",)'      sublayers with a module: attn, mlp
+  --config.peft.adapter.style=parallel_post_ln    parallel_pre_ln | parallel_post_ln | sequential_after |
+                                                  sequential_before
+  --config.peft.adapter.learnable_scale=True      a learned scalar per module (init 1), times scale
 """
 from configs import common
 from jpeft import peft

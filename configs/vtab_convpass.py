@@ -10,6 +10,12 @@ grid, swept together with optim.lr and optim.wd:
   peft.convpass.bottleneck in (8, 16)
   peft.convpass.conv_init in ('identity', 'xavier')
 e.g. --config.optim.lr=1e-2 --config.peft.convpass.scale=100
+
+Wiring (default: parallel_post_ln on attn and mlp, the published one):
+  --config.peft.convpass.sublayers='("mlp",)'     sublayers with a module: attn, mlp
+  --config.peft.convpass.style=sequential_after   parallel_pre_ln | parallel_post_ln | sequential_after |
+                                                  sequential_before
+  --config.peft.convpass.learnable_scale=True     a learned scalar per module (init 1), times scale
 """
 from configs import common
 from jpeft import peft

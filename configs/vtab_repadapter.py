@@ -10,6 +10,14 @@ grid, swept together with optim.lr and optim.wd:
   peft.repadapter.bottleneck in (8, 16, 32)
   peft.repadapter.scale in (0.1, 0.5, 1, 5, 10)
 e.g. --config.optim.lr=1e-2 --config.peft.repadapter.bottleneck=32
+
+Wiring (default: sequential_before on attn and mlp, the published one):
+  --config.peft.repadapter.sublayers='("mlp",)'   sublayers with a module: attn, mlp
+  --config.peft.repadapter.style=sequential_after parallel_pre_ln | parallel_post_ln | sequential_after |
+                                                  sequential_before
+  --config.peft.repadapter.learnable_scale=True   a learned scalar per module (init 1), times scale
+Merging needs a sequential style (sequential_before folds into qkv / fc1, sequential_after into proj / fc2);
+the parallel styles are not re-parameterisable.
 """
 from configs import common
 from jpeft import peft

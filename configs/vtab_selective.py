@@ -9,6 +9,9 @@ Hyperparameters: every field of the method under peft.selective (see jpeft/peft/
 grid, swept together with optim.lr and optim.wd:
   none besides optim.lr and optim.wd
 e.g. --config.optim.lr=1e-3 --config.peft.selective.blocks='(10, 11)' --config.peft.selective.parts='("mlp",)'
+
+Parts: attn (qkv + proj), qkv, proj, mlp (fc1 + fc2), fc1, fc2, ln (ln1 + ln2), e.g.
+--config.peft.selective.parts='("qkv", "fc2")'.
 """
 from configs import common
 from jpeft import peft

@@ -8,6 +8,9 @@ Hyperparameters: every field of the method under peft.vpt_deep (see jpeft/peft/m
 grid, swept together with optim.lr and optim.wd:
   peft.vpt_deep.num_tokens in (5, 10, 50, 100)
 e.g. --config.optim.lr=1e-2 --config.peft.vpt_deep.num_tokens=100
+
+Variants: --config.peft.vpt_deep.num_layers=6 prompts only the last 6 blocks (the study's vpt_layer; default
+0: every block).
 """
 from configs import common
 from jpeft import peft

@@ -8,6 +8,9 @@ Hyperparameters: every field of the method under peft.vpt_shallow (see jpeft/pef
 grid, swept together with optim.lr and optim.wd:
   peft.vpt_shallow.num_tokens in (5, 10, 50, 100, 200)
 e.g. --config.optim.lr=1e-2 --config.peft.vpt_shallow.num_tokens=200
+
+Variants: --config.peft.vpt_shallow.keep_prompts=False removes the prompts after block 0, as the study's
+code runs VPT-shallow (default True: carried through every block, as the VPT paper).
 """
 from configs import common
 from jpeft import peft

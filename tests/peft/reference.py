@@ -33,9 +33,16 @@ def dense(x, p):
   return x @ p["kernel"] + p["bias"]
 
 
+# Published wiring of the modules whose wiring is a hyperparameter (spec table): style, sublayers.
+WIRING = {"adapter": ("sequential_after", ("attn", "mlp")), "convpass": ("parallel_post_ln", ("attn", "mlp")),
+          "repadapter": ("sequential_before", ("attn", "mlp"))}
+
+
 class Reference:
   """forward(images) of the model with `method` ('lora' or several joined by '+', hyperparameters `hp`:
-  name -> dict) at merge factor `mf`. At a shared site, LoRA / FacT deltas come before SSF's scale."""
+  name -> dict) at merge factor `mf`. At a shared site, LoRA / FacT deltas come before SSF's scale.
+  Adapter, Convpass and RepAdapter are wired as hp[name]['style'] / ['sublayers'] say (default: WIRING), by
+  the spec's list of wirings; hp[name]['learnable_scale'] multiplies their output by '<prefix>_scale'."""
 
   def __init__(self, params, method, hp, mf, num_heads, patch):
     self.names = set(method.split("+"))
@@ -51,8 +58,13 @@ class Reference:
     gamma, beta = scope[f"ssf_{site}_scale"], scope[f"ssf_{site}_shift"]
     return (1 - self.mf) * y + self.mf * (gamma * y + beta)  # interpolate plain and SSF(y)
 
+  def gain(self, scope, name, prefix):
+    """merge_factor * s, times the learned scalar when the method has one."""
+    learned = scope[f"{prefix}_scale"] if self.hp[name].get("learnable_scale", False) else 1.0
+    return self.mf * self.hp[name]["scale"] * learned
+
   def bottleneck(self, scope, name, prefix, x, act):
-    return self.mf * self.hp[name]["scale"] * dense(act(dense(x, scope[f"{prefix}_down"])), scope[f"{prefix}_up"])
+    return self.gain(scope, name, prefix) * dense(act(dense(x, scope[f"{prefix}_down"])), scope[f"{prefix}_up"])
 
   def fact_cores(self, layer):
     """Per-block cores {name: [r, r]} with fc1 / fc2 as lists of per-chunk cores."""
@@ -66,11 +78,19 @@ class Reference:
       cores["fc2"] = [m["fact_tt_sigma_fc2"][j * r:(j + 1) * r] for j in range(k)]
       return cores
     core, p = enc["fact_tk_core"], enc["fact_tk_p"]
-    slots = p.shape[1] // self.depth
+    slots, r = p.shape[1] // self.depth, core.shape[0]
     k = (slots - 4) // 2
     sigma = [sum(core[:, :, c] * p[c, layer * slots + j] for c in range(core.shape[2])) for j in range(slots)]
-    return {"q": sigma[0], "k": sigma[1], "v": sigma[2], "o": sigma[3], "fc1": sigma[4:4 + k],
-            "fc2": sigma[4 + k:]}
+
+    # The MLP layout of the FacT authors' `fact_forward_mlp` (JieShibo/PETL-ViT, FacT/fact_tk.py): the k slots
+    # stacked last, [r, r, k], reshaped row-major to [r, k r], so flat column c is column c // k of slot c % k;
+    # chunk i (of fc1's output, or of fc2's input) uses flat columns i r .. i r + r - 1.
+    def chunk(first_slot, i):
+      return np.stack([sigma[first_slot + (i * r + t) % k][:, (i * r + t) // k] for t in range(r)], axis=1)
+
+    return {"q": sigma[0], "k": sigma[1], "v": sigma[2], "o": sigma[3],
+            "fc1": [chunk(4, i) for i in range(k)],
+            "fc2": [chunk(4 + k, i).T for i in range(k)]}  # fc2's core is used transposed
 
   def fact_delta(self, layer, where, z):
     if self.fact is None:
@@ -97,17 +117,33 @@ class Reference:
     conv = bias + sum(padded[:, dy:dy + gh, dx:dx + gw] @ kernel[dy, dx] for dy in range(3) for dx in range(3))
     singles = down[:, :front] @ kernel[1, 1] + bias  # a 1x1 image only meets the centre tap
     mid = quick_gelu(np.concatenate([singles, conv.reshape(down.shape[0], gh * gw, -1)], 1))
-    return self.mf * self.hp["convpass"]["scale"] * dense(mid, bp[f"{prefix}_up"])
+    return self.gain(bp, "convpass", prefix) * dense(mid, bp[f"{prefix}_up"])
 
   def repadapter(self, bp, where, z):
-    if "repadapter" not in self.names:
-      return z
     a = dense(z, bp[f"repadapter_{where}_a"])
     kernel, bias = bp[f"repadapter_{where}_b_kernel"], bp[f"repadapter_{where}_b_bias"]
     half_in, half_out = kernel.shape[1], kernel.shape[2]
     b = np.concatenate([a[..., :half_in] @ kernel[0], a[..., half_in:] @ kernel[1]], -1) + bias
     assert b.shape[-1] == 2 * half_out
-    return z + self.mf * self.hp["repadapter"]["scale"] * b
+    return self.gain(bp, "repadapter", f"repadapter_{where}") * b
+
+  def wired(self, bp, where, style, t, front, grid):
+    """Sum of the outputs M(t) of the modules wired with `style` at sublayer `where`."""
+    total = 0
+    for name in ("adapter", "convpass", "repadapter"):
+      if name not in self.names:
+        continue
+      default_style, default_sublayers = WIRING[name]
+      if self.hp[name].get("style", default_style) != style or where not in self.hp[name].get(
+          "sublayers", default_sublayers):
+        continue
+      if name == "adapter":
+        total = total + self.bottleneck(bp, "adapter", f"adapter_{where}", t, relu)
+      elif name == "convpass":
+        total = total + self.convpass(bp, where, t, front, grid)
+      else:
+        total = total + self.repadapter(bp, where, t)
+    return total
 
   # ---- the ViT ----
   def attention(self, layer, z, n_hidden):
@@ -141,10 +177,9 @@ class Reference:
     bp = self.p["encoder"][f"block_{layer}"]
     ln = "ln1" if where == "attn" else "ln2"
     z = self.ssf(bp, ln, layer_norm(x, bp[ln]))
-    z_in = self.repadapter(bp, where, z)
+    z_in = z + self.wired(bp, where, "sequential_before", z, front, grid)
     h = self.attention(layer, z_in, n_hidden) if where == "attn" else self.mlp(layer, z_in)
-    if "adapter" in self.names:
-      h = h + self.bottleneck(bp, "adapter", f"adapter_{where}", h, relu)
+    h = h + self.wired(bp, where, "sequential_after", h, front, grid)
     if "pfeiffer" in self.names and where == "mlp":
       h = h + self.bottleneck(bp, "pfeiffer", "pfeiffer", h, relu)
     if "difffit" in self.names:
@@ -153,9 +188,8 @@ class Reference:
     out = x + h
     if "adaptformer" in self.names and where == "mlp":
       out = out + self.bottleneck(bp, "adaptformer", "adaptformer", x, relu)
-    if "convpass" in self.names:
-      out = out + self.convpass(bp, where, z, front, grid)
-    return out
+    out = out + self.wired(bp, where, "parallel_pre_ln", x, front, grid)
+    return out + self.wired(bp, where, "parallel_post_ln", z, front, grid)
 
   def __call__(self, images):
     p, patch = self.p, self.patch
@@ -168,13 +202,19 @@ class Reference:
     x = np.concatenate([np.repeat(p["cls"], b, 0), x], 1) + p["pos_embedding"]
     enc = p["encoder"]
     queries = []
-    if "vpt_shallow" in self.names:
-      x = np.concatenate([np.repeat(enc["vpt_shallow_prompts"][None], b, 0), x], 1)
+    shallow = enc["vpt_shallow_prompts"].shape[0] if "vpt_shallow" in self.names else 0
+    # The shallow prompts stay through every block unless keep_prompts=False (then: block 0 only, as the study).
+    keep_shallow = self.hp.get("vpt_shallow", {}).get("keep_prompts", True)
+    # VPT-deep prompts the last num_layers blocks (0: all), with one prompt set per prompted block.
+    first_deep = self.depth - (self.hp.get("vpt_deep", {}).get("num_layers", 0) or self.depth)
     for layer in range(self.depth):
+      if layer == 0 and shallow:
+        x = np.concatenate([np.repeat(enc["vpt_shallow_prompts"][None], b, 0), x], 1)
       n_new = n_hidden = 0
       for inserted in ("vpt_deep", "vqt"):  # each prepended in turn: VQT's queries end up in front
-        if inserted in self.names:
-          tokens = enc["vpt_deep_prompts" if inserted == "vpt_deep" else "vqt_queries"][layer]
+        if inserted in self.names and (inserted == "vqt" or layer >= first_deep):
+          tokens = (enc["vpt_deep_prompts"][layer - first_deep] if inserted == "vpt_deep"
+                    else enc["vqt_queries"][layer])
           x = np.concatenate([np.repeat(tokens[None], b, 0), x], 1)
           n_new += tokens.shape[0]
           n_hidden = tokens.shape[0] if inserted == "vqt" else n_hidden
@@ -184,8 +224,8 @@ class Reference:
       if "vqt" in self.names:
         queries.append(x[:, :n_hidden])
       x = x[:, n_new:]
-    if "vpt_shallow" in self.names:
-      x = x[:, enc["vpt_shallow_prompts"].shape[0]:]
+      if shallow and (layer == self.depth - 1 or (layer == 0 and not keep_shallow)):
+        x, shallow = x[:, shallow:], 0
     final = lambda t: self.ssf(p, "final", layer_norm(t, p["norm"]))
     feature = final(x[:, 0])
     if "vqt" in self.names:

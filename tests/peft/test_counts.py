@@ -31,6 +31,20 @@ CASES = [
     # Selective: block 1's attention (qkv + proj, with biases) only; block_10 / block_11 must not match.
     ("selective", {"blocks": (1,), "parts": ("attn",)}, D * 3 * D + 3 * D + D * D + D),
     ("lora+bitfit", {"lora": {"rank": 8}}, 36_864 * 8 + 102_912),
+    # The study's method space (options): prompts in the last 6 blocks; the study's VPT-shallow keeps p * D.
+    ("vpt_deep", {"num_tokens": 10, "num_layers": 6}, 6 * 10 * D),
+    ("vpt_shallow", {"num_tokens": 50, "keep_prompts": False}, 50 * D),
+    # Selective parts, block 1 only: one Dense each (kernel + bias), or a Dense and the LayerNorms.
+    ("selective", {"blocks": (1,), "parts": ("qkv",)}, D * 3 * D + 3 * D),
+    ("selective", {"blocks": (1,), "parts": ("proj",)}, D * D + D),
+    ("selective", {"blocks": (1,), "parts": ("fc1",)}, D * 4 * D + 4 * D),
+    ("selective", {"blocks": (1,), "parts": ("fc2", "ln")}, 4 * D * D + D + 4 * D),
+    # Adapter wiring: one sublayer halves the modules; a learnable scale adds one scalar per module.
+    ("adapter", {"bottleneck": 8, "sublayers": ("mlp",)}, 12 * (1537 * 8 + 768)),
+    ("adapter", {"bottleneck": 8, "style": "parallel_pre_ln", "learnable_scale": True}, 24 * (1537 * 8 + 768) + 24),
+    ("convpass", {"bottleneck": 8, "style": "sequential_after", "learnable_scale": True},
+     24 * (1538 * 8 + 9 * 8 * 8 + 768) + 24),
+    ("repadapter", {"bottleneck": 8, "sublayers": ("attn",), "learnable_scale": True}, 12 * (1153 * 8 + 768) + 12),
 ]
 
 

@@ -2,7 +2,8 @@
 
 Each is M(.) = Up(drop(act(Down .))) (Convpass adds a 3x3 conv in the bottleneck; RepAdapter is linear) with
 output scale s, wired into the block as the spec's table says. Every module output is multiplied by
-merge_factor * s. Parameters live in the block's scope as '<method>[_<sublayer>]_{down,up,conv,a,b}'.
+merge_factor * s. Parameters live in the block's scope as '<method>[_<sublayer>]_{down,up,conv,a,b,scale}'.
+Adapter, Convpass and RepAdapter take their wiring as hyperparameters (`_Wired`), defaulting to the spec's.
 """
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ from flax import linen as nn
 from jpeft.models import vit
 from jpeft.peft import base
 from jpeft.peft.methods.inits import TORCH_LINEAR, XAVIER, ZEROS
+
+SUBLAYERS = ("attn", "mlp")
+# The spec's wirings of a module M into a sublayer Sub (x the residual stream, z = LN(x), h = Sub(z)):
+#   parallel_pre_ln    x <- x + DP(Sub(z)) + DP(M(x))
+#   parallel_post_ln   x <- x + DP(Sub(z)) + DP(M(z))
+#   sequential_after   x <- x + DP(h + M(h))
+#   sequential_before  x <- x + DP(Sub(z + M(z)))
+STYLES = ("parallel_pre_ln", "parallel_post_ln", "sequential_after", "sequential_before")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +55,65 @@ class _Bottleneck(base.Method):
     h = nn.Dropout(self.dropout)(h, ctx.deterministic)
     y = nn.Dense(x.shape[-1], dtype=m.dtype, kernel_init=self.up_init, bias_init=self.bias_init,
                  name=f"{prefix}_up")(h)
-    return (ctx.merge_factor * self.scale) * y
+    return self.output_scale(m, prefix, ctx) * y
+
+  def output_scale(self, m, prefix: str, ctx):
+    """What the module `prefix`'s output is multiplied by: merge_factor * s."""
+    return ctx.merge_factor * self.scale
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wired(_Bottleneck):
+  """A module whose wiring is a hyperparameter, as the study's code allows for its adapter-type modules (its
+  ft_{attn,mlp}_module, _mode, _ln and adapter_scaler options). Subclasses default to their published wiring
+  and define `output`, the module's output M(.) with every scale applied.
+
+  Attributes:
+    sublayers: the sublayers that get a module (one each), any of 'attn', 'mlp'.
+    style: one of STYLES (see the top of this file).
+    learnable_scale: also multiply M's output by a learnable scalar '<method>_<sublayer>_scale' initialised
+      to 1; the study's adapter_scaler='learnable_scalar' is this with scale = 1.
+  """
+  sublayers: tuple[str, ...] = SUBLAYERS
+  style: str = "sequential_after"
+  learnable_scale: bool = False
+
+  def validate(self):
+    super().validate()
+    self.require("sublayers", isinstance(self.sublayers, tuple) and len(self.sublayers) > 0 and
+                 len(set(self.sublayers)) == len(self.sublayers) and set(self.sublayers) <= set(SUBLAYERS),
+                 f"a non-empty tuple of distinct names from {list(SUBLAYERS)}, e.g. ('mlp',)")
+    self.require("style", self.style in STYLES, f"one of {list(STYLES)}")
+    self.require("learnable_scale", isinstance(self.learnable_scale, bool), "True or False")
+
+  def output_scale(self, m, prefix, ctx):
+    factor = super().output_scale(m, prefix, ctx)
+    if self.learnable_scale:
+      # One more factor of the output, so `scale` still only multiplies M's output: the sweep's folding of
+      # `scale` into the traced merge_factor (jpeft/sweep/grid.py, FOLDABLE) stays exact, as the forward pass
+      # and every gradient depend on merge_factor * scale alone.
+      factor = factor * m.param(f"{prefix}_scale", nn.initializers.ones, ())
+    return factor
+
+  def output(self, m, where: str, x, ctx):
+    """M(x) for the module of sublayer `where`, scales applied: [B, T, D] -> [B, T, D]."""
+    raise NotImplementedError
+
+  def _wired(self, where: str, style: str) -> bool:
+    return self.style == style and where in self.sublayers
+
+  def before_sublayer(self, m, where, z, ctx):
+    return z + self.output(m, where, z, ctx) if self._wired(where, "sequential_before") else z
+
+  def after_sublayer(self, m, where, h, ctx):
+    return h + self.output(m, where, h, ctx) if self._wired(where, "sequential_after") else h
+
+  def parallel(self, m, where, x, z, ctx):
+    if self._wired(where, "parallel_pre_ln"):
+      return self.output(m, where, x, ctx)
+    if self._wired(where, "parallel_post_ln"):
+      return self.output(m, where, z, ctx)
+    return None
 
 
 @base.register
@@ -65,16 +132,16 @@ class AdaptFormer(_Bottleneck):
 
 @base.register
 @dataclasses.dataclass(frozen=True)
-class Adapter(_Bottleneck):
-  """Houlsby adapter: sequential-after on both sublayers, h + M(h) (Houlsby et al., 2019)."""
+class Adapter(_Wired):
+  """Houlsby adapter: by default sequential-after on both sublayers, h + M(h) (Houlsby et al., 2019)."""
   name: ClassVar[str] = "adapter"
   grid: ClassVar[dict] = {"bottleneck": (4, 8, 16, 32), "scale": (0.01, 0.1, 1, 10)}
   up_init: ClassVar[Callable] = staticmethod(XAVIER)
   bias_init: ClassVar[Callable] = staticmethod(nn.initializers.normal(1e-6))
   scale: float = 0.1
 
-  def after_sublayer(self, m, where, h, ctx):
-    return h + self.module(m, f"{self.name}_{where}", h, ctx)
+  def output(self, m, where, x, ctx):
+    return self.module(m, f"{self.name}_{where}", x, ctx)
 
 
 @base.register
@@ -95,8 +162,8 @@ def _identity_centre_tap(key, shape, dtype=jnp.float32):
 
 @base.register
 @dataclasses.dataclass(frozen=True)
-class Convpass(_Bottleneck):
-  """Parallel to both sublayers, reading the post-LN input (Jie and Deng, 2022):
+class Convpass(_Wired):
+  """By default parallel to both sublayers, reading the post-LN input (Jie and Deng, 2022):
   M(z) = s * Up(drop(QGELU(Conv3x3(QGELU(Down z))))). The conv runs on the patch grid; CLS and any inserted
   tokens in front of it go through the same conv as 1x1 images (only the centre tap reaches them).
 
@@ -109,13 +176,14 @@ class Convpass(_Bottleneck):
   act: ClassVar[Callable] = staticmethod(lambda x: vit.quick_gelu(x))
   _CONV_INITS: ClassVar[dict] = {"identity": _identity_centre_tap, "xavier": XAVIER}
   scale: float = 10.0
+  style: str = "parallel_post_ln"
   conv_init: str = "identity"
 
   def validate(self):
     super().validate()
     self.require("conv_init", self.conv_init in self._CONV_INITS, f"one of {sorted(self._CONV_INITS)}")
 
-  def parallel(self, m, where, x, z, ctx):
+  def output(self, m, where, x, ctx):
     prefix = f"{self.name}_{where}"
     conv = nn.Conv(self.bottleneck, (3, 3), padding=1, dtype=m.dtype, bias_init=ZEROS,
                    kernel_init=self._CONV_INITS[self.conv_init], name=f"{prefix}_conv")
@@ -131,51 +199,69 @@ class Convpass(_Bottleneck):
       singles = conv(h[:, :front].reshape(batch * front, 1, 1, width)).reshape(batch, front, width)
       return vit.quick_gelu(jnp.concatenate([singles, patches], axis=1))
 
-    return self.module(m, prefix, z, ctx, middle=conv_on_grid)
+    return self.module(m, prefix, x, ctx, middle=conv_on_grid)
 
 
 @base.register
 @dataclasses.dataclass(frozen=True)
-class RepAdapter(_Bottleneck):
-  """Sequential-before on both sublayers, linear so it folds into qkv / fc1 (Luo et al., 2023):
+class RepAdapter(_Wired):
+  """By default sequential-before on both sublayers, linear so it folds into qkv / fc1 (Luo et al., 2023):
   z' = z + s * B(drop(A z)), A: D -> b, B: b -> D grouped (2 groups, kernel [2, b/2, D/2]).
+
+  Re-parameterisable in the sequential styles: sequential_before folds into the sublayer's first Dense
+  (qkv / fc1), sequential_after into its last (proj / fc2), whose output it rewrites; `merge` refuses the
+  parallel styles, whose branch no plain-ViT weight holds.
   """
   name: ClassVar[str] = "repadapter"
   grid: ClassVar[dict] = {"bottleneck": (8, 16, 32), "scale": (0.1, 0.5, 1, 5, 10)}
   mergeable: ClassVar[bool] = True
   merge_order: ClassVar[int] = 1
   groups: ClassVar[int] = 2
-  _FOLD_INTO: ClassVar[dict] = {"attn": "attn/qkv", "mlp": "mlp/fc1"}
+  _FOLD_INTO: ClassVar[dict] = {"sequential_before": {"attn": "attn/qkv", "mlp": "mlp/fc1"},
+                                "sequential_after": {"attn": "attn/proj", "mlp": "mlp/fc2"}}
+  style: str = "sequential_before"
 
   def validate(self):
     super().validate()
     self.require("bottleneck", self.bottleneck % self.groups == 0,
                  f"divisible by the {self.groups} groups of the up projection")
 
-  def before_sublayer(self, m, where, z, ctx):
+  def output(self, m, where, x, ctx):
     prefix = f"{self.name}_{where}"
-    width, groups = z.shape[-1], self.groups
-    a = nn.Dense(self.bottleneck, dtype=m.dtype, kernel_init=XAVIER, name=f"{prefix}_a")(z)
+    width, groups = x.shape[-1], self.groups
+    a = nn.Dense(self.bottleneck, dtype=m.dtype, kernel_init=XAVIER, name=f"{prefix}_a")(x)
     a = nn.Dropout(self.dropout)(a, ctx.deterministic)
     kernel = m.param(f"{prefix}_b_kernel", ZEROS, (groups, self.bottleneck // groups, width // groups))
     bias = m.param(f"{prefix}_b_bias", ZEROS, (width,))
     grouped = a.reshape(*a.shape[:-1], groups, self.bottleneck // groups)
-    b = jnp.einsum("...gi,gio->...go", grouped, kernel.astype(a.dtype)).reshape(z.shape) + bias.astype(a.dtype)
-    return z + (ctx.merge_factor * self.scale) * b
+    b = jnp.einsum("...gi,gio->...go", grouped, kernel.astype(a.dtype)).reshape(x.shape) + bias.astype(a.dtype)
+    return self.output_scale(m, prefix, ctx) * b
 
   def merge(self, flat, merge_factor=1.0):
+    if self.style not in self._FOLD_INTO:
+      raise ValueError(
+          f"PEFT method 'repadapter' with style={self.style!r} is not re-parameterisable: a parallel module "
+          "adds a branch of its own to the residual stream, which no plain-ViT weight holds. Only the "
+          f"sequential styles merge ({sorted(self._FOLD_INTO)}); keep the unmerged model, or train with "
+          "--config.peft.repadapter.style=sequential_before.")
     flat = dict(flat)
-    c = merge_factor * self.scale
-    for a_path in [p for p in flat if p.endswith("/kernel") and p.split("/")[-2].startswith(self.name + "_")]:
-      module = a_path.split("/")[-2]
-      scope = a_path[:-len(f"/{module}/kernel")]
-      where = module[len(self.name) + 1:-len("_a")]
-      ka, ba = flat.pop(a_path), flat.pop(f"{scope}/{module}/bias")
-      kb = jax.scipy.linalg.block_diag(*flat.pop(f"{scope}/{self.name}_{where}_b_kernel"))  # [b, D]
-      bb = flat.pop(f"{scope}/{self.name}_{where}_b_bias")
-      # z' = z (I + c Ka Kb) + c (ba Kb + bb), and the next Dense computes z' W + b.
-      target = f"{scope}/{self._FOLD_INTO[where]}"
-      w = flat[f"{target}/kernel"]
-      flat[f"{target}/kernel"] = w + c * ka @ (kb @ w)
-      flat[f"{target}/bias"] = flat[f"{target}/bias"] + c * (ba @ kb + bb) @ w
+    for where in SUBLAYERS:
+      for a_kernel in [p for p in flat if p.endswith(f"/{self.name}_{where}_a/kernel")]:
+        scope, prefix = a_kernel[:-len(f"/{self.name}_{where}_a/kernel")], f"{self.name}_{where}"
+        ka, ba = flat.pop(a_kernel), flat.pop(f"{scope}/{prefix}_a/bias")
+        kb = jax.scipy.linalg.block_diag(*flat.pop(f"{scope}/{prefix}_b_kernel"))  # [b, D]
+        bb = flat.pop(f"{scope}/{prefix}_b_bias")
+        c = merge_factor * self.scale * (flat.pop(f"{scope}/{prefix}_scale") if self.learnable_scale else 1)
+        # t + M(t) = t P + q with P = I + c Ka Kb, q = c (ba Kb + bb), for the Dense (W, b) it folds into:
+        # before, the Dense reads t P + q (W <- P W, b <- b + q W); after, its output y gives y P + q
+        # (W <- W P, b <- b P + q).
+        q = c * (ba @ kb + bb)
+        target = f"{scope}/{self._FOLD_INTO[self.style][where]}"
+        w, bias = flat[f"{target}/kernel"], flat[f"{target}/bias"]
+        if self.style == "sequential_before":
+          flat[f"{target}/kernel"] = w + c * ka @ (kb @ w)
+          flat[f"{target}/bias"] = bias + q @ w
+        else:
+          flat[f"{target}/kernel"] = w + c * (w @ ka) @ kb
+          flat[f"{target}/bias"] = bias + c * (bias @ ka) @ kb + q
     return flat

@@ -7,7 +7,8 @@ with a small core Sigma per weight. fc1's k*D output (k = mlp_dim / D, 4 for ViT
 core r -> k*r; fc2's k*D input is split into k chunks of D, each through U, then a core k*r -> r.
   fact_tt: the cores are free per-block parameters (Sigma_q, _k, _v, _o [r, r], _fc1 [r, k r], _fc2 [k r, r]).
   fact_tk: the cores are slices of one tensor, Sigma_j = C x_3 P[:, j], with C [r, r, r] and P [r, slots]
-    holding (4 + 2k) slots per block in the order q, k, v, o, fc1 x k, fc2 x k.
+    holding (4 + 2k) slots per block in the order q, k, v, o, fc1 x k, fc2 x k; the MLP cores interleave their
+    k slots as the FacT authors' code does (see `FacTTK.slot_cores`).
 Shared parameters live in the encoder ('encoder/fact_tt_u', ...); fact_tt's cores in the block's attn / mlp.
 """
 from __future__ import annotations
@@ -146,12 +147,20 @@ class FacTTK(_FacT):
 
   @staticmethod
   def slot_cores(core, p, layer: int, ratio: int) -> dict:
-    """Cores of block `layer`: Sigma_j = sum_c C[:, :, c] P[c, j] over the block's 4 + 2k slots."""
+    """Cores of block `layer` from its 4 + 2k slots, Sigma_j = sum_c C[:, :, c] P[c, j] ([r, r] each).
+
+    q, k, v, o are slots 0-3. The MLP cores follow the FacT authors' code (JieShibo/PETL-ViT,
+    `FacT/fact_tk.py`, `fact_forward_mlp`; the study's `model/fact.py` ports it unchanged), where the k slots
+    of fc1 are stacked last, [r, r, k], and reshaped row-major to [r, k r]: column b * k + j is column b of
+    slot j, so the slots are interleaved across fc1's k output chunks rather than one slot per chunk. fc2's
+    k slots are reshaped the same way and used transposed, [k r, r]. The spec's fact_tk row says the same.
+    """
     slots = 4 + 2 * ratio
-    sigma = jnp.einsum("abc,cj->jab", core, p[:, layer * slots:(layer + 1) * slots])  # [slots, r, r]
-    return {"q": sigma[0], "k": sigma[1], "v": sigma[2], "o": sigma[3],
-            "fc1": jnp.concatenate(list(sigma[4:4 + ratio]), axis=1),  # [r, k r], chunk j = slot 4 + j
-            "fc2": jnp.concatenate(list(sigma[4 + ratio:]), axis=0)}  # [k r, r], chunk j = slot 4 + k + j
+    sigma = jnp.einsum("abc,cj->abj", core, p[:, layer * slots:(layer + 1) * slots])  # [r, r, slots]
+    rank = core.shape[0]
+    return {"q": sigma[:, :, 0], "k": sigma[:, :, 1], "v": sigma[:, :, 2], "o": sigma[:, :, 3],
+            "fc1": sigma[:, :, 4:4 + ratio].reshape(rank, ratio * rank),  # [r, k r]
+            "fc2": sigma[:, :, 4 + ratio:].reshape(rank, ratio * rank).T}  # [k r, r]
 
   def cores(self, m, where, ctx):
     shared = ctx.shared[self.name]

@@ -47,9 +47,20 @@ class _VPT(base.Method):
 @base.register
 @dataclasses.dataclass(frozen=True)
 class VPTShallow(_VPT):
-  """p prompts 'encoder/vpt_shallow_prompts' [p, D] inserted before block 0 and kept through all blocks."""
+  """p prompts 'encoder/vpt_shallow_prompts' [p, D] inserted before block 0.
+
+  Attributes:
+    keep_prompts: True (default, the VPT paper) carries the prompts through every block; False removes them
+      after block 0, as the study's code does (its shallow prompts are deep prompts of one layer), so they act
+      on block 0's other tokens only.
+  """
   name: ClassVar[str] = "vpt_shallow"
   grid: ClassVar[dict] = {"num_tokens": (5, 10, 50, 100, 200)}
+  keep_prompts: bool = True
+
+  def validate(self):
+    super().validate()
+    self.require("keep_prompts", isinstance(self.keep_prompts, bool), "True or False")
 
   def shared(self, m, ctx):
     return m.param(f"{self.name}_prompts", token_init(ctx.patch_size), (self.num_tokens, ctx.width))
@@ -57,23 +68,43 @@ class VPTShallow(_VPT):
   def tokens(self, m, x, ctx):
     if ctx.layer != 0:
       return []
-    return [self.prompt_group(x, ctx.shared[self.name], ctx.depth - 1, ctx)]
+    remove_after = ctx.depth - 1 if self.keep_prompts else 0
+    return [self.prompt_group(x, ctx.shared[self.name], remove_after, ctx)]
 
 
 @base.register
 @dataclasses.dataclass(frozen=True)
 class VPTDeep(_VPT):
-  """p fresh prompts per block, 'encoder/vpt_deep_prompts' [depth, p, D]: inserted before block l, removed
-  after it."""
+  """p fresh prompts per prompted block, 'encoder/vpt_deep_prompts' [L, p, D]: inserted before block l,
+  removed after it.
+
+  Attributes:
+    num_layers: prompt only the last L = num_layers blocks (the study's `vpt_layer`); 0 (default) prompts
+      every block, L = depth, as the VPT paper.
+  """
   name: ClassVar[str] = "vpt_deep"
   grid: ClassVar[dict] = {"num_tokens": (5, 10, 50, 100)}
+  num_layers: int = 0
+
+  def validate(self):
+    super().validate()
+    self.require("num_layers", isinstance(self.num_layers, int) and not isinstance(self.num_layers, bool) and
+                 self.num_layers >= 0, "an integer >= 0 (0: every block)")
+
+  def _first_layer(self, ctx) -> int:
+    return ctx.depth - (self.num_layers or ctx.depth)
 
   def shared(self, m, ctx):
+    # The first point where the depth is known: reject more prompted layers than the model has.
+    self.require("num_layers", self.num_layers <= ctx.depth, f"at most the model's depth {ctx.depth}")
     return m.param(f"{self.name}_prompts", token_init(ctx.patch_size),
-                   (ctx.depth, self.num_tokens, ctx.width))
+                   (ctx.depth - self._first_layer(ctx), self.num_tokens, ctx.width))
 
   def tokens(self, m, x, ctx):
-    return [self.prompt_group(x, ctx.shared[self.name][ctx.layer], ctx.layer, ctx)]
+    first = self._first_layer(ctx)
+    if ctx.layer < first:
+      return []
+    return [self.prompt_group(x, ctx.shared[self.name][ctx.layer - first], ctx.layer, ctx)]
 
 
 @base.register

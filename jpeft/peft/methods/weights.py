@@ -115,10 +115,14 @@ class Selective(_NothingInserted):
 
   Attributes:
     blocks: block indices (0-based, exact: 1 selects block_1 only).
-    parts: any of 'attn' (qkv + proj), 'mlp' (fc1 + fc2), 'ln' (ln1 + ln2).
+    parts: any of 'attn' (qkv + proj), 'qkv', 'proj', 'mlp' (fc1 + fc2), 'fc1', 'fc2', 'ln' (ln1 + ln2); each
+      a Dense (kernel and bias) or LayerNorm (scale and bias), matched by exact path components.
   """
   name: ClassVar[str] = "selective"
-  _PARTS: ClassVar[dict] = {"attn": ("attn",), "mlp": ("mlp",), "ln": ("ln1", "ln2")}
+  # part -> module paths inside a block, each a tuple of exact path components.
+  _PARTS: ClassVar[dict] = {"attn": (("attn",),), "qkv": (("attn", "qkv"),), "proj": (("attn", "proj"),),
+                            "mlp": (("mlp",),), "fc1": (("mlp", "fc1"),), "fc2": (("mlp", "fc2"),),
+                            "ln": (("ln1",), ("ln2",))}
   blocks: tuple[int, ...] = (0,)
   parts: tuple[str, ...] = ("attn", "mlp", "ln")
 
@@ -136,8 +140,9 @@ class Selective(_NothingInserted):
     return None
 
   def label(self, path):
-    modules = {name for part in self.parts for name in self._PARTS[part]}
     selected = {f"block_{b}" for b in self.blocks}
-    if len(path) >= 3 and path[0] == "encoder" and path[1] in selected and path[2] in modules:
-      return base.BACKBONE
-    return None
+    if len(path) < 3 or path[0] != "encoder" or path[1] not in selected:
+      return None
+    inside = path[2:]
+    modules = [module for part in self.parts for module in self._PARTS[part]]
+    return base.BACKBONE if any(inside[:len(module)] == module for module in modules) else None
