@@ -39,7 +39,7 @@ def pair_stats(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray) -> di
   return dict(both=float(np.mean(right_a & right_b)), only_a=float(np.mean(right_a & ~right_b)),
               only_b=float(np.mean(~right_a & right_b)), neither=float(np.mean(~right_a & ~right_b)),
               kappa=cohen_kappa(pred_a, pred_b),
-              error_jaccard=report.jaccard(set(np.flatnonzero(~right_a)), set(np.flatnonzero(~right_b))))
+              error_jaccard=report.jaccard(np.sum(~right_a & ~right_b), np.sum(~right_a | ~right_b)))
 
 
 def analyse(tasks: Sequence[TaskPredictions], methods: Sequence[str]) -> dict:
@@ -114,7 +114,7 @@ def findings(result: dict) -> list[str]:
   accuracy = {m: report.mean(result["accuracy"][t][m] for t in tasks) for m in result["methods"]}
   ranked = sorted(accuracy, key=accuracy.get, reverse=True)
   lines = [f"Test accuracy, mean over {len(tasks)} task(s): " +
-           ", ".join(f"{m} {report.pct(accuracy[m])}" for m in ranked) +
+           ", ".join(f"{m} {report.pct(accuracy[m])}%" for m in ranked) +
            f" (spread {report.pct(accuracy[ranked[0]] - accuracy[ranked[-1]])} points)."]
   if not result["pairs"]:
     return lines

@@ -66,8 +66,8 @@ def analyse(tasks: Sequence[TaskPredictions], methods: Sequence[str], fraction: 
   for a, b in itertools.combinations(methods, 2):
     shared = sets[a] & sets[b]
     differ = sum(predicted[a][s] != predicted[b][s] for s in shared)
-    pairs.append(dict(a=a, b=b, jaccard=report.jaccard(sets[a], sets[b]), both_confident=len(shared),
-                      different_prediction=differ / len(shared) if shared else math.nan))
+    pairs.append(dict(a=a, b=b, jaccard=report.jaccard(len(shared), len(sets[a] | sets[b])),
+                      both_confident=len(shared), different_prediction=differ / len(shared) if shared else math.nan))
   regions = None if venn is None else (list(venn), venn_regions(*(correct[m] for m in venn)))
   return dict(fraction=fraction, per_method=per_method, pairs=pairs, venn=regions)
 

@@ -32,10 +32,9 @@ def by_group(tasks: Iterable[str]) -> dict[str, list[str]]:
   return {g: ts for g, ts in groups.items() if ts}
 
 
-def jaccard(a: set, b: set) -> float:
-  """|a & b| / |a | b|; 1.0 when both are empty (two empty sets are equal)."""
-  union = len(a | b)
-  return len(a & b) / union if union else 1.0
+def jaccard(intersection: int, union: int) -> float:
+  """The Jaccard index |A & B| / |A | B| from those two sizes; 1.0 when both sets are empty (they are equal)."""
+  return float(intersection / union) if union else 1.0
 
 
 def mean(values: Iterable[float]) -> float:
