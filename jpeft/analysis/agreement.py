@@ -130,9 +130,9 @@ def findings(result: dict) -> list[str]:
     means = pair_means(result, ts)
     by_kappa = sorted((v["kappa"] for v in means.values() if math.isfinite(v["kappa"])))
     if by_kappa:
-      low = next(p for p, v in means.items() if v["kappa"] == by_kappa[0])
-      high = next(p for p, v in means.items() if v["kappa"] == by_kappa[-1])
-      lines.append(f"{group} ({len(ts)} task(s)): kappa from {report.fmt(by_kappa[0])} ({low[0]} vs {low[1]}) to "
-                   f"{report.fmt(by_kappa[-1])} ({high[0]} vs {high[1]}); error overlap "
-                   f"{report.fmt(report.mean(v['error_jaccard'] for v in means.values()))} on average.")
+      low, high = (next(f"{report.fmt(k)} ({a} vs {b})" for (a, b), v in means.items() if v["kappa"] == k)
+                   for k in (by_kappa[0], by_kappa[-1]))
+      lines.append(f"{group} ({len(ts)} task(s)): kappa " + (low if len(by_kappa) == 1 else f"from {low} to {high}") +
+                   f"; error overlap {report.fmt(report.mean(v['error_jaccard'] for v in means.values()))} "
+                   "on average.")
   return lines

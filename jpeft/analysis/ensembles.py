@@ -10,7 +10,9 @@ on test, per task and as group means:
   chosen    per task, the k and rule with the best val200 accuracy, against the val-best single method: the
             comparison a user without test labels can make. Everything chosen is chosen on val200 alone;
   seeds     the control, where the sweep has several seeds: two seeds of one method against the better seed,
-            to see whether mixing methods beats mixing seeds.
+            to see whether mixing methods beats mixing seeds. Seeds of one method are about equally accurate,
+            while a pair of methods may not be, and a weak member pulls an ensemble down: read the pair rows of
+            methods with close accuracy beside the seed rows too.
 """
 from __future__ import annotations
 
@@ -159,6 +161,11 @@ def findings(result: dict) -> list[str]:
                  f"reaches {report.pct(ensemble)}% test accuracy against {report.pct(single)}% for the val-best "
                  f"single method ({_points(ensemble - single)} points); choices: " +
                  ", ".join(f"{r['task']} {r['members']} ({r['rule']})" for r in chosen) + ".")
+  for group, *gains, seed_gain, single, ensemble in _group_means(result):
+    lines.append(f"{group}: pairs {_points(gains[0])} points over the better member (mean softmax)" +
+                 ("" if np.isnan(seed_gain) else f", seed pairs {_points(seed_gain)}") +
+                 ("" if np.isnan(single) else f"; val-chosen ensemble {report.pct(ensemble)}% against the val-best "
+                                              f"single method's {report.pct(single)}%") + ".")
   if result["without_val"]:
     lines.append(f"No val200 predictions for {', '.join(result['without_val'])}: the sweep was made before jpeft "
                  "saved them, so no top-k ensemble was chosen there. Rerun the sweep into a new --workdir for it.")
