@@ -92,9 +92,11 @@ def _split(task: str, name: str, loaded: Mapping[str, Mapping[int, tuple]]) -> S
   for method, seeds in loaded.items():
     for seed, (logits, other) in seeds.items():
       if other.shape != labels.shape or np.any(other != labels) or logits.shape[0] != len(labels):
+        differ = (f"{len(other)} vs {len(labels)} samples" if other.shape != labels.shape else
+                  f"{np.sum(other != labels)} of {len(labels)} labels differ")
         raise AnalysisError(
             f"The {name} predictions of {task}: {method} seed {seed} has labels that differ from {first_method} "
-            f"seed {first_seed} ({len(other)} vs {len(labels)} samples): they come from different {name} sets "
+            f"seed {first_seed} ({differ}): they come from different {name} sets "
             "(e.g. sweeps of different data merged into one workdir). Analyse only predictions of one data "
             "setup: rerun the sweep into a new --workdir, or leave the odd task or method out.")
   return Split(labels=labels, logits={m: {s: v[0] for s, v in seeds.items()} for m, seeds in loaded.items()})

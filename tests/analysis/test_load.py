@@ -101,6 +101,22 @@ def test_mismatched_labels(sweep):
     analysis.run(sweep)
 
 
+def test_relabelled_test_set(sweep):
+  """Same size, other labels: moved only where the prediction is wrong either way, so the file's accuracy still
+  matches its row and only the comparison with the other methods' labels can catch it."""
+  path = protocol.predictions_path(sweep, "mini_count", "lora", 43)
+  with np.load(path) as saved:
+    logits, labels = saved["logits"], saved["labels"]
+  moved = (labels + 1) % 4
+  where = np.flatnonzero((logits.argmax(-1) != labels) & (logits.argmax(-1) != moved))[:3]
+  relabelled = labels.copy()
+  relabelled[where] = moved[where]
+  np.savez(path, logits=logits, labels=relabelled)
+  with pytest.raises(AnalysisError, match=f"lora seed 43 has labels that differ from lora seed 42 "
+                                          rf"\({len(where)} of 60 labels differ\)"):
+    analysis.run(sweep)
+
+
 def test_stale_predictions_file(sweep):
   path = protocol.predictions_path(sweep, "mini_count", "adapter", 43)
   with np.load(path) as saved:
