@@ -9,14 +9,16 @@ For each (task, method):
 Every finished trial is appended as one JSON line to `<workdir>/trials.jsonl` (flushed and fsynced per
 chunk); a restarted sweep reads it and trains only the trials that have no row yet. `summary.jsonl` gets one
 row per (task, method), and `summary.csv` the same as a table. The final runs' test predictions go to
-`<workdir>/predictions/<task>/<method>_seed<seed>.npz` (`logits` [N, C], `labels` [N]), for ensembles and
-error analysis across methods.
+`<workdir>/predictions/<task>/<method>_seed<seed>.npz` (`logits` [N, C], `labels` [N]), and every tune trial's
+val200 predictions to `<workdir>/predictions/<task>/val/<method>_<hyperparameters>_seed<seed>.npz`, for
+ensembles and error analysis across methods (`jpeft.analysis`); each row names its file (`predictions`).
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import statistics
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -108,10 +110,20 @@ def predictions_path(workdir: str, task: str, method: str, seed: int) -> str:
   return os.path.join(workdir, PREDICTIONS_DIR, task, f"{method}_seed{seed}.npz")
 
 
+def val_predictions_path(workdir: str, row: Mapping[str, Any]) -> str:
+  """Where a tune trial's val200 logits and labels are saved: one file per trial, named by its
+  hyperparameters (the trial key without the task; characters unsafe in file names become '-')."""
+  setting = row["config_key"].split("|", 2)[2].replace("|", "_")
+  name = re.sub(r"[^A-Za-z0-9._=+-]", "-", f"{row['method']}_{setting}_seed{row['seed']}")
+  return os.path.join(workdir, PREDICTIONS_DIR, row["task"], "val", f"{name}.npz")
+
+
 def _save_predictions(workdir: str, rows: Sequence[dict], predictions: Mapping[str, np.ndarray]) -> None:
-  """One .npz per final row (written before the row is recorded, so a recorded row has its file)."""
+  """One .npz per row: a final row's test predictions, a tune row's val200 predictions (written before the
+  row is recorded, so a recorded row has its file)."""
   for row, logits in zip(rows, predictions["logits"]):
-    path = predictions_path(workdir, row["task"], row["method"], row["seed"])
+    path = (predictions_path(workdir, row["task"], row["method"], row["seed"]) if row["stage"] == "final"
+            else val_predictions_path(workdir, row))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     np.savez(path, logits=logits, labels=predictions["labels"])
     row["predictions"] = os.path.relpath(path, workdir)
@@ -133,6 +145,11 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   """
   os.makedirs(workdir, exist_ok=True)
   record = TrialLog(os.path.join(workdir, TRIALS_FILE))
+
+  def record_chunk(rows, predictions):
+    _save_predictions(workdir, rows, predictions)
+    record.append(rows)
+
   summaries = []
   for task in tasks:
     data: dict = {}  # this task's splits, loaded once for all its methods and groups
@@ -142,8 +159,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
       todo = [t for t in trials if not record.has("tune", t)]
       log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
           f"{len(trials) - len(todo)} already finished, training {len(todo)}")
-      runner.run_trials(config, todo, "tune", trial_batch, on_chunk=lambda rows, _: record.append(rows),
-                        data=data, runners=runners)
+      runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners)
       tune_rows = [record.get("tune", t) for t in trials]
       winner = select(tune_rows)
       final_rows: list[dict] = []
@@ -152,11 +168,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
         todo = [t for t in finals if not record.has("final", t)]
         log(f"{task}/{method}: selected {winner}; final on train800val200 x {len(finals)} seeds, "
             f"training {len(todo)}")
-        def record_final(rows, predictions):
-          _save_predictions(workdir, rows, predictions)
-          record.append(rows)
-
-        runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_final, data=data,
+        runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data,
                           runners=runners)
         final_rows = [record.get("final", t) for t in finals]
       summaries.append(_summary_row(trials, tune_rows, winner, final_rows))

@@ -1,7 +1,8 @@
 """A small sweep through the CLI: 2 methods x 4 trials on the fixture task, killed once and resumed.
 
 Checks: selection picks the setting with the best val accuracy (mean over seeds); vmapped trials equal the
-same trials run alone by the trainer; a restarted sweep skips what the killed one finished; tables are written.
+same trials run alone by the trainer; a restarted sweep skips what the killed one finished; tables and every
+trial's predictions are written.
 """
 import json
 import os
@@ -101,6 +102,18 @@ def test_final_predictions_saved_per_seed(sweep):
   for row in final:
     saved = np.load(os.path.join(sweep["workdir"], row["predictions"]))
     assert row["predictions"] == os.path.join("predictions", "dtd", f"{row['method']}_seed{row['seed']}.npz")
+    assert saved["logits"].shape == (len(saved["labels"]), 47)
+    assert np.mean(saved["logits"].argmax(-1) == saved["labels"]) == pytest.approx(row["accuracy"])
+
+
+def test_val_predictions_saved_per_trial(sweep):
+  """Each tune row names its own val200 predictions file, whose argmax accuracy is the row's val accuracy."""
+  tune = [r for r in sweep["after"] if r["stage"] == "tune"]
+  assert len({r["predictions"] for r in tune}) == len(tune) == 12
+  for row in tune:
+    assert row["predictions"].startswith(os.path.join("predictions", "dtd", "val", f"{row['method']}_"))
+    assert row["predictions"].endswith(f"_seed{row['seed']}.npz")
+    saved = np.load(os.path.join(sweep["workdir"], row["predictions"]))
     assert saved["logits"].shape == (len(saved["labels"]), 47)
     assert np.mean(saved["logits"].argmax(-1) == saved["labels"]) == pytest.approx(row["accuracy"])
 

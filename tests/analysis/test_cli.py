@@ -1,0 +1,126 @@
+"""`python -m jpeft.analysis` end to end on a real sweep made here (mu/8, 2 methods x 2 trials x 2 epochs): the
+files it writes hold the statistics of the saved predictions, and bad input exits 1 with one paragraph."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jpeft.analysis import agreement, calibration, ensembles
+from jpeft.sweep import grid as grid_lib
+from jpeft.sweep import protocol
+from tests.helpers import REPO, load_config, write_folder_task
+from tests.sweep.conftest import tiny_overrides
+
+METHODS = ["lora", "adapter"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("analysis_folder"))
+  write_folder_task(root, noise=200)
+  grid = grid_lib.default_grid()
+  grid.lr, grid.wd, grid.seeds = (1e-3, 1e-2), (1e-4,), (42,)
+  grid.lora.rank = (4,)
+  grid.adapter.bottleneck, grid.adapter.scale = (4,), (1.0,)
+  workdir = str(tmp_path_factory.mktemp("analysis_sweep"))
+  protocol.run_sweep(load_config(tiny_overrides(root)), ["dtd"], METHODS, grid, workdir, trial_batch=2,
+                     log=lambda _: None)
+  return workdir
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "jpeft.analysis", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def _csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _saved(workdir, stage):
+  """{method: (logits, labels)} of each method's selected trial, read from the files trials.jsonl names."""
+  with open(os.path.join(workdir, protocol.SUMMARY_FILE)) as f:
+    selected = {s["method"]: s["selected"] for s in map(json.loads, f)}
+  with open(os.path.join(workdir, protocol.TRIALS_FILE)) as f:
+    rows = [json.loads(line) for line in f]
+  out = {}
+  for row in rows:
+    if row["stage"] == stage and dict(lr=row["lr"], wd=row["wd"], **row["hparams"]) == selected[row["method"]]:
+      with np.load(os.path.join(workdir, row["predictions"])) as saved:
+        out[row["method"]] = (saved["logits"], saved["labels"])
+  return out
+
+
+@pytest.fixture(scope="module")
+def analysed(sweep, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("analysis_out"))
+  proc = _run(f"--sweep={sweep}", f"--out={out}")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return out, proc.stdout
+
+
+def test_summary_states_every_finding(analysed):
+  out, stdout = analysed
+  with open(os.path.join(out, "summary.md")) as f:
+    summary = f.read()
+  assert summary in stdout
+  for title in ("1. Agreement: different mistakes", "2. Confident predictions", "3. Ensembles", "4. Calibration"):
+    assert f"## {title}" in summary
+  assert "No Venn figure: it needs three methods." in summary
+  assert "Chosen on val200 only, over 1 task(s)" in summary
+  for name in ("agreement_natural.png", "reliability.png", "accuracy_vs_confidence.png"):
+    assert os.path.getsize(os.path.join(out, name)) > 1000
+    assert f"[{name}]({name})" in summary
+
+
+def test_agreement_table_is_the_saved_predictions(analysed, sweep):
+  out, _ = analysed
+  test = _saved(sweep, "final")
+  (row,) = _csv(os.path.join(out, "agreement.csv"))
+  labels = test["lora"][1]
+  expected = agreement.pair_stats(test[row["method a"]][0].argmax(-1), test[row["method b"]][0].argmax(-1), labels)
+  for stat, value in expected.items():
+    assert float(row[stat]) == pytest.approx(value)
+
+
+def test_chosen_ensemble_follows_the_val_predictions(analysed, sweep):
+  out, _ = analysed
+  val, test = _saved(sweep, "tune"), _saved(sweep, "final")
+  val_accuracy = {m: np.mean(x.argmax(-1) == y) for m, (x, y) in val.items()}
+  (row,) = _csv(os.path.join(out, "ensembles_chosen.csv"))
+  assert row["val-best method"] == max(METHODS, key=lambda m: (val_accuracy[m], -METHODS.index(m)))
+  members = [test[m][0] for m in row["chosen members"].split("+")]
+  assert float(row["test accuracy"]) == pytest.approx(
+      ensembles.accuracy(ensembles.combine(members, row["rule"]), test["lora"][1]))
+
+
+def test_val_predictions_are_the_selected_trials(sweep):
+  """The val200 files found for the selected setting score what summary.jsonl reports as its val accuracy."""
+  val = _saved(sweep, "tune")
+  with open(os.path.join(sweep, protocol.SUMMARY_FILE)) as f:
+    for summary in map(json.loads, f):
+      logits, labels = val[summary["method"]]
+      assert np.mean(logits.argmax(-1) == labels) == pytest.approx(summary["val_accuracy"])
+
+
+def test_calibration_table_is_the_saved_predictions(analysed, sweep):
+  out, _ = analysed
+  test = _saved(sweep, "final")
+  rows = {(r["task"], r["method"]): r for r in _csv(os.path.join(out, "calibration.csv"))}
+  for method, (logits, labels) in test.items():
+    confidence, correct = calibration.confidence_and_correct(logits, labels)
+    assert float(rows[("dtd", method)]["ECE (15 bins)"]) == pytest.approx(calibration.ece(confidence, correct))
+
+
+def test_bad_input_exits_1_with_one_paragraph(sweep, tmp_path):
+  """(test_load checks every bad input's message; this checks what the command does with one.)"""
+  proc = _run(f"--sweep={sweep}", f"--out={tmp_path / 'out'}", "--methods=lora,ssf")
+  assert proc.returncode == 1
+  assert "jpeft.analysis: error: Unknown method 'ssf': the sweep in" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(tmp_path / "out")
