@@ -62,7 +62,8 @@ class Schedule:
       per_epoch = jnp.maximum(jnp.round(jnp.asarray(steps_per_epoch, jnp.float32)).astype(jnp.int32), 1)
       # Integer division: a float step / steps_per_epoch can round up to the next epoch on its last step.
       lagged_epoch = jnp.maximum(jnp.asarray(step, jnp.int32) // per_epoch - 1, 0)
-      step = lagged_epoch * per_epoch  # the first step of that epoch: the curve in epochs is the curve in steps
+      # At an epoch's first step the per-step curve is timm's per-epoch value (warmup and total are whole epochs).
+      step = lagged_epoch * per_epoch
     step = jnp.asarray(step, jnp.float32)
     warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
     total_steps = jnp.asarray(total_steps, jnp.float32)
