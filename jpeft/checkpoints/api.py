@@ -16,8 +16,9 @@ from jpeft.checkpoints.tree import flatten, unflatten
 # The backbone parameters a checkpoint provides (see jpeft/models/vit.py). Anything else in a model's tree
 # (PEFT parameters, the head) is initialised fresh.
 _BACKBONE = re.compile(r"embedding/(kernel|bias)|cls|pos_embedding|ln_pre/(scale|bias)|norm/(scale|bias)|proj/kernel"
-                       r"|encoder/block_\d+/((ln1|ln2)/(scale|bias)|(attn/(qkv|proj)|mlp/(fc1|fc2))/(kernel|bias))")
+                       r"|encoder/block_\d+/(ls1|ls2|(ln1|ln2)/(scale|bias)|(attn/(qkv|proj)|mlp/(fc1|fc2))/(kernel|bias))")
 _HEAD = ("head/kernel", "head/bias")
+_STYLES = ("vit", "clip", "dinov2")  # the model styles a checkpoint's parameters tell apart (see checkpoint_style)
 
 
 def detect_format(path: str) -> str:
@@ -66,8 +67,18 @@ def _square_grid(tokens: int, what: str) -> tuple[int, int]:
   return side, side
 
 
+def checkpoint_style(loaded: Mapping[str, Any]) -> str:
+  """'clip' (has ln_pre), 'dinov2' (has LayerScale gains) or 'vit', from nested jpeft parameters."""
+  if "ln_pre" in loaded:
+    return "clip"
+  if any("ls1" in block for block in loaded.get("encoder", {}).values()):
+    return "dinov2"
+  return "vit"
+
+
 def fit_to_target(loaded: Mapping[str, Any], target: Mapping[str, Any], *, keep_head: bool = False,
-                  grid: Optional[tuple[int, int]] = None, source: str = "checkpoint") -> dict[str, Any]:
+                  grid: Optional[tuple[int, int]] = None, source: str = "checkpoint",
+                  antialias: bool = False) -> dict[str, Any]:
   """Checks and adapts loaded parameters to a model's parameter shapes; returns the backbone (numpy, nested).
 
   Args:
@@ -76,6 +87,7 @@ def fit_to_target(loaded: Mapping[str, Any], target: Mapping[str, Any], *, keep_
     keep_head: also return the checkpoint's `head` (its shape must then match the model's).
     grid: the model's patch grid (h, w) when it is not square; position embeddings are resampled to it.
     source: the file name for error messages.
+    antialias: resample position embeddings with torch's antialiased bicubic (see `resample`).
   Drops `head` (unless keep_head) and, when the model has no `proj`, CLIP's projection (the study's CLIP model
   replaces it with the task head). Raises CheckpointError naming every missing, extra or mis-shaped parameter.
   """
@@ -89,7 +101,8 @@ def fit_to_target(loaded: Mapping[str, Any], target: Mapping[str, Any], *, keep_
   if (pos is not None and pos_want is not None and pos.ndim == 3 and pos.shape[2] == pos_want.shape[2]
       and pos.shape[1] != pos_want.shape[1]):
     new_grid = grid or _square_grid(pos_want.shape[1] - 1, "The model's pos_embedding")
-    have["pos_embedding"] = resample_pos_embedding(pos, new_grid, _square_grid(pos.shape[1] - 1, source))
+    have["pos_embedding"] = resample_pos_embedding(pos, new_grid, _square_grid(pos.shape[1] - 1, source),
+                                                   antialias=antialias)
   problems = []
   for key in sorted(set(want) - set(have)):
     problems.append(f"'{key}' is missing (the model expects shape {tuple(want[key].shape)})")
@@ -118,22 +131,26 @@ def load_pretrained(name_or_path: str, *, target: Mapping[str, Any], style: str 
       CLIP layouts), or a known name ('ViT-B_16', an AugReg stem, 'clip-vit-b16-openai', ...; see `hub`).
     target: the model's parameter shapes, `jax.eval_shape(model.init, rng, images)['params']` (PEFT
       parameters in it are ignored: no checkpoint has them).
-    style: the model's style, 'vit' or 'clip', checked against the checkpoint.
+    style: the model's style, 'vit', 'clip' or 'dinov2', checked against the checkpoint.
     cache_dir: where known names are downloaded (default ~/.cache/jpeft).
     keep_head, grid: see `fit_to_target`.
   Returns:
     nested dict of float numpy arrays, e.g. embedding/kernel [p, p, 3, D], pos_embedding [1, 1 + h*w, D]
     (resampled bicubically, as timm, when the checkpoint's grid differs), encoder/block_i/attn/qkv/kernel [D, 3D].
+    DINOv2's 518px (37 x 37) position embeddings are resampled with antialiasing, as the study's loader (timm's
+    `checkpoint_filter_fn` defaults) did; the other styles without, as timm with antialias=False.
   """
-  if style not in ("vit", "clip"):
-    raise CheckpointError(f"Unknown model style '{style}': expected 'vit' or 'clip'.")
+  if style not in _STYLES:
+    raise CheckpointError(f"Unknown model style '{style}': expected one of {_STYLES}.")
   path = hub.resolve(name_or_path, cache_dir)
   loaded = read_checkpoint(path)
-  if ("ln_pre" in loaded) != (style == "clip"):
-    kind = "a CLIP image tower" if "ln_pre" in loaded else "a plain ViT"
-    raise CheckpointError(f"'{path}' holds {kind}, but the model has style='{style}'; set model.style to "
-                          f"'{'clip' if 'ln_pre' in loaded else 'vit'}' (and the matching variant) for it.")
-  return fit_to_target(loaded, target, keep_head=keep_head, grid=grid, source=os.path.basename(path))
+  kind = checkpoint_style(loaded)
+  if kind != style:
+    what = {"clip": "a CLIP image tower", "dinov2": "a DINOv2 ViT (LayerScale)", "vit": "a plain ViT"}[kind]
+    raise CheckpointError(f"'{path}' holds {what}, but the model has style='{style}'; set model.style to "
+                          f"'{kind}' (and the matching variant) for it.")
+  return fit_to_target(loaded, target, keep_head=keep_head, grid=grid, source=os.path.basename(path),
+                       antialias=style == "dinov2")
 
 
 def merge_into(init_params: Mapping[str, Any], loaded: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

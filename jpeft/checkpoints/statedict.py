@@ -4,7 +4,8 @@ PyTorch stores Linear weights [out, in] and Conv2d weights [out, in, kh, kw]; jp
 [in, out] and [kh, kw, in, out], so kernels are transposed on the way in. Three layouts are recognised by
 their keys:
   timm `vit_*` / `vit_*_clip_*`  cls_token, pos_embed, patch_embed.proj, norm_pre, blocks.{i}.{norm1, attn.qkv,
-                                 attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head
+  / `vit_*_dinov2`               attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}, norm, head (DINOv2's
+                                 original .pth, the study's file, has the same keys plus an unused mask_token)
   Hugging Face CLIP              vision_model.embeddings.{class_embedding, patch_embedding, position_embedding},
                                  vision_model.pre_layrnorm (sic), vision_model.encoder.layers.{i}.{layer_norm1,
                                  self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2},
@@ -65,6 +66,7 @@ _TIMM = [
     *_norm("norm_pre", "ln_pre"), *_norm(rf"blocks\.{_B}\.norm1", "encoder/block_{i}/ln1"),
     *_dense(rf"blocks\.{_B}\.attn\.qkv", "encoder/block_{i}/attn/qkv"),
     *_dense(rf"blocks\.{_B}\.attn\.proj", "encoder/block_{i}/attn/proj"),
+    *[(rf"blocks\.{_B}\.{ls}\.gamma", f"encoder/block_{{i}}/{ls}", _same) for ls in ("ls1", "ls2")],
     *_norm(rf"blocks\.{_B}\.norm2", "encoder/block_{i}/ln2"),
     *_dense(rf"blocks\.{_B}\.mlp\.fc1", "encoder/block_{i}/mlp/fc1"),
     *_dense(rf"blocks\.{_B}\.mlp\.fc2", "encoder/block_{i}/mlp/fc2"),
@@ -112,8 +114,9 @@ def _rename(state: Mapping[str, Any], rules, source: str, layout: str) -> dict[s
       extra.append(key)
   if extra:
     raise CheckpointError(f"{source}: keys {extra[:8]}{' ...' if len(extra) > 8 else ''} of this {layout} state "
-                          "dict have no place in the jpeft ViT (a different architecture: registers, layer "
-                          "scale, q/k norm, average pooling?). Only plain ViT and CLIP image towers are supported.")
+                          "dict have no place in the jpeft ViT (a different architecture: registers, q/k norm, "
+                          "SwiGLU, average pooling?). Only plain ViT, CLIP image towers and register-free DINOv2 "
+                          "are supported.")
   return out
 
 
@@ -162,7 +165,8 @@ def from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> dic
     state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
     flat = _rename(state, _OPENAI, source, "OpenAI CLIP")
   elif layout == "timm":
-    flat = _rename(state, _TIMM, source, "timm")
+    # DINOv2's iBOT mask token stands in for masked patches in pretraining; classification never uses it.
+    flat = _rename({k: v for k, v in state.items() if k != "mask_token"}, _TIMM, source, "timm")
     if "ln_pre/scale" in flat and "head/kernel" in flat and not np.any(flat.get("head/bias", 0)):
       flat["proj/kernel"] = flat.pop("head/kernel")  # timm's home for CLIP's bias-free projection
       flat.pop("head/bias", None)

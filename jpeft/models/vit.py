@@ -1,11 +1,12 @@
-"""Vision Transformer (Dosovitskiy et al., 2021) and the CLIP image tower, with PEFT insertion points.
+"""Vision Transformer (Dosovitskiy et al., 2021), the CLIP image tower and DINOv2, with PEFT insertion points.
 
 The model reads like the paper: patch embedding -> [CLS] + position embeddings -> pre-LN blocks
 (x + DropPath(Attn(LN x)); x + DropPath(MLP(LN x))) -> final LN -> CLS -> head. Every place a PEFT method of
 `jpeft/peft` can act is a loop over `self.methods` calling one hook (see `jpeft/peft/base.py`); with no
 methods the model is the plain ViT.
 
-Parameter tree (plain ViT; CLIP adds `ln_pre` and `proj`, and has no `embedding/bias`):
+Parameter tree (plain ViT; CLIP adds `ln_pre` and `proj`, and has no `embedding/bias`; DINOv2 adds LayerScale
+gains `encoder/block_{i}/{ls1, ls2}` [D]):
   embedding/{kernel [p, p, 3, D], bias [D]}   cls [1, 1, D]   pos_embedding [1, 1 + N, D]
   encoder/block_{i}/{ln1, attn/{qkv, proj}, ln2, mlp/{fc1, fc2}}   norm/{scale, bias}   head/{kernel, bias}
 Dense kernels are stored [in, out]; the fused qkv output is [q | k | v], each [heads * head_dim].
@@ -37,6 +38,8 @@ _SIZES = {
 _STYLES = {
     "vit": dict(ln_eps=1e-6, act="gelu", pre_norm=False, patch_bias=True),
     "clip": dict(ln_eps=1e-5, act="quick_gelu", pre_norm=True, patch_bias=False),
+    # DINOv2 (timm `vit_*_patch14_dinov2`): the plain ViT plus LayerScale on every residual branch.
+    "dinov2": dict(ln_eps=1e-6, act="gelu", pre_norm=False, patch_bias=True, layer_scale=True),
 }
 
 
@@ -110,7 +113,12 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LN transformer block with adapter insertion points around both sublayers."""
+  """Pre-LN transformer block with adapter insertion points around both sublayers.
+
+  layer_scale: LayerScale (Touvron et al., 2021; DINOv2): a learned per-channel gain `ls1` / `ls2` [D] on each
+  residual branch, x + DropPath(gain * branch), as timm's `init_values`. It multiplies the branch after every
+  method's hooks, and parallel branches too (as the study's block scales its parallel adapters).
+  """
   mlp_dim: int
   num_heads: int
   drop_path: float = 0.0
@@ -118,6 +126,7 @@ class Block(nn.Module):
   ln_eps: float = 1e-6
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
+  layer_scale: bool = False
 
   def _sublayer(self, where: str, x, ctx: Context, key_mask):
     ln = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln1" if where == "attn" else "ln2")
@@ -133,8 +142,12 @@ class Block(nn.Module):
       h = Mlp(self.mlp_dim, self.act, self.methods, self.dtype, name="mlp")(z_in, ctx)
     for method in self.methods:
       h = method.after_sublayer(self, where, h, ctx)
+    gain = 1.0
+    if self.layer_scale:  # 1e-5 is timm's init_values for DINOv2; pretrained gains replace it
+      gain = self.param("ls1" if where == "attn" else "ls2", nn.initializers.constant(1e-5),
+                        (x.shape[-1],)).astype(x.dtype)
     # Drop path: one Bernoulli per example, the whole branch dropped or kept (scaled by 1 / keep).
-    drop_path = lambda t: nn.Dropout(self.drop_path, broadcast_dims=(1, 2))(t, ctx.deterministic)
+    drop_path = lambda t: nn.Dropout(self.drop_path, broadcast_dims=(1, 2))(t * gain, ctx.deterministic)
     out = x + drop_path(h)
     for method in self.methods:
       extra = method.parallel(self, where, x, z, ctx)
@@ -158,6 +171,7 @@ class Encoder(nn.Module):
   ln_eps: float = 1e-6
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
+  layer_scale: bool = False
 
   @nn.compact
   def __call__(self, x, ctx: Context):
@@ -178,7 +192,7 @@ class Encoder(nn.Module):
                                    [jnp.ones((x.shape[1] - lctx.num_prefix,), bool)])
       rate = self.drop_path_rate * layer / max(self.depth - 1, 1)  # linear over depth, as timm
       x = Block(self.mlp_dim, self.num_heads, rate, self.act, self.ln_eps, self.methods, self.dtype,
-                name=f"block_{layer}")(x, lctx, key_mask)
+                layer_scale=self.layer_scale, name=f"block_{layer}")(x, lctx, key_mask)
       kept = []
       offset = 0
       pieces = []
@@ -197,12 +211,13 @@ class Encoder(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-  """ViT / CLIP image tower with a fresh linear head.
+  """ViT / CLIP image tower / DINOv2 with a fresh linear head.
 
   Attributes:
     num_classes: head outputs; 0 returns the pooled feature (or the CLIP projection).
     patch_size, width, depth, mlp_dim, num_heads: see `decode_variant`.
     projection_dim: CLIP's bias-free visual projection (None for plain ViT).
+    layer_scale: DINOv2's per-block LayerScale gains (see `Block`).
     methods: PEFT methods, applied in order at every insertion point.
     dtype: compute dtype (parameters stay float32).
   """
@@ -217,6 +232,7 @@ class VisionTransformer(nn.Module):
   act: str = "gelu"
   pre_norm: bool = False
   patch_bias: bool = True
+  layer_scale: bool = False
   projection_dim: Optional[int] = None
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
@@ -246,7 +262,8 @@ class VisionTransformer(nn.Module):
     if self.pre_norm:
       x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln_pre")(x)
     x, collected = Encoder(self.depth, self.mlp_dim, self.num_heads, self.drop_path_rate, self.act,
-                           self.ln_eps, self.methods, self.dtype, name="encoder")(x, ctx)
+                           self.ln_eps, self.methods, self.dtype, layer_scale=self.layer_scale,
+                           name="encoder")(x, ctx)
 
     # CLS and every collected token group go through the final LN and its hooks in one call, so a method's
     # parameters at the final norm (SSF's) are created once.
@@ -272,7 +289,7 @@ class VisionTransformer(nn.Module):
 
 def create_model(variant: str = "B/16", *, style: str = "vit", num_classes: int,
                  methods: Sequence[Method] = (), **kwargs) -> VisionTransformer:
-  """Builds the model for a variant string ('B/16') and style ('vit' or 'clip').
+  """Builds the model for a variant string ('B/16') and style ('vit', 'clip' or 'dinov2').
 
   kwargs override any VisionTransformer attribute (drop_path_rate, projection_dim, dtype, ...).
   """

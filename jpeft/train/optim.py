@@ -22,10 +22,14 @@ import optax
 from jpeft.peft import partition
 
 
+GRANULARITIES = ("step", "epoch_lagged")
+
+
 def schedule_steps(optim_config, steps_per_epoch: int) -> dict[str, int]:
-  """{'warmup_steps', 'total_steps'} of a run of `optim_config.epochs` epochs of `steps_per_epoch` steps."""
+  """{'warmup_steps', 'total_steps', 'steps_per_epoch'} of a run of `optim_config.epochs` epochs of
+  `steps_per_epoch` steps (all three are traced, so runs of different lengths share one program)."""
   return dict(warmup_steps=optim_config.warmup_epochs * steps_per_epoch,
-              total_steps=optim_config.epochs * steps_per_epoch)
+              total_steps=optim_config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,14 +37,33 @@ class Schedule:
   """Linear warmup from `warmup_start_lr`, then cosine down to `min_lr`, in optimizer steps.
 
   As timm's `CosineLRScheduler` (used by the study) with `warmup_prefix=False`: the cosine runs over the whole
-  training, [0, total_steps], and warmup replaces its first `warmup_steps`. Unlike timm stepping per epoch,
-  the value changes every step.
+  training, [0, total_steps], and warmup replaces its first `warmup_steps`.
+
+  granularity (static):
+    'step'          the value changes every optimizer step (a smooth version of the study's curve).
+    'epoch_lagged'  the study's exact values: its timm scheduler is stepped once per epoch, after the epoch
+                    (`scheduler.step(epoch)`), so epoch e trains with the epoch-(e - 1) value and epochs 0
+                    and 1 both train at `warmup_start_lr`.
   """
   warmup_start_lr: float
   min_lr: float
+  granularity: str = "step"
 
-  def __call__(self, step, base_lr, warmup_steps, total_steps):
-    """All scalars, traced or not (base_lr f32; the steps int or float) -> f32 scalar learning rate."""
+  def __post_init__(self):
+    if self.granularity not in GRANULARITIES:
+      raise ValueError(f"Unknown schedule granularity '{self.granularity}': expected one of {GRANULARITIES}.")
+
+  def __call__(self, step, base_lr, warmup_steps, total_steps, steps_per_epoch):
+    """All scalars, traced or not (base_lr f32; the steps int or float) -> f32 scalar learning rate.
+
+    steps_per_epoch is read by 'epoch_lagged' only; warmup_steps and total_steps are whole epochs of it.
+    """
+    if self.granularity == "epoch_lagged":
+      per_epoch = jnp.maximum(jnp.round(jnp.asarray(steps_per_epoch, jnp.float32)).astype(jnp.int32), 1)
+      # Integer division: a float step / steps_per_epoch can round up to the next epoch on its last step.
+      lagged_epoch = jnp.maximum(jnp.asarray(step, jnp.int32) // per_epoch - 1, 0)
+      # At an epoch's first step the per-step curve is timm's per-epoch value (warmup and total are whole epochs).
+      step = lagged_epoch * per_epoch
     step = jnp.asarray(step, jnp.float32)
     warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
     total_steps = jnp.asarray(total_steps, jnp.float32)
@@ -56,7 +79,7 @@ class AdamW:
 
   Attributes:
     b1, b2, eps: Adam moments and epsilon.
-    schedule: (step, base lr, warmup steps, total steps) -> lr.
+    schedule: (step, base lr, warmup steps, total steps, steps per epoch) -> lr.
     group_scale: stateless `optax.multi_transform` scaling each trainable path by its group's multiplier.
   """
   b1: float
@@ -72,12 +95,13 @@ class AdamW:
     return self._adam().init(trainable)
 
   def update(self, grads, state: optax.ScaleByAdamState, params, hparams: Mapping[str, jax.Array]):
-    """One AdamW step. hparams: f32 scalars (traced) 'lr', 'wd', 'warmup_steps', 'total_steps'.
+    """One AdamW step. hparams: f32 scalars (traced) 'lr', 'wd', 'warmup_steps', 'total_steps', 'steps_per_epoch'.
 
     Returns (new params, new state, scheduled lr).
     """
     lr, wd = hparams["lr"], hparams["wd"]
-    lr_t = self.schedule(state.count, lr, hparams["warmup_steps"], hparams["total_steps"])
+    lr_t = self.schedule(state.count, lr, hparams["warmup_steps"], hparams["total_steps"],
+                         hparams["steps_per_epoch"])
     directions, state = self._adam().update(grads, state, params)
     decayed = {k: directions[k] + wd * p for k, p in params.items()}
     scaled, _ = self.group_scale.update(decayed, self.group_scale.init(params))
@@ -89,6 +113,7 @@ def make_optimizer(optim_config, labels: Mapping[str, str]) -> AdamW:
   """The study's AdamW + warmup-cosine for the trainable paths of `labels` ({path: group}); the schedule's
   length comes with each step's hparams (`schedule_steps`)."""
   group_scale = partition.make_optimizer(labels, optax.scale, dict(optim_config.lr_mult))
-  schedule = Schedule(warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr)
+  schedule = Schedule(warmup_start_lr=optim_config.warmup_start_lr, min_lr=optim_config.min_lr,
+                      granularity=optim_config.schedule_granularity)
   return AdamW(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps, schedule=schedule,
                group_scale=group_scale)

@@ -5,8 +5,8 @@
 
 `trainable` and `frozen` are flat {path: array} dicts from `jpeft.peft.partition.split`; only `trainable` is
 differentiated. `hparams` holds the runtime hyperparameters as f32 scalars: 'lr', 'wd', 'merge_factor',
-'warmup_steps', 'total_steps'. A sweep vmaps over trainable, opt_state, rng and hparams while sharing frozen
-and batch.
+'warmup_steps', 'total_steps', 'steps_per_epoch'. A sweep vmaps over trainable, opt_state, rng and hparams
+while sharing frozen and batch.
 """
 from __future__ import annotations
 

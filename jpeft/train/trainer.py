@@ -69,6 +69,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(o.eps > 0, "optim.eps", o.eps, "positive")
   _require(o.min_lr >= 0, "optim.min_lr", o.min_lr, "non-negative")
   _require(o.warmup_start_lr >= 0, "optim.warmup_start_lr", o.warmup_start_lr, "non-negative")
+  _require(o.schedule_granularity in optim.GRANULARITIES, "optim.schedule_granularity", o.schedule_granularity,
+           f"one of {optim.GRANULARITIES}")
   groups = ("head", "peft", "backbone")
   _require(set(o.lr_mult) == set(groups), "optim.lr_mult", dict(o.lr_mult), f"exactly the keys {groups}")
   for group in groups:

@@ -142,10 +142,10 @@ def test_extra_block_is_named():
 
 def test_unknown_state_dict_key_is_named(tmp_path):
   state = load_file(VIT_ST)
-  state["blocks.0.ls1.gamma"] = np.ones(32, np.float32)  # layer scale: not part of the jpeft ViT
-  save_file(state, str(tmp_path / "ls.safetensors"))
-  with pytest.raises(CheckpointError, match=r"blocks\.0\.ls1\.gamma"):
-    checkpoints.read_checkpoint(str(tmp_path / "ls.safetensors"))
+  state["blocks.0.attn.q_norm.weight"] = np.ones(16, np.float32)  # q/k norm: not part of the jpeft ViT
+  save_file(state, str(tmp_path / "qk_norm.safetensors"))
+  with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.q_norm\.weight"):
+    checkpoints.read_checkpoint(str(tmp_path / "qk_norm.safetensors"))
 
 
 def test_npz_missing_attention_kernel_is_named(tmp_path):

@@ -13,14 +13,15 @@ from jpeft.train import optim, steps
 def _optim_config(**kw):
   config = ml_collections.ConfigDict(dict(lr=1e-3, wd=1e-4, b1=0.9, b2=0.999, eps=1e-8, epochs=100,
                                           warmup_epochs=10, warmup_start_lr=1e-6, min_lr=1e-5,
-                                          lr_mult={"head": 1.0, "peft": 1.0, "backbone": 1.0}))
+                                          lr_mult={"head": 1.0, "peft": 1.0, "backbone": 1.0},
+                                          schedule_granularity="step"))
   config.update(kw)
   return config
 
 
 def test_schedule_warmup_then_cosine():
   schedule = optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5)
-  s = lambda step, base_lr: schedule(step, base_lr, 100, 1000)
+  s = lambda step, base_lr: schedule(step, base_lr, 100, 1000, 10)
   np.testing.assert_allclose(s(0, 1e-2), 1e-6, rtol=1e-6)
   np.testing.assert_allclose(s(50, 1e-2), (1e-6 + 1e-2) / 2, rtol=1e-5)
   np.testing.assert_allclose(s(100, 1e-2), 1e-5 + 0.5 * (1e-2 - 1e-5) * (1 + np.cos(np.pi * 0.1)), rtol=1e-5)
@@ -34,9 +35,9 @@ def test_schedule_length_is_traced():
   schedule = jax.jit(optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5))
   for warmup, total in ((10, 100), (25, 125)):
     for step in (0, warmup // 2, warmup, total // 2, total):
-      expected = optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5)(step, 1e-2, warmup, total)
-      np.testing.assert_allclose(schedule(step, 1e-2, jnp.float32(warmup), jnp.float32(total)), expected,
-                                 rtol=1e-6)
+      expected = optim.Schedule(warmup_start_lr=1e-6, min_lr=1e-5)(step, 1e-2, warmup, total, 5)
+      np.testing.assert_allclose(schedule(step, 1e-2, jnp.float32(warmup), jnp.float32(total), jnp.float32(5)),
+                                 expected, rtol=1e-6)
   assert schedule._cache_size() == 1
 
 
@@ -45,7 +46,7 @@ def test_adamw_step_equals_optax_adamw():
   grads = jax.tree.map(lambda p: 0.1 * p + 0.3, params)
   tx = optim.make_optimizer(_optim_config(warmup_epochs=0), {k: "head" for k in params})
   hparams = dict(lr=jnp.float32(1e-2), wd=jnp.float32(1e-1), warmup_steps=jnp.float32(0),
-                 total_steps=jnp.float32(1000))
+                 total_steps=jnp.float32(1000), steps_per_epoch=jnp.float32(10))
   new, _, lr = tx.update(grads, tx.init(params), params, hparams)
   reference = optax.adamw(1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-1)
   updates, _ = reference.update(grads, reference.init(params), params)
@@ -66,7 +67,8 @@ def test_train_step_vmaps_over_trials():
            "label": jnp.arange(8, dtype=jnp.int32) % 5}
   trials = [dict(lr=1e-3, wd=1e-4, seed=0), dict(lr=1e-2, wd=1e-3, seed=1)]
   hparams = [dict(lr=jnp.float32(t["lr"]), wd=jnp.float32(t["wd"]), merge_factor=jnp.float32(1.0),
-                  warmup_steps=jnp.float32(0), total_steps=jnp.float32(400)) for t in trials]
+                  warmup_steps=jnp.float32(0), total_steps=jnp.float32(400), steps_per_epoch=jnp.float32(4))
+             for t in trials]
   rngs = [jax.random.PRNGKey(t["seed"]) for t in trials]
   stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
 
