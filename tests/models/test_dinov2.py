@@ -69,8 +69,9 @@ def test_every_method_runs_and_merges_on_dinov2(name):
   model = _model(methods)
   flat = _random(model, seed=1)
   labels = partition.label_params(partition.unflatten(flat), methods)
-  # The gains are backbone weights: trained by 'full', frozen by the methods that leave the backbone alone.
-  assert labels["encoder/block_0/ls1"] == ("backbone" if name == "full" else "frozen")
+  # The gains are backbone weights: trained by 'full' and by 'selective' (block 0's attn by default), frozen by
+  # the methods that leave the backbone alone.
+  assert labels["encoder/block_0/ls1"] == ("backbone" if name in ("full", "selective") else "frozen")
   logits = _logits(model, flat, 0.6)
   assert logits.shape == (2, 5) and np.all(np.isfinite(logits))
   if not methods[0].mergeable:
@@ -79,3 +80,15 @@ def test_every_method_runs_and_merges_on_dinov2(name):
   plain = _model()
   assert set(merged) == set(partition.flatten(jax.eval_shape(plain.init, jax.random.key(0), IMAGES)["params"]))
   np.testing.assert_allclose(_logits(plain, merged), logits, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("parts, gains", [(("attn",), {"ls1"}), (("mlp",), {"ls2"}), (("attn", "mlp"), {"ls1", "ls2"}),
+                                          (("qkv", "fc2", "ln"), set())])
+def test_selective_attn_and_mlp_take_their_layer_scale_gain(parts, gains):
+  """A selected sublayer includes the gain on its residual branch; finer parts and other blocks do not."""
+  methods = peft.build_methods("selective", {"selective": {"blocks": (1,), "parts": parts}})
+  model = _model(methods)
+  labels = partition.label_params(partition.unflatten(_random(model, seed=0)), methods)
+  selected = {k.rsplit("/", 1)[-1] for k, g in labels.items() if g == base.BACKBONE and k.endswith(("/ls1", "/ls2"))}
+  assert selected == gains
+  assert all(labels[f"encoder/block_0/{gain}"] != base.BACKBONE for gain in ("ls1", "ls2"))

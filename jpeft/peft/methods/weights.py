@@ -116,12 +116,15 @@ class Selective(_NothingInserted):
   Attributes:
     blocks: block indices (0-based, exact: 1 selects block_1 only).
     parts: any of 'attn' (qkv + proj), 'qkv', 'proj', 'mlp' (fc1 + fc2), 'fc1', 'fc2', 'ln' (ln1 + ln2); each
-      a Dense (kernel and bias) or LayerNorm (scale and bias), matched by exact path components.
+      a Dense (kernel and bias) or LayerNorm (scale and bias), matched by exact path components. On a
+      LayerScale backbone (DINOv2) 'attn' and 'mlp' also take their sublayer's gain (ls1 / ls2), which is the
+      last weight of that residual branch.
   """
   name: ClassVar[str] = "selective"
   # part -> module paths inside a block, each a tuple of exact path components.
-  _PARTS: ClassVar[dict] = {"attn": (("attn",),), "qkv": (("attn", "qkv"),), "proj": (("attn", "proj"),),
-                            "mlp": (("mlp",),), "fc1": (("mlp", "fc1"),), "fc2": (("mlp", "fc2"),),
+  _PARTS: ClassVar[dict] = {"attn": (("attn",), ("ls1",)), "qkv": (("attn", "qkv"),),
+                            "proj": (("attn", "proj"),), "mlp": (("mlp",), ("ls2",)), "fc1": (("mlp", "fc1"),),
+                            "fc2": (("mlp", "fc2"),),
                             "ln": (("ln1",), ("ln2",))}
   blocks: tuple[int, ...] = (0,)
   parts: tuple[str, ...] = ("attn", "mlp", "ln")
