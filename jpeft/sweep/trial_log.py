@@ -170,9 +170,8 @@ def open_log(config, workdir: str) -> TrialLog:
       listed = "; ".join(f"{name} = {old!r} there, {new!r} here" for name, old, new in mismatches)
       raise ConfigError(
           f"The sweep workdir '{workdir}' holds trials made under another config ({path}): {listed}. Its "
-          "finished trials would be reported as this config's. Rerun with the recorded values (e.g. "
-          f"--config.{mismatches[0][0]}={mismatches[0][1]!r}), or pass a new --workdir for a sweep with this "
-          "config.")
+          "finished trials would be reported as this config's. Rerun with the values recorded there, or pass a "
+          "new --workdir for a sweep with this config.")
   log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values))
   if recorded is None:
     _write_atomically(path, dict(hash=config_hash(values), values=values))
