@@ -8,10 +8,12 @@ Base config: configs/demo.py (the shipped `mini/8` backbone pre-trained on Mini 
 images, no network needed). Protocol as the study's (tune on train800, select by val200 at the last epoch,
 retrain on train800val200, test), with `MINI_GRID`: lr {1e-3, 1e-2} x wd {1e-4} x one or two values of each
 method's own grid, one seed. Mini VTAB is a stand-in for the code path, not the benchmark: its numbers say
-nothing about VTAB-1K. Resumable like any sweep (rerun with the same --workdir).
+nothing about VTAB-1K. Resumable like any sweep (rerun with the same --workdir and --epochs); the random-init
+rows are a sweep of their own in <workdir>/random_init.
 
-Writes to --workdir: trials.jsonl, summary.jsonl / summary.csv, results.md / results.csv (method x task with
-group means, the study's VTAB-1K numbers beside them for orientation) and accuracy_vs_params.png.
+Writes to --workdir: trials.jsonl, sweep_config.json, summary.jsonl / summary.csv, results.md / results.csv
+(method x task with group means, the study's VTAB-1K numbers beside them for orientation) and
+accuracy_vs_params.png.
 """
 import os
 import sys
@@ -22,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from configs import demo  # noqa: E402
-from jpeft import cli, peft  # noqa: E402
+from jpeft import cli, peft, workdir_lock  # noqa: E402
 from jpeft.data import tasks as tasks_lib  # noqa: E402
 from jpeft.sweep import grid as grid_lib  # noqa: E402
 from jpeft.sweep import protocol, tables  # noqa: E402
@@ -81,16 +83,19 @@ def main(argv) -> None:
   methods = _METHODS.value or sorted(peft.registry())
   scratch = config.copy_and_resolve_references()
   scratch.pretrained.name = scratch.pretrained.path = ""
+  scratch_workdir = os.path.join(_WORKDIR.value, "random_init")  # its own workdir: another base config
   try:
-    summaries = protocol.run_sweep(config, task_names, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value)
-    if _SCRATCH.value:
-      from_scratch = protocol.run_sweep(scratch, task_names, _SCRATCH.value, _GRID.value,
-                                        os.path.join(_WORKDIR.value, "random_init"), _TRIAL_BATCH.value)
-      summaries += [dict(row, method=f"{row['method']} (random init)") for row in from_scratch]
-  except grid_lib.GridError as e:
+    with workdir_lock.hold(_WORKDIR.value, program="mini_study"):
+      summaries = protocol.run_sweep(config, task_names, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value)
+      if _SCRATCH.value:
+        with workdir_lock.hold(scratch_workdir, program="mini_study"):
+          from_scratch = protocol.run_sweep(scratch, task_names, _SCRATCH.value, _GRID.value, scratch_workdir,
+                                            _TRIAL_BATCH.value)
+        summaries += [dict(row, method=f"{row['method']} (random init)") for row in from_scratch]
+      paths = tables.write_all(summaries, _WORKDIR.value)
+  except (grid_lib.GridError, *cli.USER_ERRORS) as e:
     print(f"mini_study: error: {e}", file=sys.stderr)
     sys.exit(1)
-  paths = tables.write_all(summaries, _WORKDIR.value)
   with open(paths["results.md"]) as f:
     print(f.read())
   print("written:", ", ".join(paths.values()))

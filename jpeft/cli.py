@@ -1,11 +1,23 @@
-"""What the command-line programs share: absl flag parsing that reports bad input in one paragraph."""
+"""What the command-line programs share: absl flag parsing that reports bad input in one paragraph, and the
+errors they report that way."""
+import os
 import sys
-from typing import NoReturn, Sequence
+import traceback
+from typing import NoReturn, Optional, Sequence
 
 import jax
 import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
+
+from jpeft.checkpoints import CheckpointError
+from jpeft.data import DataError
+from jpeft.train.errors import RunError
+from jpeft.workdir_lock import WorkdirLockedError
+
+# A user mistake or the environment: the programs print the message (what is wrong, how to fix it) and exit 1,
+# without a traceback; nothing already saved is lost.
+USER_ERRORS = (RunError, DataError, CheckpointError, WorkdirLockedError)
 
 
 def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, dict_flags: Sequence[str]) -> NoReturn:
@@ -18,19 +30,72 @@ def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, dic
   sys.exit(1)
 
 
+def _flag_value(argv: Sequence[str], name: str) -> Optional[str]:
+  """The last value given to --name in argv (as `--name=v` or `--name v`), or None."""
+  value = None
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg == "--":
+      break
+    flag, has_value, given = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and flag == name:
+      value = given if has_value else (argv[i + 1] if i + 1 < len(argv) else None)
+  return value
+
+
+def _config_file_failure(error: BaseException, path: str) -> Optional[str]:
+  """What went wrong inside the config file `path` if `error` (or an error it chains from) was raised there."""
+  target = os.path.realpath(path)
+  while error is not None:
+    if isinstance(error, SyntaxError) and error.filename and os.path.realpath(error.filename) == target:
+      return f"SyntaxError at line {error.lineno}: {error.msg}"
+    if isinstance(error, AttributeError) and error.name == "get_config":
+      return "it defines no get_config() (it must return an ml_collections.ConfigDict)"
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.realpath(f.filename) == target]
+    if lines:
+      return f"{type(error).__name__} at line {lines[-1]}: {error}"
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _config_files(argv: Sequence[str], dict_flags: Sequence[str]) -> dict[str, str]:
+  """{flag name: path} of the config-file flags among `dict_flags` given in argv (the part before a ':')."""
+  files = {}
+  for name in dict_flags:
+    value = _flag_value(argv, name)
+    if value is not None and isinstance(flags.FLAGS[name].parser, config_flags.config_flags.ConfigFileFlagParser):
+      files[name] = value.split(":", 1)[0]
+  return files
+
+
 def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str] = ("config",)) -> list[str]:
-  """absl's flag parsing; an unknown `--<dict flag>.<field>` or a bad value exits 1 with one clear line.
+  """absl's flag parsing; a missing or failing config file, an unknown `--<dict flag>.<field>` or a bad value
+  exits 1 with one clear paragraph.
 
   Args:
     argv: the process arguments.
     program: the name the message starts with ('jpeft', 'jpeft.sweep').
     dict_flags: the ml_collections flags whose fields can be overridden (`--config.x`, `--grid.x`).
   """
+  files = _config_files(argv, dict_flags)
+  for name, path in files.items():
+    if not os.path.isfile(path):
+      print(f"{program}: error: --{name}={path}: no such file. Relative paths start from the current directory "
+            f"({os.getcwd()}); pass the path of a Python config file, e.g. --{name}=configs/vtab_lora.py.",
+            file=sys.stderr)
+      sys.exit(1)
   try:
     return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:  # ml_collections' error for a field the dict does not have
-    _exit_unknown_field(e, argv, program, dict_flags)
-  except (flags.Error, ValueError, TypeError) as e:
+  except Exception as e:  # pylint: disable=broad-except  (the config file's code can raise anything)
+    for name, path in files.items():
+      failure = _config_file_failure(e, path)
+      if failure:
+        print(f"{program}: error: the config file --{name}={path} failed to load: {failure}. Fix the file, or "
+              "pass another config file.", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(e, (AttributeError, KeyError)):  # ml_collections' error for a field the dict does not have
+      _exit_unknown_field(e, argv, program, dict_flags)
+    if not isinstance(e, (flags.Error, ValueError, TypeError)):
+      raise
     print(f"{program}: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
   sys.exit(1)
 

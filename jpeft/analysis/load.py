@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from jpeft.sweep import protocol
+from jpeft.sweep import protocol, trial_log
 
 
 class AnalysisError(ValueError):
@@ -110,9 +110,9 @@ def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
   without saved test predictions, a missing or stale file, labels that differ between methods.
   """
   summary_path = os.path.join(workdir, protocol.SUMMARY_FILE)
-  trials_path = os.path.join(workdir, protocol.TRIALS_FILE)
+  trials_path = os.path.join(workdir, trial_log.TRIALS_FILE)
   if not (os.path.exists(summary_path) and os.path.exists(trials_path)):
-    raise AnalysisError(f"{workdir} holds no finished sweep ({protocol.SUMMARY_FILE} and {protocol.TRIALS_FILE} "
+    raise AnalysisError(f"{workdir} holds no finished sweep ({protocol.SUMMARY_FILE} and {trial_log.TRIALS_FILE} "
                         "are written by `python -m jpeft.sweep --workdir=...`). Pass --sweep=<that workdir>.")
   summaries = _read_jsonl(summary_path)
   rows: dict[tuple[str, str], list[dict]] = {}  # (task, method) -> rows, the last row of a trial key winning

@@ -5,9 +5,12 @@
   summaries = protocol.run_sweep(config, ['dtd'], ['lora'], grid.default_grid(), 'runs/sweep', 8)
   tables.write_all(summaries, 'runs/sweep')                      # results.md / .csv, accuracy_vs_params.png
 
+Finished trials are recorded in `<workdir>/trials.jsonl` under the base config recorded beside them
+(`trial_log`), so a rerun resumes and a rerun under another config is refused.
+
 CLI: `python -m jpeft.sweep --config=... --tasks=... --methods=... --workdir=...` (see `__main__`).
 """
-from jpeft.sweep import grid, protocol, runner, tables
+from jpeft.sweep import grid, protocol, runner, tables, trial_log
 from jpeft.sweep.grid import GridError, Trial, default_grid, expand, shape_groups
 from jpeft.sweep.protocol import run_sweep, select
 from jpeft.sweep.runner import run_trials

@@ -7,26 +7,25 @@
 The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed
 42); every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Any
 --config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the
-same --workdir, the sweep skips finished trials (`trials.jsonl`). On a CPU-only machine, --cpu_devices=<cores>
-splits the CPU into one XLA device per core and the trial axis over them (faster for small models; see
-experiments/bench_sweep.py).
+same --workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid
+values may be added, but another base config (recorded in `sweep_config.json`) is refused, and so is a second
+sweep while one runs on the workdir. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
+device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py).
 
-Writes to --workdir: trials.jsonl (one row per trial and stage), summary.jsonl / summary.csv (one row per
-task x method: selected hyperparameters, val and test accuracy, spread over seeds), results.md /
-results.csv (method x task table with group means and the study's numbers), accuracy_vs_params.png and
-predictions/<task>/<method>_seed<seed>.npz (the final runs' test logits and labels, for ensembles).
+Writes to --workdir: trials.jsonl (one row per trial and stage), sweep_config.json (the base config's
+run-defining fields), summary.jsonl / summary.csv (one row per task x method: selected hyperparameters, val
+and test accuracy, spread over seeds), results.md / results.csv (method x task table with group means and the
+study's numbers), accuracy_vs_params.png and predictions/<task>/<method>_seed<seed>.npz (the final runs' test
+logits and labels, for ensembles).
 """
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from jpeft import cli
-from jpeft.checkpoints import CheckpointError
-from jpeft.data import DataError
+from jpeft import cli, workdir_lock
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol, tables
-from jpeft.train.errors import RunError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
@@ -56,10 +55,12 @@ def main(argv) -> None:
   tasks = _TASKS.value or [config.task]
   methods = _METHODS.value or [config.method]
   try:
-    summaries = protocol.run_sweep(config, tasks, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value,
-                                   final=_FINAL.value)
-    tables.write_all(summaries, _WORKDIR.value)
-  except (grid_lib.GridError, RunError, DataError, CheckpointError) as e:
+    # One sweep per workdir: a second would train every trial again and interleave its rows with this one's.
+    with workdir_lock.hold(_WORKDIR.value, program="jpeft.sweep"):
+      summaries = protocol.run_sweep(config, tasks, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value,
+                                     final=_FINAL.value)
+      tables.write_all(summaries, _WORKDIR.value)
+  except (grid_lib.GridError, *cli.USER_ERRORS) as e:
     print(f"jpeft.sweep: error: {e}", file=sys.stderr)
     sys.exit(1)
   for row in summaries:

@@ -12,6 +12,9 @@ row per (task, method), and `summary.csv` the same as a table. The final runs' t
 `<workdir>/predictions/<task>/<method>_seed<seed>.npz` (`logits` [N, C], `labels` [N]), and every tune trial's
 val200 predictions to `<workdir>/predictions/<task>/val/<method>_<hyperparameters>_seed<seed>.npz`, for
 ensembles and error analysis across methods (`jpeft.analysis`); each row names its file (`predictions`).
+
+The base config the trials are made under is recorded in `<workdir>/sweep_config.json`; a rerun under another
+base config is refused (see `jpeft.sweep.trial_log`).
 """
 from __future__ import annotations
 
@@ -25,49 +28,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import numpy as np
 
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import runner
+from jpeft.sweep import runner, trial_log
 
-TRIALS_FILE = "trials.jsonl"
 PREDICTIONS_DIR = "predictions"
 SUMMARY_FILE = "summary.jsonl"
 SUMMARY_CSV = "summary.csv"
-
-
-class TrialLog:
-  """Append-only JSON-lines record of finished trials, keyed by (stage, trial key)."""
-
-  def __init__(self, path: str):
-    self.path = path
-    self.rows: dict[tuple[str, str], dict] = {}
-    if not os.path.exists(path):
-      return
-    with open(path, "rb") as f:
-      data = f.read()
-    complete = data[:data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-      # A kill in the middle of a write leaves one torn last line: drop it (that trial is trained again) so
-      # the next append starts on a fresh line.
-      with open(path, "r+b") as f:
-        f.truncate(len(complete))
-    for line in complete.decode().splitlines():
-      if line.strip():
-        row = json.loads(line)
-        self.rows[(row["stage"], row["key"])] = row
-
-  def has(self, stage: str, trial: grid_lib.Trial) -> bool:
-    return (stage, trial.key) in self.rows
-
-  def get(self, stage: str, trial: grid_lib.Trial) -> dict:
-    return self.rows[(stage, trial.key)]
-
-  def append(self, rows: Sequence[dict]) -> None:
-    with open(self.path, "a") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    for row in rows:
-      self.rows[(row["stage"], row["key"])] = row
 
 
 def select(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
@@ -138,13 +103,17 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     config: base config (data, model, optim; method, lr, wd, peft and seed are set per trial).
     tasks, methods: what to sweep.
     grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
-    workdir: where trials.jsonl, summary.jsonl and summary.csv live; rerunning resumes.
+    workdir: where trials.jsonl, sweep_config.json, summary.jsonl and summary.csv live; rerunning with the same
+      base config resumes (more tasks, methods or grid values included).
     trial_batch: trials trained together in one compiled program.
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
+  Raises:
+    ConfigError: the workdir's trials were made under another base config.
+    TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
   """
   os.makedirs(workdir, exist_ok=True)
-  record = TrialLog(os.path.join(workdir, TRIALS_FILE))
+  record = trial_log.open_log(config, workdir)
 
   def record_chunk(rows, predictions):
     _save_predictions(workdir, rows, predictions)

@@ -35,7 +35,7 @@ from jpeft import checkpoints, peft
 from jpeft.data import input_pipeline, tasks
 from jpeft.models import vit
 from jpeft.peft import partition
-from jpeft.train import checkpointing, optim, sharding, steps, writers
+from jpeft.train import checkpointing, optim, run_config, sharding, steps, writers
 from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
 
 # mode -> (train split, eval split)
@@ -293,34 +293,6 @@ def _meta(config, epoch: int, evals: list, skipped: int) -> dict:
               task=config.task, config=config.to_json())
 
 
-# Fields that define what a checkpoint holds and how training continues; resuming with another value would
-# silently mix two runs. Logging, checkpoint and eval intervals and data locations may change.
-_RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "model", "pretrained", "optim",
-                 "data.image_size", "data.normalization", "data.augment")
-
-
-def _leaves(tree: Any, prefix: str) -> dict[str, Any]:
-  """Nested JSON dict -> {'a.b.c': leaf}."""
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
-
-
-def _check_same_run(config, saved_config_json: str, workdir: str) -> None:
-  saved, current = json.loads(saved_config_json), json.loads(config.to_json())
-  for field in _RUN_DEFINING:
-    old, new = saved, current
-    for key in field.split("."):
-      old, new = old.get(key), new.get(key)
-    old, new = _leaves(old, field), _leaves(new, field)
-    for name in sorted(set(old) | set(new)):
-      if old.get(name) != new.get(name):
-        raise ConfigError(
-            f"The workdir '{workdir}' holds checkpoints of a run with {name} = {old.get(name)!r}, but this "
-            f"config has {name} = {new.get(name)!r}. Resume with the same config, or pass a new --workdir for "
-            "a different run.")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs `config.mode` in `workdir` and returns the result dict also written as JSON."""
   validate_config(config)
@@ -357,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step, evals, skipped = 0, [], 0
   latest = ckpt.latest_step()
   if latest is not None:
-    _check_same_run(config, ckpt.read_meta(latest)["config"], workdir)
+    run_config.check_same_run(config, ckpt.read_meta(latest)["config"], workdir)
     like = dict(trainable=trainable, opt_state=opt_state, step=0, rng=jax.random.key_data(train_key))
     state, meta = ckpt.restore(latest, like)
     trainable, opt_state, step = state["trainable"], state["opt_state"], int(state["step"])

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from jpeft.sweep import protocol
+from jpeft.sweep import protocol, trial_log
 
 SETTING = dict(lr=1e-3, wd=1e-4)
 
@@ -38,7 +38,7 @@ def write_sweep(workdir: str, tasks: dict) -> str:
         if "val" in data:
           rows.append(_row(task, method, seed, "tune", data["val"][method][seed], data["val_labels"], workdir))
       summaries.append(dict(task=task, method=method, selected=dict(SETTING), seeds=list(seeds)))
-  with open(os.path.join(workdir, protocol.TRIALS_FILE), "w") as f:
+  with open(os.path.join(workdir, trial_log.TRIALS_FILE), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   with open(os.path.join(workdir, protocol.SUMMARY_FILE), "w") as f:
     f.writelines(json.dumps(s) + "\n" for s in summaries)

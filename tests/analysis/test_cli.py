@@ -11,7 +11,7 @@ import pytest
 
 from jpeft.analysis import agreement, calibration, ensembles
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol
+from jpeft.sweep import protocol, trial_log
 from tests.helpers import REPO, load_config, write_folder_task
 from tests.sweep.conftest import tiny_overrides
 
@@ -46,7 +46,7 @@ def _saved(workdir, stage):
   """{method: (logits, labels)} of each method's selected trial, read from the files trials.jsonl names."""
   with open(os.path.join(workdir, protocol.SUMMARY_FILE)) as f:
     selected = {s["method"]: s["selected"] for s in map(json.loads, f)}
-  with open(os.path.join(workdir, protocol.TRIALS_FILE)) as f:
+  with open(os.path.join(workdir, trial_log.TRIALS_FILE)) as f:
     rows = [json.loads(line) for line in f]
   out = {}
   for row in rows:

@@ -7,7 +7,7 @@ import pytest
 
 from jpeft import analysis
 from jpeft.analysis import AnalysisError, load
-from jpeft.sweep import protocol
+from jpeft.sweep import protocol, trial_log
 
 from .conftest import one_hot_logits, write_sweep
 
@@ -71,7 +71,7 @@ def test_not_a_sweep(tmp_path):
 
 def test_sweep_without_predictions(sweep):
   """A sweep made before predictions were saved: its rows name no files."""
-  path = os.path.join(sweep, protocol.TRIALS_FILE)
+  path = os.path.join(sweep, trial_log.TRIALS_FILE)
   with open(path) as f:
     rows = [json.loads(line) for line in f]
   with open(path, "w") as f:
@@ -88,7 +88,7 @@ def test_mismatched_labels(sweep):
     logits, labels = saved["logits"], saved["labels"]
   np.savez(path, logits=logits[:50], labels=labels[:50])  # another test set (its own accuracy kept true)
   row_accuracy = float(np.mean(logits[:50].argmax(-1) == labels[:50]))
-  trials = os.path.join(sweep, protocol.TRIALS_FILE)
+  trials = os.path.join(sweep, trial_log.TRIALS_FILE)
   with open(trials) as f:
     rows = [json.loads(line) for line in f]
   for r in rows:

@@ -2,7 +2,8 @@
 
 Checks: selection picks the setting with the best val accuracy (mean over seeds); vmapped trials equal the
 same trials run alone by the trainer; a restarted sweep skips what the killed one finished; tables and every
-trial's predictions are written.
+trial's predictions are written. Bad input fails in one line: a bad grid, a missing or broken config file, a
+workdir another sweep is using.
 """
 import json
 import os
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from .conftest import REPO, load_config, tiny_overrides
+from jpeft import workdir_lock
 from jpeft.sweep import grid, runner
 from jpeft.train import trainer
 
@@ -152,3 +154,62 @@ def test_bad_grid_is_one_line_error(folder_root, tmp_path, grid_flag, message):
   assert message in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
+
+
+def test_second_sweep_on_a_workdir_in_use_exits_1(folder_root, tmp_path):
+  """Two real sweeps started together on one workdir: whichever takes the lock trains on, the other is refused
+  with a message naming the holder."""
+  workdir = str(tmp_path / "sweep")
+  # Many epochs: the holder is surely still training when the other is refused (it is killed after).
+  args = _args(folder_root, workdir) + ["--config.optim.epochs=100000"]
+  logs = [str(tmp_path / f"stderr{i}") for i in range(2)]
+  files = [open(log, "w") for log in logs]
+  procs = [subprocess.Popen(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.DEVNULL,
+                            stderr=f) for f in files]
+  try:
+    deadline = time.time() + 240
+    while all(p.poll() is None for p in procs) and time.time() < deadline:
+      time.sleep(0.1)
+    (refused, log), = [(p, log) for p, log in zip(procs, logs) if p.poll() is not None]
+    (holder,) = [p for p in procs if p is not refused]
+    assert holder.poll() is None, "the holder ended: the lock was not contended"
+  finally:
+    for p, f in zip(procs, files):
+      p.kill()
+      p.wait()
+      f.close()
+  with open(log) as f:
+    stderr = f.read()
+  assert refused.returncode == 1, stderr
+  assert (f"jpeft.sweep: error: The workdir '{workdir}' is in use by another jpeft.sweep process (pid {holder.pid}"
+          in stderr)
+  assert "Traceback" not in stderr
+
+
+def test_mini_study_on_a_workdir_in_use_exits_1(tmp_path):
+  with workdir_lock.hold(str(tmp_path)):
+    proc = subprocess.run([PYTHON, os.path.join("experiments", "mini_study.py"), f"--workdir={tmp_path}",
+                           "--tasks=mini_count", "--methods=linear"], cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 1
+  assert f"mini_study: error: The workdir '{tmp_path}' is in use by another" in proc.stderr
+  assert "Traceback" not in proc.stderr and not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "jpeft.sweep: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
+           f"current directory ({REPO})"),
+    ("def get_config(:\n", "failed to load: SyntaxError at line 1"),
+])
+def test_bad_config_file_is_one_clear_error(folder_root, tmp_path, content, message):
+  path = "configs/no_such_config.py"
+  if content is not None:
+    path = str(tmp_path / "config.py")
+    with open(path, "w") as f:
+      f.write(content)
+  args = [f"--config={path}" if a.startswith("--config=") else a for a in _args(folder_root, str(tmp_path / "sweep"))]
+  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode == 1
+  assert message in proc.stderr and path in proc.stderr
+  assert "Traceback" not in proc.stderr

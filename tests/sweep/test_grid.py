@@ -1,5 +1,4 @@
-"""The grid, scale folding, selection, the trial record and the tables: no training, fast."""
-import json
+"""The grid, scale folding, selection and the tables: no training, fast."""
 
 import jax
 import jax.numpy as jnp
@@ -96,16 +95,6 @@ def test_select_means_over_seeds_skips_diverged_and_breaks_ties_by_order():
   assert protocol.select(rows) == "b"  # a: best single run, lower mean (0.69 < 0.695); c diverged once
   assert protocol.select([_row("x", 1, 0.5), _row("y", 1, 0.5)]) == "x"
   assert protocol.select([_row("x", 1, 0.5, diverged=True)]) is None
-
-
-def test_trial_log_skips_a_torn_last_line(tmp_path):
-  path = tmp_path / "trials.jsonl"
-  rows = [dict(stage="tune", key=f"k{i}", accuracy=i / 10) for i in range(2)]
-  path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"stage": "tune", "key": "k2", "acc')
-  log = protocol.TrialLog(str(path))
-  assert set(log.rows) == {("tune", "k0"), ("tune", "k1")}
-  log.append([dict(stage="final", key="k0", accuracy=0.3)])
-  assert protocol.TrialLog(str(path)).rows[("final", "k0")]["accuracy"] == 0.3
 
 
 def test_table_group_means_and_study_columns(tmp_path):

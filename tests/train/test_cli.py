@@ -61,6 +61,25 @@ def test_cli_rejects_unknown_field(folder_root, tmp_path):
   assert proc.returncode != 0 and "config.optim.lrate" in proc.stderr
 
 
+@pytest.mark.parametrize("content,message", [
+    (None, "jpeft: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
+           f"current directory ({REPO})"),
+    ("import math\nSCALE = math.sqrt(-1)\n", "failed to load: ValueError at line 2: math domain error"),
+])
+def test_missing_or_broken_config_file_is_one_clear_error(tmp_path, content, message):
+  path = "configs/no_such_config.py"
+  if content is not None:
+    path = str(tmp_path / "config.py")
+    with open(path, "w") as f:
+      f.write(content)
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", f"--config={path}", "--config.task=dtd",
+                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert message in proc.stderr and path in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_unwritable_workdir_fails_cleanly(folder_root, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")

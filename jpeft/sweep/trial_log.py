@@ -1,0 +1,178 @@
+"""A sweep's record on disk: its finished trials (trials.jsonl) and the config they were made under.
+
+A trial's key holds only what the grid sets (task, method, lr, wd, method grid values, seed); the rest of its
+training comes from the sweep's base config: epochs, batch size, schedule, backbone, image size, ... So that
+a rerun under another base config never reports the old trials as its own, the record is checked twice:
+
+  <workdir>/sweep_config.json  the base config's run-defining values (`sweep_defining_values`) and their hash,
+                               written at the first run; a rerun whose values differ is refused with the
+                               fields and both values named (the readable check).
+  each row of trials.jsonl     carries that hash as 'sweep_config'; a row under another hash is refused with
+                               its line number (the check that holds row by row: rows cannot be edited
+                               unnoticed, and sweep_config.json deleted or edited by hand changes nothing).
+
+Only the hash goes into the rows, not the values: a row stays short, and a mismatch is explained by
+sweep_config.json, which holds the values. Widening a sweep (more tasks, methods or grid values) keeps the base
+config, so it resumes; a sweep under another base config needs its own workdir (as the mini study's
+random-init rows have in `<workdir>/random_init`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Sequence
+
+from jpeft import peft
+from jpeft.sweep import grid as grid_lib
+from jpeft.train import run_config
+from jpeft.train.errors import ConfigError, RunError
+
+TRIALS_FILE = "trials.jsonl"
+SWEEP_CONFIG_FILE = "sweep_config.json"
+HASH_FIELD = "sweep_config"  # the row field holding the sweep config's hash
+
+# The base config's fields that every trial's result depends on: `run_config.RUN_DEFINING` without what each
+# trial sets (task, mode, method, optim.lr, optim.wd; peft is added by `sweep_defining_values` without the
+# grid's fields), with eval_every_epochs added, since a row's best-epoch accuracy comes from its evaluations.
+# 'seed' is the sweep's own (not a trial's): it initialises the backbone when there is no pretrained one.
+SWEEP_DEFINING = ("seed", "merge_factor", "model", "pretrained", "optim", "data.image_size",
+                  "data.normalization", "data.augment", "eval_every_epochs")
+PER_TRIAL = ("optim.lr", "optim.wd")
+
+
+class TrialLogError(RunError):
+  """trials.jsonl holds a line this sweep cannot use; the message names the line and what to do."""
+
+
+def sweep_defining_values(config) -> dict[str, Any]:
+  """{dotted field: JSON value} of the base config that every trial's training depends on.
+
+  peft holds every registered method's hyperparameters as its trials build them (the method's defaults under
+  config.peft's values) without the fields of the method's grid, which each trial sets. So starting a sweep from
+  configs/vtab_lora.py and resuming it from configs/vtab_ssf.py is the same sweep, while another LoRA dropout
+  is not.
+  """
+  values = run_config.defining_values(json.loads(config.to_json()), SWEEP_DEFINING, exclude=PER_TRIAL)
+  built = {}
+  for name, cls in sorted(peft.registry().items()):
+    given = config.peft[name].to_dict() if name in config.peft else {}
+    built[name] = {k: v for k, v in {**peft.default_hparams(name), **given}.items() if k not in cls.grid}
+  values.update(run_config.leaves(json.loads(json.dumps(built)), "peft"))  # tuples as JSON lists, as recorded
+  return values
+
+
+def config_hash(values: dict[str, Any]) -> str:
+  """A short stable hash of `sweep_defining_values` (12 hex digits of SHA-256 over canonical JSON)."""
+  return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+  return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class TrialLog:
+  """Append-only JSON-lines record of finished trials, keyed by (stage, trial key), of one sweep config.
+
+  Args:
+    path: the trials.jsonl file (need not exist).
+    config_hash: the sweep's `config_hash`; every row read must carry it, every row appended gets it.
+  Raises:
+    TrialLogError: a line that is not a trial record, or a row made under another (or no recorded) sweep
+      config. The file is left as it was.
+  """
+
+  def __init__(self, path: str, config_hash: str):
+    self.path = path
+    self.config_hash = config_hash
+    self.rows: dict[tuple[str, str], dict] = {}
+    if not os.path.exists(path):
+      return
+    with open(path, "rb") as f:
+      data = f.read()
+    complete = data[:data.rfind(b"\n") + 1]
+    foreign = []
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").split("\n")[:-1], start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+        stage, key = row["stage"], row["key"]
+      except (ValueError, TypeError, KeyError) as e:
+        raise TrialLogError(
+            f"Line {number} of '{path}' is not a trial record ({type(e).__name__}: {e}): {_shorten(line)}. "
+            "Delete that line and rerun: its trial is trained again, every other line is kept.") from None
+      if row.get(HASH_FIELD) != config_hash:
+        foreign.append((number, row.get(HASH_FIELD)))
+      self.rows[(stage, key)] = row
+    if foreign:
+      (number, other), more = foreign[0], len(foreign) - 1
+      made = (f"under another sweep config (hash {other})" if other else
+              "without a recorded sweep config (written before sweeps recorded theirs)")
+      raise TrialLogError(
+          f"Line {number} of '{path}'{f' and {more} more' if more else ''} was made {made}, but this sweep's "
+          f"config hashes to {config_hash} (see {SWEEP_CONFIG_FILE} beside it), so those trials cannot be "
+          "reported as this sweep's. Rerun with the config they were made under, or pass a new --workdir for "
+          "this config.")
+    if len(complete) < len(data):
+      # A kill in the middle of a write leaves one torn last line: drop it (that trial is trained again) so
+      # the next append starts on a fresh line.
+      with open(path, "r+b") as f:
+        f.truncate(len(complete))
+
+  def has(self, stage: str, trial: grid_lib.Trial) -> bool:
+    return (stage, trial.key) in self.rows
+
+  def get(self, stage: str, trial: grid_lib.Trial) -> dict:
+    return self.rows[(stage, trial.key)]
+
+  def append(self, rows: Sequence[dict]) -> None:
+    """Appends `rows` (stamped with the config hash), flushed and fsynced, so a kill loses at most this chunk."""
+    rows = [dict(row, **{HASH_FIELD: self.config_hash}) for row in rows]
+    with open(self.path, "a") as f:
+      for row in rows:
+        f.write(json.dumps(row) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    for row in rows:
+      self.rows[(row["stage"], row["key"])] = row
+
+
+def _write_atomically(path: str, obj: Any) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def open_log(config, workdir: str) -> TrialLog:
+  """The workdir's TrialLog for a sweep under base `config`; records the config at the first run.
+
+  Raises:
+    ConfigError: sweep_config.json records other run-defining values (all differing fields are named).
+    TrialLogError: see `TrialLog`.
+  """
+  values = sweep_defining_values(config)
+  path = os.path.join(workdir, SWEEP_CONFIG_FILE)
+  recorded = None
+  if os.path.exists(path):
+    try:
+      with open(path) as f:
+        recorded = dict(json.load(f)["values"])
+    except (ValueError, TypeError, KeyError) as e:
+      raise ConfigError(f"'{path}' is unreadable ({type(e).__name__}: {e}). Delete it and rerun: it is written "
+                        "again from this config, and each trial row's config hash still keeps rows of another "
+                        "config out.") from None
+    mismatches = run_config.differences(recorded, values)
+    if mismatches:
+      listed = "; ".join(f"{name} = {old!r} there, {new!r} here" for name, old, new in mismatches)
+      raise ConfigError(
+          f"The sweep workdir '{workdir}' holds trials made under another config ({path}): {listed}. Its "
+          "finished trials would be reported as this config's. Rerun with the values recorded there, or pass a "
+          "new --workdir for a sweep with this config.")
+  log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values))
+  if recorded is None:
+    _write_atomically(path, dict(hash=config_hash(values), values=values))
+  return log

@@ -1,0 +1,114 @@
+"""The sweep's record: torn and corrupt lines of trials.jsonl, rows of another config, and a rerun of a workdir
+under another base config (refused) or a wider grid (resumed)."""
+import json
+import os
+import re
+
+import pytest
+
+from .conftest import load_config, tiny_overrides
+from jpeft import peft
+from jpeft.sweep import grid, protocol, trial_log
+from jpeft.train.errors import ConfigError
+from tests.helpers import apply_overrides
+
+HASH = "0123456789ab"
+
+
+def _rows(n, config_hash=HASH):
+  return [{"stage": "tune", "key": f"k{i}", "accuracy": i / 10, "sweep_config": config_hash} for i in range(n)]
+
+
+def _write(path, lines):
+  path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_torn_last_line_is_dropped_and_appending_continues(tmp_path):
+  path = tmp_path / "trials.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in _rows(2)) + '{"stage": "tune", "key": "k2", "acc')
+  log = trial_log.TrialLog(str(path), HASH)
+  assert set(log.rows) == {("tune", "k0"), ("tune", "k1")}
+  log.append([dict(stage="final", key="k0", accuracy=0.3)])
+  reread = trial_log.TrialLog(str(path), HASH)
+  assert reread.rows[("final", "k0")]["accuracy"] == 0.3
+  assert reread.rows[("final", "k0")]["sweep_config"] == HASH  # appended rows carry the config's hash
+
+
+@pytest.mark.parametrize("bad", ['{"stage": "tune", "key": "k1", "accur#@!' + "x" * 200, "[1, 2]",
+                                 '{"accuracy": 0.5}'])
+def test_corrupt_middle_line_is_named_and_the_file_kept(tmp_path, bad):
+  path = tmp_path / "trials.jsonl"
+  good = [json.dumps(r) for r in _rows(3)]
+  _write(path, [good[0], bad, good[2]])
+  before = path.read_bytes()
+  with pytest.raises(trial_log.TrialLogError) as error:
+    trial_log.TrialLog(str(path), HASH)
+  message = str(error.value)
+  assert f"Line 2 of '{path}' is not a trial record" in message
+  assert repr(bad[:80] + "...") in message if len(bad) > 80 else repr(bad) in message
+  assert "Delete that line" in message
+  assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("other,made", [("fedcba987654", "under another sweep config (hash fedcba987654)"),
+                                        (None, "without a recorded sweep config")])
+def test_rows_of_another_config_are_refused(tmp_path, other, made):
+  path = tmp_path / "trials.jsonl"
+  rows = _rows(4)
+  for row in rows[1:3]:
+    row["sweep_config"] = other
+  _write(path, [json.dumps(r) for r in rows])
+  with pytest.raises(trial_log.TrialLogError, match=re.escape(f"Line 2 of '{path}' and 1 more was made {made}")):
+    trial_log.TrialLog(str(path), HASH)
+
+
+def _tiny_grid(lrs):
+  return apply_overrides(grid.default_grid(), {"lr": lrs, "wd": (1e-4,), "seeds": (42,)})
+
+
+def _sweep(config, workdir, lrs=(1e-2,), log=lambda message: None):
+  return protocol.run_sweep(config, ["dtd"], ["linear"], _tiny_grid(lrs), workdir, 2, final=False, log=log)
+
+
+def test_rerun_under_another_config_is_refused_and_a_wider_grid_resumes(folder_root, tmp_path):
+  workdir = str(tmp_path)
+  trials_path = os.path.join(workdir, trial_log.TRIALS_FILE)
+  config_path = os.path.join(workdir, trial_log.SWEEP_CONFIG_FILE)
+  config = load_config(tiny_overrides(folder_root))
+  _sweep(config, workdir)
+  with open(config_path) as f:
+    recorded = json.load(f)["values"]
+  assert recorded["optim.epochs"] == 2 and recorded["model.variant"] == "mu/8"
+  assert recorded["peft.lora.dropout"] == peft.default_hparams("lora")["dropout"]
+  assert not {"optim.lr", "optim.wd", "task", "method", "peft.lora.rank"} & set(recorded)  # set per trial
+  rows = open(trials_path).read()
+
+  other = load_config(dict(tiny_overrides(folder_root), **{"optim.epochs": 1, "pretrained.path": ""}))
+  with pytest.raises(ConfigError) as error:
+    _sweep(other, workdir)
+  assert "optim.epochs = 2 there, 1 here" in str(error.value)
+  assert "pretrained.path" in str(error.value) and "--workdir" in str(error.value)
+  assert open(trials_path).read() == rows
+
+  # Widening: another lr. The base config's own lr and LoRA rank (each trial sets its own) and a peft block
+  # spelled out as configs/vtab_lora.py writes it do not make another sweep.
+  same = load_config(dict(tiny_overrides(folder_root), **{"optim.lr": 0.5}))
+  same.peft.lora = dict(peft.default_hparams("lora"), rank=32)
+  messages = []
+  _sweep(same, workdir, lrs=(1e-2, 1e-3), log=messages.append)
+  assert "1 already finished, training 1" in messages[0]
+  after = open(trials_path).read()
+  assert after.startswith(rows) and len(after.splitlines()) == 2
+
+  # With sweep_config.json deleted, the rows' hash still keeps another config out ...
+  os.remove(config_path)
+  with pytest.raises(trial_log.TrialLogError, match="Line 1 of .* and 1 more was made under another sweep"):
+    _sweep(other, workdir)
+  assert not os.path.exists(config_path)
+  # ... and the same config resumes (nothing to train) and records itself again.
+  messages.clear()
+  _sweep(config, workdir, lrs=(1e-2, 1e-3), log=messages.append)
+  assert "2 already finished, training 0" in messages[0]
+  with open(config_path) as f:
+    assert json.load(f)["values"] == recorded
+  assert open(trials_path).read() == after
