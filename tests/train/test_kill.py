@@ -16,15 +16,16 @@ _TMP = ".orbax-checkpoint-tmp"  # orbax writes <step><_TMP> and renames it to <s
 
 
 def _kill_during_checkpoint_write(command, checkpoints, timeout=300) -> bool:
-  """Starts `command` and SIGKILLs it as soon as a checkpoint is being written. True if the kill landed while
-  the write was unfinished (its tmp directory is left behind), False if the process finished first."""
+  """Starts `command` and SIGKILLs it as soon as a checkpoint is being written while an earlier one is complete
+  (so that the rerun resumes). True if the kill landed while the write was unfinished (its tmp directory is left
+  behind), False if the process finished first."""
   proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   before = set(os.listdir(checkpoints)) if os.path.isdir(checkpoints) else set()
   deadline = time.time() + timeout
   try:
     while proc.poll() is None and time.time() < deadline:
       names = set(os.listdir(checkpoints)) if os.path.isdir(checkpoints) else set()
-      if any(n.endswith(_TMP) for n in names - before):
+      if any(n.endswith(_TMP) for n in names - before) and any(n.isdigit() for n in names):
         proc.send_signal(signal.SIGKILL)
         break
   finally:
@@ -54,6 +55,6 @@ def test_kill_during_checkpoint_write_then_rerun_is_bit_identical(folder_root, t
   reference = trainer.run(load_config(overrides), str(tmp_path / "reference"))
   result = json.loads((workdir / "result.json").read_text())
   assert result["evals"] == reference["evals"] and result["steps"] == reference["steps"]
-  assert result["processes"] >= 2
+  assert result["processes"] >= 2  # resumed at least once
   np.testing.assert_array_equal(np.load(workdir / "logits_val200.npy"),
                                 np.load(tmp_path / "reference" / "logits_val200.npy"))
