@@ -107,7 +107,7 @@ class Checkpointer:
         continue
       for bad_step, error in damaged:
         moved = self._set_aside(bad_step) if set_aside_damaged else None
-        logging.warning("The checkpoint of step %d in %s is damaged (%s); %s. Resuming from the newest intact "
+        logging.warning("The checkpoint of step %d in %s is damaged (%s); %s. Using the newest intact "
                         "checkpoint, step %d.", bad_step, self.directory, _first_line(error),
                         f"moved it to {moved}" if moved else "left it in place", step)
       return step, state, meta
@@ -149,6 +149,7 @@ class Checkpointer:
 
 
 def _first_line(error: Exception) -> str:
-  """Orbax and tensorstore errors can run to many lines; the first names the file and the problem."""
-  text = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {text[0] if text else ''}"
+  """Orbax errors can run to many lines, and tensorstore appends its specs ('[tensorstore_spec=...]', kilobytes
+  of JSON) to the line that names the file and the problem: that line, without them."""
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0].split(' [tensorstore_spec')[0] if lines else ''}"

@@ -52,8 +52,9 @@ def test_damaged_newest_checkpoint_falls_back_to_intact_one(finished, tmp_path, 
   assert result["evals"] == expected["evals"]
   np.testing.assert_array_equal(np.load(workdir / "logits_val200.npy"),
                                 np.load(os.path.join(reference, "logits_val200.npy")))
-  warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
-  assert len(warnings) == 1 and "step 16" in warnings[0] and "step 12" in warnings[0]
+  warnings = [r.getMessage() for r in caplog.records if r.getMessage().startswith("The checkpoint of step")]
+  assert len(warnings) == 1 and "step 16" in warnings[0] and "is damaged" in warnings[0]
+  assert "moved it to" in warnings[0] and warnings[0].endswith("intact checkpoint, step 12.")
   # The damaged checkpoint is kept, out of the way; the new step 16 is whole.
   assert (workdir / "checkpoints_damaged" / "16").is_dir()
   assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "16"]
