@@ -61,10 +61,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   like = dict(trainable=sharding.replicate(setup.trainable, mesh),
               opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
               rng=jax.random.key_data(jax.random.PRNGKey(0)))
+
+  def check(meta):
+    config_checks.check_same_run(config, meta["config"], workdir, may_differ=config_checks.EVAL_MAY_DIFFER)
+
   ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir), create=False)
   try:
-    check = lambda meta: config_checks.check_same_run(config, meta["config"], workdir,
-                                                      may_differ=config_checks.EVAL_MAY_DIFFER)
     _, state, meta = ckpt.restore_newest_intact(like, check, set_aside_damaged=False)
   finally:
     ckpt.close()
