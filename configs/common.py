@@ -56,6 +56,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.optim.schedule_granularity = "step"
   config.optim.lr_mult = ml_collections.ConfigDict({"head": 1.0, "peft": 1.0, "backbone": 1.0})
   config.optim.nan_policy = "stop"  # stop | skip (skip the batch, as the study's code did)
+  # With skip: the run warns when any step was skipped, and fails (keeping its final checkpoint) when more than
+  # this fraction of its steps were: such a model is not what the recipe trains.
+  config.optim.max_skipped_fraction = 0.1
 
   config.log_every_steps = 10
   config.checkpoint_every_epochs = 10

@@ -11,7 +11,9 @@ checkpoint in --workdir.
 
 Writes to --workdir: result.json (last- and best-epoch accuracy, trainable parameters, wall time, images/s),
 logits_<split>.npy and labels_<split>.npy, metrics.jsonl, tb/ (TensorBoard) and checkpoints/ (trainable
-parameters and optimizer state only, with a pointer to the pretrained backbone).
+parameters and optimizer state only, with a pointer to the pretrained backbone); mode 'eval' writes
+eval_<split>.json, eval_logits_<split>.npy and eval_labels_<split>.npy beside them. One process at a time per
+workdir: a second one exits with status 1 without touching it.
 """
 import json
 import os
@@ -21,7 +23,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jpeft import cli
+from jpeft import cli, workdir_lock
 from jpeft.checkpoints import CheckpointError
 from jpeft.data import DataError
 from jpeft.train import trainer
@@ -57,7 +59,7 @@ def main(argv) -> None:
     for method, method_workdir in runs:
       config.method = method
       results.append(trainer.run(config, method_workdir))
-  except (RunError, DataError, CheckpointError) as e:
+  except (RunError, DataError, CheckpointError, workdir_lock.WorkdirLockedError) as e:
     # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
     print(f"jpeft: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -20,7 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jpeft import cli
-from jpeft.train import optim, sharding, steps, trainer
+from jpeft.train import config_checks, model_setup, optim, sharding, steps
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config (as for jpeft.main).", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per step function.")
@@ -64,8 +64,8 @@ def main(argv) -> None:
   config = _CONFIG.value
   config.unlock()
   config.pretrained.name, config.pretrained.path = "", None  # random weights: same speed, no download
-  trainer.validate_config(config)
-  setup = trainer.build(config)
+  config_checks.validate_config(config)
+  setup = model_setup.build(config)
   mesh = sharding.make_mesh()
   batch_size, size = config.optim.batch_size, config.data.image_size
   rng = np.random.default_rng(0)

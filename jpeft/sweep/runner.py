@@ -10,7 +10,7 @@ What a trial gets, matching `jpeft.train.trainer.train_and_evaluate` run with `c
   head and PEFT parameters   model.init with fold_in(PRNGKey(seed), 0) (once per distinct seed)
   backbone parameters        the pretrained checkpoint; without one, model.init at the sweep's config.seed
   dropout keys               fold_in(fold_in(PRNGKey(seed), 1), step)
-  data order                 trainer.Split.train_epoch(batch_size, seed, epoch); when all trials of a
+  data order                 splits.Split.train_epoch(batch_size, seed, epoch); when all trials of a
                              chunk share the seed the batch is shared (not copied per trial), otherwise
                              each trial gathers its own batch ([T, B, ...]).
 So a trial trained here ends where the trainer would end for that config, up to float reassociation.
@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jpeft.peft import base, partition
 from jpeft.sweep.grid import Trial, shape_groups
-from jpeft.train import optim, steps, trainer
+from jpeft.train import config_checks, model_setup, optim, splits, steps
 from jpeft.train.errors import ConfigError
 
 TRIAL_AXIS = "trials"
@@ -58,8 +58,8 @@ def _stack(trees: Sequence) -> dict:
 
 
 def _check_mode(mode: str) -> None:
-  if mode not in trainer.SPLITS:
-    raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(trainer.SPLITS)}.")
+  if mode not in config_checks.SPLITS:
+    raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(config_checks.SPLITS)}.")
 
 
 def _pad(items: list, multiple: int) -> list:
@@ -76,7 +76,7 @@ class GroupRunner:
   Args:
     config: the sweep's base config (data, model, optim, epochs, eval_every_epochs).
     trials: the group (same `Trial.shape_key`).
-    data: {(task, split name): trainer.Split} cache shared by the caller's groups; missing splits are opened
+    data: {(task, split name): splits.Split} cache shared by the caller's groups; missing splits are opened
       into it when a stage first needs them.
     mesh: trial mesh (default: all devices).
   """
@@ -84,8 +84,8 @@ class GroupRunner:
   def __init__(self, config, trials: Sequence[Trial], data: dict, mesh: Optional[Mesh] = None):
     self.config = trial_config(config, trials[0], "tune")
     self.config.seed = config.seed  # the backbone (when not pretrained) is the sweep's, shared by all trials
-    trainer.validate_config(self.config)
-    self.setup = trainer.build(self.config)
+    config_checks.validate_config(self.config)
+    self.setup = model_setup.build(self.config)
     self.task_name = trials[0].task
     self.data = data
     self.batch_size = self.config.optim.batch_size
@@ -111,22 +111,22 @@ class GroupRunner:
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
 
-  def _split(self, name: str) -> trainer.Split:
+  def _split(self, name: str) -> splits.Split:
     if (self.task_name, name) not in self.data:
-      self.data[(self.task_name, name)] = trainer.Split.open(self.config, self.setup.task, name)
+      self.data[(self.task_name, name)] = splits.Split.open(self.config, self.setup.task, name)
     return self.data[(self.task_name, name)]
 
   def _init_trainable(self, seeds: Sequence[int]) -> dict:
     """Stacked trainable parameters [T, ...]: head and PEFT from each seed, trainable backbone shared."""
-    # Once per distinct seed (trials of one seed share their initialisation) with the program `trainer.build`
-    # already compiled, so no chunk size compiles an init of its own.
+    # Once per distinct seed (trials of one seed share their initialisation) with the program
+    # `model_setup.build` already compiled, so no chunk size compiles an init of its own.
     init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
     fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
     return {path: np.stack([fresh[s][path] for s in seeds]) if self.setup.labels[path] in (base.HEAD, base.PEFT)
             else np.broadcast_to(value, (len(seeds), *np.shape(value)))
             for path, value in self.setup.trainable.items()}
 
-  def _batches(self, train_data: trainer.Split, seeds: Sequence[int], epoch: int):
+  def _batches(self, train_data: splits.Split, seeds: Sequence[int], epoch: int):
     """Yields (batch, batch_axis): shared when all seeds are equal, else stacked per trial [T, B, ...]."""
     unique = sorted(set(seeds))
     streams = [train_data.train_epoch(self.batch_size, s, epoch) for s in unique]
@@ -137,7 +137,7 @@ class GroupRunner:
         by_seed = dict(zip(unique, per_seed))
         yield _stack([by_seed[s] for s in seeds]), 0
 
-  def evaluate(self, eval_data: trainer.Split, trainable, hparams, size: int) -> dict:
+  def evaluate(self, eval_data: splits.Split, trainable, hparams, size: int) -> dict:
     """Per-trial accuracy and mean loss [T] (first `size` trials), logits [T, N, C] and labels [N]."""
     logits, labels, correct, loss = [], [], 0, 0.0
     for batch in eval_data.eval_batches(self.batch_size):
@@ -162,9 +162,9 @@ class GroupRunner:
     """
     _check_mode(mode)
     start = time.time()
-    train_split, eval_split = trainer.SPLITS[mode]
+    train_split, eval_split = config_checks.SPLITS[mode]
     train_data, eval_data = self._split(train_split), self._split(eval_split)
-    steps_per_epoch = trainer.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
+    steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
     size = len(trials)
     padded = _pad(list(trials), self.mesh.size)
     seeds = [t.seed for t in padded]
@@ -225,7 +225,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     on_chunk: called with (rows, predictions {'logits': [T, N, C], 'labels': [N]}) after each chunk, e.g. to
       record them (resuming).
     mesh: trial mesh; default all devices.
-    data: split cache {(task, split name): trainer.Split} to share loading across calls.
+    data: split cache {(task, split name): splits.Split} to share loading across calls.
     runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
   """

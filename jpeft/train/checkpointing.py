@@ -4,15 +4,22 @@ Layout: `<workdir>/checkpoints/<step>/{state,meta}`. `state` holds the trainable
 state (Adam count, mu, nu), the step and the run's base PRNG key; `meta` (JSON) holds the epoch, the eval
 history, and the pretrained name / path, method and model variant needed to rebuild the frozen part. A LoRA
 run on ViT-B/16 therefore stores ~2 MB instead of 330 MB.
+
+A checkpoint that does not read back whole (a truncated data file, an empty manifest, missing metadata: a disk
+that filled up or a copy cut short) is skipped with a warning for the newest one that does; see
+`Checkpointer.restore_newest_intact`. Orbax writes each step into `<step>.orbax-checkpoint-tmp` and renames it
+when complete, so a process killed mid-write leaves no step that looks complete, only the tmp directory, which
+the next save of that step replaces.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import optax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from jpeft.train.errors import RunError
 
@@ -21,18 +28,23 @@ class CheckpointWriteError(RunError, OSError):
   """A checkpoint could not be written (full disk, lost permissions); earlier checkpoints are intact."""
 
 
+class DamagedCheckpointError(RunError):
+  """Checkpoints exist but none of them reads back whole."""
+
+
 class Checkpointer:
   """Saves and restores run states in `directory` with an `ocp.CheckpointManager`.
 
   Args:
     directory: absolute or relative path; created if missing.
     max_to_keep: newest checkpoints kept on disk.
+    create: create `directory` if missing (False for readers, which must leave no trace).
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 2):
+  def __init__(self, directory: str, max_to_keep: int = 2, create: bool = True):
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
         item_names=("state", "meta"))
 
   def latest_step(self) -> Optional[int]:
@@ -65,6 +77,59 @@ class Checkpointer:
     state["opt_state"] = optax.ScaleByAdamState(**state["opt_state"])
     return state, dict(restored.meta)
 
+  def restore_newest_intact(self, like: dict[str, Any], check_meta: Callable[[dict[str, Any]], None],
+                            set_aside_damaged: bool) -> Optional[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """Restores the newest checkpoint that reads back whole, skipping damaged newer ones with a warning.
+
+    Args:
+      like: as for `restore`.
+      check_meta: called with a checkpoint's meta before its arrays are read; its errors (e.g. the config of
+        another run) propagate and are not taken for damage.
+      set_aside_damaged: move each damaged newer step to `<directory>_damaged/<step>` (kept for inspection,
+        never deleted), so that the resumed run can write that step again. Readers (mode 'eval') pass False.
+    Returns:
+      (step, state, meta), or None if the directory holds no checkpoint.
+    Raises:
+      DamagedCheckpointError: there are checkpoints, but none reads back whole.
+    """
+    damaged = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        meta = self.read_meta(step)
+      except Exception as e:  # noqa: BLE001 - whatever orbax or tensorstore raise, the step does not read back
+        damaged.append((step, e))
+        continue
+      check_meta(meta)
+      try:
+        state, meta = self.restore(step, like)
+      except Exception as e:  # noqa: BLE001 - as above
+        damaged.append((step, e))
+        continue
+      for bad_step, error in damaged:
+        moved = self._set_aside(bad_step) if set_aside_damaged else None
+        logging.warning("The checkpoint of step %d in %s is damaged (%s); %s. Using the newest intact "
+                        "checkpoint, step %d.", bad_step, self.directory, _first_line(error),
+                        f"moved it to {moved}" if moved else "left it in place", step)
+      return step, state, meta
+    if damaged:
+      raise DamagedCheckpointError(
+          f"No checkpoint in {self.directory} reads back whole: "
+          + "; ".join(f"step {step}: {_first_line(error)}" for step, error in damaged)
+          + ". They were left in place. Move the directory aside to start the run afresh, or restore it from a "
+          "backup and run the same command again.")
+    return None
+
+  def _set_aside(self, step: int) -> str:
+    """Moves step `step` out of the checkpoint directory (to a free name) and returns where it went."""
+    target = os.path.join(self.directory + "_damaged", str(step))
+    suffix = 1
+    while os.path.exists(target):
+      target, suffix = os.path.join(self.directory + "_damaged", f"{step}-{suffix}"), suffix + 1
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+    return target
+
   def wait(self) -> None:
     """Blocks until the pending save is on disk."""
     try:
@@ -81,3 +146,10 @@ class Checkpointer:
             f"{error}. The disk may be full or the directory not writable. Earlier checkpoints are intact "
             f"(latest complete step: {latest}); free space or fix permissions and run the same command again "
             "to resume from there.")
+
+
+def _first_line(error: Exception) -> str:
+  """Orbax errors can run to many lines, and tensorstore appends its specs ('[tensorstore_spec=...]', kilobytes
+  of JSON) to the line that names the file and the problem: that line, without them."""
+  lines = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {lines[0].split(' [tensorstore_spec')[0] if lines else ''}"

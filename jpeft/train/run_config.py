@@ -15,6 +15,15 @@ from jpeft.train.errors import ConfigError
 # silently mix two runs. Logging, checkpoint and eval intervals and data locations may change.
 RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "model", "pretrained", "optim",
                 "data.image_size", "data.normalization", "data.augment")
+# Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
+# a run that failed it can be accepted by raising it and starting the same command again.
+RESUME_MAY_DIFFER = ("optim.max_skipped_fraction",)
+# ... and at mode 'eval', which trains nothing: the mode itself, the batch size (evaluation is per example),
+# the training augmentation.
+EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment")
+# Fields added after runs were recorded without them, with the value that computes what those runs computed: a
+# recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
+ADDED_FIELDS = {"optim.schedule_granularity": "step"}
 
 
 def leaves(tree: Any, prefix: str) -> dict[str, Any]:
@@ -46,20 +55,27 @@ def defining_values(config_json: Mapping, fields: Sequence[str], exclude: Sequen
 
 
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-  """(leaf name, recorded value, current value) for every leaf whose values differ (None where absent)."""
+  """(leaf name, recorded value, current value) for every leaf whose values differ (None where absent; a leaf of
+  `ADDED_FIELDS` absent from `recorded` reads as its listed value)."""
   names = list(dict.fromkeys([*recorded, *current]))
+  recorded = {**{k: v for k, v in ADDED_FIELDS.items() if k not in recorded}, **recorded}
   return [(name, recorded.get(name), current.get(name)) for name in names
           if recorded.get(name) != current.get(name)]
 
 
-def check_same_run(config, saved_config_json: str, workdir: str) -> None:
-  """Raises ConfigError naming the first run-defining field whose value differs from the checkpoint's config."""
-  saved = defining_values(json.loads(saved_config_json), RUN_DEFINING)
-  current = defining_values(json.loads(config.to_json()), RUN_DEFINING)
-  mismatches = differences(saved, current)
-  if mismatches:
-    name, old, new = mismatches[0]
+def check_same_run(config, saved_config_json: str, workdir: str,
+                   may_differ: Sequence[str] = RESUME_MAY_DIFFER) -> None:
+  """Raises one ConfigError naming every run-defining field (`RUN_DEFINING`, except `may_differ` and what is
+  below them) whose value in `config` differs from the checkpoint's saved config."""
+  saved = defining_values(json.loads(saved_config_json), RUN_DEFINING, exclude=may_differ)
+  current = defining_values(json.loads(config.to_json()), RUN_DEFINING, exclude=may_differ)
+  differ = differences(saved, current)
+  if differ:
+    evaluating = config.mode == "eval"
     raise ConfigError(
-        f"The workdir '{workdir}' holds checkpoints of a run with {name} = {old!r}, but this "
-        f"config has {name} = {new!r}. Resume with the same config, or pass a new --workdir for "
-        "a different run.")
+        f"The workdir '{workdir}' holds checkpoints of a run with "
+        f"{', '.join(f'{name} = {old!r}' for name, old, _ in differ)}, but this config has "
+        f"{', '.join(f'{name} = {new!r}' for name, _, new in differ)}. "
+        + ("Evaluate with the config the run was trained with (only the mode, eval_split, data locations and "
+           "batch size may differ), or pass the --workdir of the run this config describes."
+           if evaluating else "Resume with the same config, or pass a new --workdir for a different run."))

@@ -1,4 +1,9 @@
-"""Metric writers: JSON lines (`metrics.jsonl`, one object per record) and TensorBoard event files (`tb/`)."""
+"""Metric writers: JSON lines (`metrics.jsonl`, one object per record) and TensorBoard event files (`tb/`).
+
+Each process writes its own TensorBoard event file (TensorBoard merges the files of a directory by step). A
+resumed run first drops, from `metrics.jsonl` and from the earlier event files, what the killed process logged
+after the checkpoint it resumes from (`drop_after`), so that every step appears once.
+"""
 from __future__ import annotations
 
 import json
@@ -7,25 +12,31 @@ from typing import Mapping
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from tensorflow.core.util import event_pb2
 
 # What `tensorboard.summary.scalar` attaches, written with core TF: tensorflow-cpu ships without the
 # `tensorboard` package that `tf.summary.scalar` needs, and TensorBoard only needs this metadata to plot it.
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+JSONL, TB = "metrics.jsonl", "tb"
 
 
 class MetricWriter:
   """Appends scalar metrics to `<workdir>/metrics.jsonl` and `<workdir>/tb/`.
 
+  The files are opened at the first `write`, so a run that fails before logging anything leaves none behind.
   Only the lead process (jax.process_index() == 0) should create one.
   """
 
   def __init__(self, workdir: str):
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+    self._workdir = workdir
+    self._jsonl = self._tb = None
 
   def write(self, step: int, scalars: Mapping[str, float], **fields) -> None:
     """scalars go to both files; extra `fields` (e.g. epoch, event) only to the JSON line."""
+    if self._jsonl is None:
+      self._jsonl = open(os.path.join(self._workdir, JSONL), "a")
+      self._tb = tf.summary.create_file_writer(os.path.join(self._workdir, TB))
     record = {"step": int(step), **fields, **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(record) + "\n")
     self._jsonl.flush()
@@ -35,5 +46,53 @@ class MetricWriter:
     self._tb.flush()
 
   def close(self) -> None:
-    self._jsonl.close()
-    self._tb.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def drop_after(workdir: str, step: int) -> None:
+  """Removes every record with a step > `step` from `<workdir>/metrics.jsonl` and the event files in
+  `<workdir>/tb/`, rewriting each file atomically (a copy, then a rename). A record cut short by a kill (the
+  last line or event record) is dropped too."""
+  path = os.path.join(workdir, JSONL)
+  if os.path.exists(path):
+    with open(path) as f:
+      lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+      try:
+        if json.loads(line)["step"] <= step:
+          kept.append(line)
+      except (ValueError, KeyError):  # a line cut short by a kill
+        pass
+    if len(kept) < len(lines):
+      def write(tmp):
+        with open(tmp, "w") as f:
+          f.write("".join(line + "\n" for line in kept))
+      _replace(path, write)
+  tb = os.path.join(workdir, TB)
+  for name in sorted(os.listdir(tb)) if os.path.isdir(tb) else ():
+    _drop_events_after(os.path.join(tb, name), step)
+
+
+def _drop_events_after(path: str, step: int) -> None:
+  records, complete = [], True
+  try:
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      records.append(record)
+  except tf.errors.DataLossError:  # the last record was cut short by a kill
+    complete = False
+  kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+  if len(kept) < len(records) or not complete:
+    def write(tmp):
+      with tf.io.TFRecordWriter(tmp) as writer:
+        for record in kept:
+          writer.write(record)
+    _replace(path, write)
+
+
+def _replace(path: str, write) -> None:
+  tmp = path + ".tmp"
+  write(tmp)
+  os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one

@@ -41,10 +41,11 @@ def test_cli_trains_evaluates_and_writes_results(folder_root, tmp_path):
   assert losses[-1] < 0.7 * losses[0]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tb"))
 
-  # mode 'eval' of the saved checkpoint reproduces the final evaluation.
+  # mode 'eval' of the saved checkpoint reproduces the final evaluation, in files of its own.
   evaluated = trainer.run(load_config(dict(overrides, mode="eval")), str(workdir))
   assert evaluated["split"] == "val200" and evaluated["accuracy"] == result["accuracy"]
-  np.testing.assert_allclose(np.load(workdir / "logits_val200.npy"), logits, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.load(workdir / "eval_logits_val200.npy"), logits, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.load(workdir / "eval_labels_val200.npy"), labels)
 
 
 def test_cli_rejects_impossible_value_before_compute(folder_root, tmp_path):

@@ -10,7 +10,7 @@ from .conftest import load_config, tiny_overrides
 from jpeft import checkpoints
 from jpeft.models import vit
 from jpeft.peft import partition
-from jpeft.train import steps, trainer
+from jpeft.train import model_setup, splits, steps, trainer
 
 
 def test_lora_trains_only_adapters_and_head(folder_root, tmp_path):
@@ -28,7 +28,7 @@ def test_lora_trains_only_adapters_and_head(folder_root, tmp_path):
   assert result["trainable_params"] == 2 * lora_per_block + (32 * 47 + 47)
 
   # The frozen part the run trained against is the checkpoint's backbone, bit for bit.
-  setup = trainer.build(config)
+  setup = model_setup.build(config)
   original = partition.flatten(backbone)
   assert set(setup.frozen) == set(original)
   for path, value in setup.frozen.items():
@@ -42,7 +42,7 @@ def test_lora_trains_only_adapters_and_head(folder_root, tmp_path):
   assert set(saved["opt_state"]["mu"]) == trained and set(saved["opt_state"]["nu"]) == trained
 
   # Saved adapters + the original backbone reproduce the run's final logits exactly.
-  val = trainer.load_split(config, setup.task, "val200")
+  val = splits.load_split(config, setup.task, "val200")
   out = jax.jit(steps.make_eval_step(setup.model))(saved["trainable"], setup.frozen, val,
                                                    steps.hparams_from_config(config, 1))
   np.testing.assert_array_equal(np.asarray(out["logits"]), np.load(workdir / "logits_val200.npy"))

@@ -1,15 +1,29 @@
 """A run killed mid-way and started again with the same command ends exactly where an uninterrupted run ends."""
 import errno
 import json
+import os
+import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import tensorflow as tf
+from tensorflow.core.util import event_pb2
 
 from .conftest import load_config, tiny_overrides
-from jpeft.train import checkpointing, trainer
+from jpeft.train import checkpointing, splits, trainer
 from jpeft.train.checkpointing import CheckpointWriteError
 from jpeft.train.errors import ConfigError
+
+
+def _tb_steps(tb_dir, tag: str) -> list[int]:
+  """The steps of `tag` over all event files in `tb_dir`, in file order."""
+  steps = []
+  for name in sorted(os.listdir(tb_dir)):
+    for record in tf.data.TFRecordDataset(str(tb_dir / name)).as_numpy_iterator():
+      event = event_pb2.Event.FromString(record)
+      steps += [event.step for value in event.summary.value if value.tag == tag]
+  return steps
 
 
 def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monkeypatch):
@@ -17,7 +31,7 @@ def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monk
   reference = trainer.run(load_config(overrides), str(tmp_path / "reference"))
 
   # Kill in the middle of epoch 3: the checkpoint of epoch 2 exists, the progress of epoch 3 is lost.
-  original = trainer.train_batches
+  original = splits.train_batches
 
   def dying_batches(arrays, batch_size, seed, epoch):
     for i, batch in enumerate(original(arrays, batch_size, seed, epoch)):
@@ -26,20 +40,35 @@ def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monk
       yield batch
 
   workdir = tmp_path / "resumed"
-  monkeypatch.setattr(trainer, "train_batches", dying_batches)
+  monkeypatch.setattr(splits, "train_batches", dying_batches)
+  start = time.time()
   with pytest.raises(KeyboardInterrupt):
     trainer.run(load_config(overrides), str(workdir))
+  first_s = time.time() - start
   assert not (workdir / "result.json").exists()
-  monkeypatch.setattr(trainer, "train_batches", original)
+  monkeypatch.setattr(splits, "train_batches", original)
 
+  start = time.time()
   resumed = trainer.run(load_config(overrides), str(workdir))
+  second_s = time.time() - start
   assert resumed["steps"] == reference["steps"]
   assert resumed["evals"] == reference["evals"]  # bit-identical accuracies and losses, epochs 1-4
   assert resumed["accuracy"] == reference["accuracy"]
   np.testing.assert_array_equal(np.load(workdir / "logits_val200.npy"),
                                 np.load(tmp_path / "reference" / "logits_val200.npy"))
-  events = [json.loads(line).get("event") for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-  assert events.count("resumed") == 1
+
+  # The result describes both processes: the first one's time up to its checkpoint counts too.
+  assert resumed["processes"] == 2 and resumed["devices_per_process"] == [1, 1]
+  assert second_s < resumed["wall_s"] < first_s + second_s
+
+  # Steps 9-10, logged by the first process after its checkpoint at step 8, are logged once, in both files.
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r.get("event") for r in records].count("resumed") == 1
+  train_steps = [r["step"] for r in records if "train/loss" in r]
+  assert train_steps == [2 * i for i in range(1, 9)]
+  assert [r["step"] for r in records if "val200/accuracy" in r] == [4, 8, 12, 16]
+  tb_steps = _tb_steps(workdir / "tb", "train/loss")
+  assert tb_steps == train_steps
 
 
 def test_full_disk_fails_cleanly_keeping_earlier_checkpoints(folder_root, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jpeft.train import optim, steps, trainer
+from jpeft.train import config_checks, optim, steps
 from jpeft.train.errors import ConfigError
 from tests.helpers import load_config
 
@@ -83,6 +83,6 @@ def test_granularities_differ_by_what_issue_19_states_over_the_vtab_recipe():
 
 def test_unknown_granularity_is_a_config_error():
   with pytest.raises(ConfigError, match="optim.schedule_granularity.*'per_batch'.*epoch_lagged"):
-    trainer.validate_config(load_config({"optim.schedule_granularity": "per_batch"}))
+    config_checks.validate_config(load_config({"optim.schedule_granularity": "per_batch"}))
   with pytest.raises(ValueError, match="per_batch"):
     optim.Schedule(warmup_start_lr=0.0, min_lr=0.0, granularity="per_batch")

@@ -1,0 +1,79 @@
+"""What a run's config must satisfy: possible values (`validate_config`). Whether it is the same run as the
+checkpoints it resumes or evaluates is `jpeft.train.run_config.check_same_run`."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import ml_collections
+
+from jpeft import peft
+from jpeft.data import tasks
+from jpeft.models import vit
+from jpeft.train import optim
+from jpeft.train.errors import ConfigError
+from jpeft.train.model_setup import DTYPES
+
+# mode -> (train split, eval split)
+SPLITS = {"tune": ("train800", "val200"), "final": ("train800val200", "test")}
+MODES = ("tune", "final", "eval")
+
+
+def _require(ok: bool, field: str, value: Any, expected: str) -> None:
+  if not ok:
+    raise ConfigError(f"Config field '{field}' = {value!r} is not usable: expected {expected}. "
+                      f"Set it on the command line, e.g. --config.{field}=<value>.")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first field with an impossible value. Touches no data and no device."""
+  o = config.optim
+  _require(config.mode in MODES, "mode", config.mode, f"one of {MODES}")
+  _require(isinstance(o.batch_size, int) and o.batch_size > 0, "optim.batch_size", o.batch_size,
+           "a positive integer")
+  _require(o.batch_size % jax.device_count() == 0, "optim.batch_size", o.batch_size,
+           f"a multiple of the {jax.device_count()} devices the batch is split over")
+  _require(o.epochs >= 1, "optim.epochs", o.epochs, "at least 1")
+  _require(0 <= o.warmup_epochs <= o.epochs, "optim.warmup_epochs", o.warmup_epochs,
+           f"between 0 and optim.epochs ({o.epochs})")
+  _require(o.lr > 0 and math.isfinite(o.lr), "optim.lr", o.lr, "a positive finite number")
+  _require(o.wd >= 0 and math.isfinite(o.wd), "optim.wd", o.wd, "a non-negative finite number")
+  _require(0 <= o.b1 < 1, "optim.b1", o.b1, "in [0, 1)")
+  _require(0 <= o.b2 < 1, "optim.b2", o.b2, "in [0, 1)")
+  _require(o.eps > 0, "optim.eps", o.eps, "positive")
+  _require(o.min_lr >= 0, "optim.min_lr", o.min_lr, "non-negative")
+  _require(o.warmup_start_lr >= 0, "optim.warmup_start_lr", o.warmup_start_lr, "non-negative")
+  groups = ("head", "peft", "backbone")
+  _require(set(o.lr_mult) == set(groups), "optim.lr_mult", dict(o.lr_mult), f"exactly the keys {groups}")
+  for group in groups:
+    _require(o.lr_mult[group] >= 0, f"optim.lr_mult.{group}", o.lr_mult[group], "non-negative")
+  _require(o.schedule_granularity in optim.GRANULARITIES, "optim.schedule_granularity", o.schedule_granularity,
+           f"one of {optim.GRANULARITIES}")
+  _require(o.nan_policy in ("stop", "skip"), "optim.nan_policy", o.nan_policy, "'stop' or 'skip'")
+  _require(0 <= o.max_skipped_fraction <= 1, "optim.max_skipped_fraction", o.max_skipped_fraction,
+           "in [0, 1] (the fraction of steps optim.nan_policy=skip may skip before the run fails)")
+  _require(not (config.data.in_memory and config.data.augment), "data.augment", config.data.augment,
+           "None with data.in_memory=True (in-memory splits are preprocessed once; set "
+           "--config.data.in_memory=False to augment)")
+  _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"one of {tuple(DTYPES)}")
+  _require(0 <= config.model.drop_path_rate < 1, "model.drop_path_rate", config.model.drop_path_rate,
+           "in [0, 1)")
+  for field in ("log_every_steps", "checkpoint_every_epochs", "eval_every_epochs", "checkpoint_max_to_keep"):
+    _require(isinstance(config[field], int) and config[field] >= 1, field, config[field],
+             "a positive integer")
+  try:
+    patch = vit.decode_variant(config.model.variant)["patch_size"]
+    vit.style_kwargs(config.model.style)
+  except ValueError as e:
+    raise ConfigError(f"Config field 'model.variant' / 'model.style': {e}") from e
+  _require(config.data.image_size % patch == 0, "data.image_size", config.data.image_size,
+           f"a multiple of the patch size {patch} of model.variant '{config.model.variant}'")
+  try:
+    tasks.get_task(config.task)
+  except ValueError as e:
+    raise ConfigError(f"Config field 'task': {e}") from e
+  try:
+    peft.build_methods(config.method, config.peft)
+  except (ValueError, KeyError, TypeError) as e:
+    raise ConfigError(f"Config field 'method' = {config.method!r} (with config.peft): {e}") from e

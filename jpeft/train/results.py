@@ -1,0 +1,41 @@
+"""What a run writes besides checkpoints and metrics: result JSON files, predictions, the merged model.
+
+A training run writes `result.json` and `logits_<split>.npy` / `labels_<split>.npy`; mode 'eval' writes
+`eval_<split>.json` and `eval_logits_<split>.npy` / `eval_labels_<split>.npy`, so evaluating a run again never
+replaces the files of its training.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jpeft import peft
+from jpeft.peft import partition
+
+EVAL_PREFIX = "eval_"
+
+
+def write_json(path: str, obj: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)  # atomic: a crash never leaves a half-written result
+
+
+def save_predictions(workdir: str, split: str, evaluation: dict, prefix: str = "") -> None:
+  """Writes `<prefix>logits_<split>.npy` (f32 [N, C]) and `<prefix>labels_<split>.npy` (i32 [N])."""
+  np.save(os.path.join(workdir, f"{prefix}logits_{split}.npy"), evaluation["logits"].astype(np.float32))
+  np.save(os.path.join(workdir, f"{prefix}labels_{split}.npy"), evaluation["labels"].astype(np.int32))
+
+
+def save_merged(workdir: str, methods, trainable, frozen, merge_factor: float) -> None:
+  """Writes the full model with re-parameterisable methods folded in (at the run's merge_factor) to
+  `<workdir>/merged`."""
+  merged = peft.merge(partition.combine(jax.device_get(trainable), jax.device_get(frozen)), methods,
+                      merge_factor=merge_factor)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.abspath(os.path.join(workdir, "merged")), merged, force=True)
