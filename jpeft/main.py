@@ -6,7 +6,7 @@ Modes (--config.mode): 'tune' trains on train800 and evaluates val200; 'final' t
 evaluates test; 'eval' evaluates the newest checkpoint in --workdir (on --config.eval_split, default the
 trained mode's eval split). Any config field can be overridden with --config.<field>=<value>
 (e.g. --config.optim.lr=1e-2 --config.peft.lora.rank=16 --config.pretrained.name=''); see
-configs/common.py for every field and its meaning. The same command started again resumes from the newest
+jpeft/config_base.py for every field and its meaning. The same command started again resumes from the newest
 checkpoint in --workdir.
 
 Writes to --workdir: result.json (last- and best-epoch accuracy, trainable parameters, wall time, images/s),
