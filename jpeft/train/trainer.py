@@ -265,7 +265,8 @@ def _jit_eval_step(model, mesh):
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    # One probe per process: the processes of a multi-host job check the same workdir at the same time.
+    probe = os.path.join(workdir, f".write_test.{jax.process_index()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -322,7 +323,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
   opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
-  train_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  # Replicated like the state it is saved with: a multi-process checkpoint cannot hold a one-device array.
+  train_key = sharding.replicate(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), mesh)
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
   writer = writers.MetricWriter(workdir) if lead else None
@@ -447,7 +449,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   tx = optim.make_optimizer(config.optim, setup.labels)
   like = dict(trainable=sharding.replicate(setup.trainable, mesh),
               opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
-              rng=jax.random.key_data(jax.random.PRNGKey(0)))
+              rng=sharding.replicate(jax.random.key_data(jax.random.PRNGKey(0)), mesh))
   state, meta = ckpt.restore(latest, like)
   ckpt.close()
   split = config.eval_split or SPLITS[meta["mode"]][1]
