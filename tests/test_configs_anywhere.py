@@ -53,9 +53,8 @@ def test_sweep_runs_the_demo_config_from_outside_the_checkout(outside, tmp_path)
   workdir = tmp_path / "sweep"
   proc = subprocess.run([sys.executable, "-m", "jpeft.sweep", f"--config={DEMO}", f"--workdir={workdir}",
                          f"--config.data.data_dir={tfds}", *SHORT, "--methods=linear", "--grid.lr=1e-2",
-                         "--grid.wd=1e-4", "--grid.seeds=42"],
+                         "--grid.wd=1e-4", "--grid.seeds=42", "--nofinal"],
                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [json.loads(line) for line in (workdir / "trials.jsonl").read_text().splitlines()]
-  assert {(r["task"], r["method"]) for r in rows} == {("mini_count", "linear")}
-  assert (workdir / "summary.csv").exists()
+  assert [(r["task"], r["method"]) for r in rows] == [("mini_count", "linear")]

@@ -54,3 +54,15 @@ def test_two_processes_match_one(folder_root, tmp_path):
                              rtol=1e-5, atol=1e-5)
   # Process 1 computed the same result (it prints it; only process 0 writes files).
   assert f'"accuracy": {two["accuracy"]}' in outputs[1][0]
+
+
+def test_distributed_without_a_cluster_or_coordinator_is_one_clear_error(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "PMI_", "TPU_"))}
+  env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py",
+                         "--config.distributed.enabled=True", f"--workdir={tmp_path / 'run'}"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert "jpeft: error: --config.distributed.enabled=True, but jax.distributed could not start" in proc.stderr
+  assert "--config.distributed.coordinator_address=" in proc.stderr and "Traceback" not in proc.stderr
+  assert not (tmp_path / "run").exists()
