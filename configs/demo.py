@@ -13,38 +13,11 @@ Expected (measured 2026-11-25 in a fresh venv on 2 CPU cores, 69 s wall includin
 (another floating-point reduction order, e.g. single-threaded XLA, moves lora by a point or two)
 (LoRA on a randomly initialised backbone, same recipe: 0.242, measured 2026-11-26). Results land in runs/demo/ and
 runs/demo/linear/. Shortened runs (CI, tests/mini/test_demo.py) override the epochs, e.g.
---config.optim.epochs=2 --config.optim.warmup_epochs=0.
+--config.optim.epochs=2 --config.optim.warmup_epochs=0. The recipe itself is `jpeft.config_base.demo_config`
+(in the package, so this file loads from any directory).
 """
-import os
-
-import jpeft
-from configs import common
-
-# The shipped backbone, resolved inside the installed package so the demo works from any directory.
-MINI_BACKBONE = os.path.join(os.path.dirname(jpeft.__file__), 'assets', 'mini-ViT_8.npz')
+from jpeft import config_base
 
 
 def get_config():
-  config = common.get_config('lora')
-  config.mode = 'final'
-  config.task = 'mini_count'
-  config.compare_methods = ('linear',)
-
-  config.data.image_size = 32  # Mini VTAB's native size: no resizing
-  config.model.variant = 'mini/8'
-  config.model.drop_path_rate = 0.0
-  config.pretrained.name = ''
-  config.pretrained.path = MINI_BACKBONE
-
-  config.peft.lora = dict(rank=8, dropout=0.0)
-
-  config.optim.batch_size = 64
-  config.optim.epochs = 30
-  config.optim.warmup_epochs = 3
-  config.optim.lr = 1e-2
-  config.optim.wd = 1e-4
-
-  config.log_every_steps = 15
-  config.eval_every_epochs = 30
-  config.checkpoint_every_epochs = 30
-  return config
+  return config_base.demo_config()

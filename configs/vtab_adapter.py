@@ -1,6 +1,6 @@
 """Houlsby adapter: sequential-after bottlenecks on both sublayers.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 
   python -m jpeft.main --config=configs/vtab_adapter.py --config.task=dtd --workdir=runs/dtd_adapter
 
@@ -16,11 +16,10 @@ Wiring (default: sequential_after on attn and mlp, the published one):
                                                   sequential_before
   --config.peft.adapter.learnable_scale=True      a learned scalar per module (init 1), times scale
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('adapter')
+  config = config_base.get_config('adapter')
   config.peft.adapter = peft.default_hparams('adapter')
   return config

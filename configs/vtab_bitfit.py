@@ -1,6 +1,6 @@
 """BitFit: every bias is trained (qkv, proj, fc1, fc2, patch embedding, LayerNorms).
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_bitfit.py --config.task=dtd --workdir=runs/dtd_bitfit
@@ -10,11 +10,10 @@ grid, swept together with optim.lr and optim.wd:
   none besides optim.lr and optim.wd
 e.g. --config.optim.lr=1e-2
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('bitfit')
+  config = config_base.get_config('bitfit')
   config.peft.bitfit = peft.default_hparams('bitfit')
   return config

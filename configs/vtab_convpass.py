@@ -1,6 +1,6 @@
 """Convpass: parallel convolutional bottlenecks on both sublayers (3x3 conv on the patch grid).
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 
   python -m jpeft.main --config=configs/vtab_convpass.py --config.task=dtd --workdir=runs/dtd_convpass
 
@@ -17,11 +17,10 @@ Wiring (default: parallel_post_ln on attn and mlp, the published one):
                                                   sequential_before
   --config.peft.convpass.learnable_scale=True     a learned scalar per module (init 1), times scale
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('convpass')
+  config = config_base.get_config('convpass')
   config.peft.convpass = peft.default_hparams('convpass')
   return config

@@ -1,6 +1,6 @@
 """Linear probing: the head alone is trained.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_linear.py --config.task=dtd --workdir=runs/dtd_linear
@@ -10,11 +10,10 @@ grid, swept together with optim.lr and optim.wd:
   none besides optim.lr and optim.wd
 e.g. --config.optim.lr=1e-2
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('linear')
+  config = config_base.get_config('linear')
   config.peft.linear = peft.default_hparams('linear')
   return config

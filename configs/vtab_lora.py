@@ -1,6 +1,6 @@
 """LoRA on the fused qkv: qkv(z) + s * B(A(drop(z))), s = merge_factor.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_lora.py --config.task=dtd --workdir=runs/dtd_lora
@@ -10,11 +10,10 @@ grid, swept together with optim.lr and optim.wd:
   peft.lora.rank in (1, 8, 16, 32)
 e.g. --config.optim.lr=1e-2 --config.peft.lora.rank=32
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('lora')
+  config = config_base.get_config('lora')
   config.peft.lora = peft.default_hparams('lora')
   return config

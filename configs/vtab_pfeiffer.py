@@ -1,6 +1,6 @@
 """Pfeiffer adapter: a sequential-after bottleneck on the MLP sublayer, zero-initialised.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 
   python -m jpeft.main --config=configs/vtab_pfeiffer.py --config.task=dtd --workdir=runs/dtd_pfeiffer
 
@@ -10,11 +10,10 @@ grid, swept together with optim.lr and optim.wd:
   peft.pfeiffer.scale in (0.01, 0.1, 1, 10)
 e.g. --config.optim.lr=1e-2 --config.peft.pfeiffer.bottleneck=64
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('pfeiffer')
+  config = config_base.get_config('pfeiffer')
   config.peft.pfeiffer = peft.default_hparams('pfeiffer')
   return config

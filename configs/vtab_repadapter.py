@@ -1,6 +1,6 @@
 """RepAdapter: linear sequential-before adapters on both sublayers, merged into qkv / fc1 after training.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_repadapter.py --config.task=dtd --workdir=runs/dtd_repadapter
@@ -19,11 +19,10 @@ Wiring (default: sequential_before on attn and mlp, the published one):
 Merging needs a sequential style (sequential_before folds into qkv / fc1, sequential_after into proj / fc2);
 the parallel styles are not re-parameterisable.
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('repadapter')
+  config = config_base.get_config('repadapter')
   config.peft.repadapter = peft.default_hparams('repadapter')
   return config

@@ -1,6 +1,6 @@
 """Selective tuning: the chosen parts (attn, mlp, ln) of the chosen blocks are trained.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_selective.py --config.task=dtd --workdir=runs/dtd_selective
@@ -13,11 +13,10 @@ e.g. --config.optim.lr=1e-3 --config.peft.selective.blocks='(10, 11)' --config.p
 Parts: attn (qkv + proj), qkv, proj, mlp (fc1 + fc2), fc1, fc2, ln (ln1 + ln2), e.g.
 --config.peft.selective.parts='("qkv", "fc2")'.
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('selective')
+  config = config_base.get_config('selective')
   config.peft.selective = peft.default_hparams('selective')
   return config

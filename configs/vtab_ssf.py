@@ -1,6 +1,6 @@
 """SSF: scale and shift after the patch embedding, every LayerNorm and every Dense.
 
-ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (configs/common.py).
+ViT-B/16 (ImageNet-21K) on VTAB-1K with the study's recipe (jpeft/config_base.py).
 Re-parameterisable: --config.save_merged=True also writes the merged plain ViT.
 
   python -m jpeft.main --config=configs/vtab_ssf.py --config.task=dtd --workdir=runs/dtd_ssf
@@ -10,11 +10,10 @@ grid, swept together with optim.lr and optim.wd:
   none besides optim.lr and optim.wd
 e.g. --config.optim.lr=1e-2
 """
-from configs import common
-from jpeft import peft
+from jpeft import config_base, peft
 
 
 def get_config():
-  config = common.get_config('ssf')
+  config = config_base.get_config('ssf')
   config.peft.ssf = peft.default_hparams('ssf')
   return config

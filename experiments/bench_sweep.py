@@ -22,21 +22,15 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import jax  # noqa: E402
-
-from configs import common  # noqa: E402
-from jpeft import cli  # noqa: E402
-from jpeft.sweep import grid, runner  # noqa: E402
-from jpeft.train import trainer  # noqa: E402
+from jpeft import cli, config_base
+from jpeft.sweep import grid, runner
+from jpeft.train import trainer
 
 
 def write_task(root: str, train_size: int, eval_size: int, classes: int = 4) -> None:
@@ -93,7 +87,7 @@ def bench(args, root: str) -> None:
   print(f"{args.trials} trials, mu/8 ViT + LoRA r=4, 32x32 images, {args.train_size} train images x "
         f"{args.epochs} epochs; vmapped on {len(devices)} {devices[0].platform} device(s), sequential on 1")
   for batch_size in map(int, args.batch_sizes.split(",")):
-    config = common.get_config("lora")
+    config = config_base.get_config("lora")
     config.task, config.data.source, config.data.folder_root = "dtd", "folder", root
     config.data.image_size, config.model.variant, config.pretrained.name = 32, "mu/8", ""
     config.optim.batch_size, config.optim.epochs, config.optim.warmup_epochs = batch_size, args.epochs, 1

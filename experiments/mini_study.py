@@ -4,12 +4,12 @@
       [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
       [--scratch_methods=lora,full]
 
-Base config: configs/demo.py (the shipped `mini/8` backbone pre-trained on Mini VTAB's upstream task, 32x32
-images, no network needed). Protocol as the study's (tune on train800, select by val200 at the last epoch,
-retrain on train800val200, test), with `MINI_GRID`: lr {1e-3, 1e-2} x wd {1e-4} x one or two values of each
-method's own grid, one seed. Mini VTAB is a stand-in for the code path, not the benchmark: its numbers say
-nothing about VTAB-1K. Resumable like any sweep (rerun with the same --workdir and --epochs); the random-init
-rows are a sweep of their own in <workdir>/random_init.
+Base config: the demo's (`jpeft.config_base.demo_config`, what configs/demo.py runs: the shipped `mini/8`
+backbone pre-trained on Mini VTAB's upstream task, 32x32 images, no network needed). Protocol as the study's
+(tune on train800, select by val200 at the last epoch, retrain on train800val200, test), with `MINI_GRID`:
+lr {1e-3, 1e-2} x wd {1e-4} x one or two values of each method's own grid, one seed. Mini VTAB is a stand-in
+for the code path, not the benchmark: its numbers say nothing about VTAB-1K. Resumable like any sweep (rerun
+with the same --workdir and --epochs); the random-init rows are a sweep of their own in <workdir>/random_init.
 
 Writes to --workdir: trials.jsonl, sweep_config.json, summary.jsonl / summary.csv, results.md / results.csv
 (method x task with group means, the study's VTAB-1K numbers beside them for orientation) and
@@ -20,14 +20,10 @@ import sys
 
 from absl import app, flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from configs import demo  # noqa: E402
-from jpeft import cli, peft, workdir_lock  # noqa: E402
-from jpeft.data import tasks as tasks_lib  # noqa: E402
-from jpeft.sweep import grid as grid_lib  # noqa: E402
-from jpeft.sweep import protocol, tables  # noqa: E402
+from jpeft import cli, config_base, peft, workdir_lock
+from jpeft.data import tasks as tasks_lib
+from jpeft.sweep import grid as grid_lib
+from jpeft.sweep import protocol, tables
 
 
 def mini_grid():
@@ -74,7 +70,7 @@ _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
 def main(argv) -> None:
   del argv
   cli.quiet_logging_unless_asked()
-  config = demo.get_config()
+  config = config_base.demo_config()
   config.optim.epochs = _EPOCHS.value
   config.optim.warmup_epochs = min(1, _EPOCHS.value)
   config.eval_every_epochs = _EPOCHS.value

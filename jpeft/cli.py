@@ -25,7 +25,7 @@ def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, dic
   overrides = [a.split("=")[0] for a in argv if any(a.startswith(f"--{name}.") for name in dict_flags)]
   culprit = next((o for o in overrides if o.split(".")[-1] == missing), f"--<...>.{missing}")
   print(f"{program}: error: {culprit} names no field ('{missing}' does not exist there). Check the spelling "
-        "against configs/common.py, the method's config file or the method's grid; new fields cannot be "
+        "against jpeft/config_base.py, the method's config file or the method's grid; new fields cannot be "
         "added from the command line.", file=sys.stderr)
   sys.exit(1)
 

@@ -6,7 +6,7 @@ Modes (--config.mode): 'tune' trains on train800 and evaluates val200; 'final' t
 evaluates test; 'eval' evaluates the newest checkpoint in --workdir (on --config.eval_split, default the
 trained mode's eval split). Any config field can be overridden with --config.<field>=<value>
 (e.g. --config.optim.lr=1e-2 --config.peft.lora.rank=16 --config.pretrained.name=''); see
-configs/common.py for every field and its meaning. The same command started again resumes from the newest
+jpeft/config_base.py for every field and its meaning. The same command started again resumes from the newest
 checkpoint in --workdir.
 
 Writes to --workdir: result.json (last- and best-epoch accuracy, trainable parameters, wall time, images/s),
@@ -23,11 +23,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jpeft import cli, workdir_lock
-from jpeft.checkpoints import CheckpointError
-from jpeft.data import DataError
+from jpeft import cli
 from jpeft.train import trainer
-from jpeft.train.errors import RunError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
@@ -37,7 +34,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config"])
 
 
-
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: set options as --config.<field>=<value>.")
@@ -45,8 +41,17 @@ def main(argv) -> None:
   config = _CONFIG.value
   if config.distributed.enabled:
     d = config.distributed
-    jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
-                               process_id=d.process_id)
+    try:
+      # Fields left None are read from the cluster's environment (Cloud TPU, SLURM, Open MPI).
+      jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                                 process_id=d.process_id)
+    except (ValueError, TypeError, RuntimeError) as e:
+      print(f"jpeft: error: --config.distributed.enabled=True, but jax.distributed could not start: {e}. On a "
+            "Cloud TPU pod slice or under SLURM / Open MPI, leave distributed.coordinator_address, num_processes "
+            "and process_id unset (they are read from the environment); elsewhere set all three, e.g. "
+            "--config.distributed.coordinator_address=<process 0's host>:<free port> "
+            "--config.distributed.num_processes=2 --config.distributed.process_id=<0 or 1>.", file=sys.stderr)
+      sys.exit(1)
   logging.info("Config:\n%s", config)
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])
@@ -59,7 +64,7 @@ def main(argv) -> None:
     for method, method_workdir in runs:
       config.method = method
       results.append(trainer.run(config, method_workdir))
-  except (RunError, DataError, CheckpointError, workdir_lock.WorkdirLockedError) as e:
+  except cli.USER_ERRORS as e:
     # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
     print(f"jpeft: error: {e}", file=sys.stderr)
     sys.exit(1)

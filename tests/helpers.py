@@ -1,10 +1,11 @@
 """Helpers shared by the training and sweep tests: a tiny learnable task in the processed-folder layout, and
-configs built from configs/common.py as the CLI would build them."""
-import importlib.util
+configs built from the base config (jpeft/config_base.py) as the CLI would build them."""
 import os
 
 import numpy as np
 import tensorflow as tf
+
+from jpeft import config_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
@@ -43,11 +44,8 @@ def apply_overrides(config, overrides: dict):
 
 
 def load_config(overrides: dict):
-  """configs/common.py's config with `overrides` applied (the in-process twin of --config.x=... flags)."""
-  spec = importlib.util.spec_from_file_location("common_config", os.path.join(REPO, "configs", "common.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return apply_overrides(module.get_config(), overrides)
+  """The base config with `overrides` applied (the in-process twin of --config.x=... flags)."""
+  return apply_overrides(config_base.get_config(), overrides)
 
 
 def cli_args(config_overrides: dict) -> list[str]:

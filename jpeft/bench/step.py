@@ -1,6 +1,6 @@
 """Benchmark of one run's train and eval steps: compile time, steady-state images/s, memory, FLOPs per image.
 
-  python -m jpeft.bench.step --config=configs/common.py --config.model.variant=B/16 --config.method=lora
+  python -m jpeft.bench.step --config=configs/vtab_lora.py --config.model.variant=B/16
 
 Uses the config's model, method, batch size, image size and dtype, random weights (speed does not depend on
 them, and no checkpoint is downloaded) and a synthetic batch, on all devices with the trainer's sharding.

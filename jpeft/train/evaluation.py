@@ -60,7 +60,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   tx = optim.make_optimizer(config.optim, setup.labels)
   like = dict(trainable=sharding.replicate(setup.trainable, mesh),
               opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
-              rng=jax.random.key_data(jax.random.PRNGKey(0)))
+              rng=sharding.replicate(jax.random.key_data(jax.random.PRNGKey(0)), mesh))
 
   def check(meta):
     run_config.check_same_run(config, meta["config"], workdir, may_differ=run_config.EVAL_MAY_DIFFER)

@@ -24,7 +24,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` whole on every device of `mesh`."""
+  """Places every leaf of `tree` whole on every device of `mesh`.
+
+  Every process must pass the same values (as every process builds the same model and optimizer state).
+  """
+  if jax.process_count() > 1:
+    # device_put of a jax.Array onto other processes' devices builds arrays with malformed shards (jax 0.10:
+    # `addressable_shards` fails, so a checkpoint cannot be written); from host memory each process places
+    # its own copies.
+    tree = jax.device_get(tree)
   return jax.device_put(tree, replicated(mesh))
 
 

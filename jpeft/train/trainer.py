@@ -124,7 +124,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
   opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
-  train_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  # Replicated like the state it is saved with: a multi-process checkpoint cannot hold a one-device array.
+  train_key = sharding.replicate(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), mesh)
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
   writer = writers.MetricWriter(workdir) if lead else None

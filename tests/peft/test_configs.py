@@ -1,4 +1,4 @@
-"""Every registered method has configs/vtab_<method>.py, built on the common config, with every field."""
+"""Every registered method has configs/vtab_<method>.py, built on the base config (jpeft/config_base.py), with every field."""
 import importlib.util
 import os
 

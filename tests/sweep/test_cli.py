@@ -25,7 +25,7 @@ PYTHON = sys.executable
 
 def _args(folder_root: str, workdir: str) -> list[str]:
   config = [f"--config.{k}={v}" for k, v in tiny_overrides(folder_root).items()]
-  return [PYTHON, "-m", "jpeft.sweep", f"--config={os.path.join(REPO, 'configs', 'common.py')}", *config,
+  return [PYTHON, "-m", "jpeft.sweep", f"--config={os.path.join(REPO, 'jpeft', 'config_base.py')}", *config,
           "--tasks=dtd", "--methods=lora,adapter", f"--workdir={workdir}", "--trial_batch=4",
           "--grid.lr=1e-3,1e-2", "--grid.wd=1e-4",
           # Two seeds: per-trial init and data order, and the spread of the final runs. lora: 2 lr x 2 seeds;

@@ -13,7 +13,7 @@ from jpeft.train.errors import ConfigError, WorkdirError
 
 
 def _cli(workdir, overrides, env=None):
-  cmd = [sys.executable, "-m", "jpeft.main", "--config=configs/common.py", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
          *cli_args(overrides)]
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
 

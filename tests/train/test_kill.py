@@ -39,7 +39,7 @@ def test_kill_during_checkpoint_write_then_rerun_is_bit_identical(folder_root, t
   overrides = tiny_overrides(folder_root, **{"optim.epochs": 6, "checkpoint_every_epochs": 1,
                                              "eval_every_epochs": 2})
   workdir = tmp_path / "killed"
-  command = [sys.executable, "-m", "jpeft.main", "--config=configs/common.py", f"--workdir={workdir}",
+  command = [sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
              *cli_args(overrides)]
   # Each attempt resumes what the previous one saved; a kill that lands just after a write completes is
   # retried at a later checkpoint.

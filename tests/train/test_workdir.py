@@ -16,7 +16,7 @@ from jpeft.workdir_lock import LOCK_FILE
 
 
 def _command(workdir, overrides):
-  return [sys.executable, "-m", "jpeft.main", "--config=configs/common.py", f"--workdir={workdir}",
+  return [sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
           *cli_args(overrides)]
 
 

@@ -1,13 +1,20 @@
-"""The base config every jpeft run starts from: the study's VTAB-1K recipe (Mai et al., CVPR 2025).
+"""The configs jpeft runs start from: the study's VTAB-1K recipe (Mai et al., CVPR 2025) and the offline demo.
 
-Method configs (`configs/vtab_<method>.py`) call `get_config()` and set `method` and `peft.<method>`.
-Any field is overridable on the command line, e.g.
+They live in the package so that a config file loads from any directory: method configs
+(`configs/vtab_<method>.py`, or your own file anywhere) call `config_base.get_config(<method>)` and set
+`peft.<method>`; `configs/demo.py` returns `demo_config()`. Any field is overridable on the command line, e.g.
   python -m jpeft.main --config=configs/vtab_lora.py --config.task=dtd --config.optim.lr=1e-2
 """
+import os
+
 import ml_collections
+
+# The small backbone shipped in the package (jpeft/assets), resolved from wherever jpeft is installed.
+MINI_BACKBONE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "mini-ViT_8.npz")
 
 
 def get_config(method: str = "linear") -> ml_collections.ConfigDict:
+  """The study's recipe with `method` set and no method hyperparameters (config.peft is empty)."""
   config = ml_collections.ConfigDict()
   config.seed = 42
   # tune: train on train800, evaluate val200; final: train on train800val200, evaluate test; eval: a saved run.
@@ -75,4 +82,33 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.distributed.num_processes = ml_collections.FieldReference(None, field_type=int)
   config.distributed.process_id = ml_collections.FieldReference(None, field_type=int)
   config.save_merged = False  # also write the merged full model at the end (re-parameterisable methods)
+  return config
+
+
+def demo_config() -> ml_collections.ConfigDict:
+  """The offline demo (`configs/demo.py`): LoRA on the Mini VTAB task mini_count with the shipped `mini/8`
+  backbone, 'final' mode, linear probing beside it (`compare_methods`). Also the base of
+  experiments/mini_study.py."""
+  config = get_config("lora")
+  config.mode = "final"
+  config.task = "mini_count"
+  config.compare_methods = ("linear",)
+
+  config.data.image_size = 32  # Mini VTAB's native size: no resizing
+  config.model.variant = "mini/8"
+  config.model.drop_path_rate = 0.0
+  config.pretrained.name = ""
+  config.pretrained.path = MINI_BACKBONE
+
+  config.peft.lora = dict(rank=8, dropout=0.0)
+
+  config.optim.batch_size = 64
+  config.optim.epochs = 30
+  config.optim.warmup_epochs = 3
+  config.optim.lr = 1e-2
+  config.optim.wd = 1e-4
+
+  config.log_every_steps = 15
+  config.eval_every_epochs = 30
+  config.checkpoint_every_epochs = 30
   return config

@@ -1,0 +1,60 @@
+"""Config files load from any directory: the files in configs/ take their base from the installed package and
+the demo's backbone resolves inside the package, so neither the working directory nor sys.path needs the
+checkout. Both programs run the demo's config by absolute path from a directory outside the checkout."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+DEMO = os.path.join(REPO, "configs", "demo.py")
+# One epoch, no comparison run, evaluation and checkpoint at the end: the config path is under test, not training.
+SHORT = ["--config.optim.epochs=1", "--config.optim.warmup_epochs=0", "--config.eval_every_epochs=1",
+         "--config.checkpoint_every_epochs=1", "--config.compare_methods=()"]
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+  """(cwd, env, tfds dir, site): a working directory outside the checkout, and an environment in which `jpeft`
+  is importable as if installed in `site` (PYTHONPATH holds only a link to this checkout's package) but the
+  checkout's `configs` is not."""
+  site = tmp_path_factory.mktemp("site")
+  (site / "jpeft").symlink_to(os.path.join(REPO, "jpeft"))
+  cwd = tmp_path_factory.mktemp("elsewhere")
+  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  probe = subprocess.run([sys.executable, "-c", "import importlib.util, jpeft; "
+                          "print(jpeft.__file__, importlib.util.find_spec('configs'))"],
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+  assert probe.returncode == 0, probe.stderr
+  assert probe.stdout.split() == [os.path.join(str(site), "jpeft", "__init__.py"), "None"]
+  return cwd, env, tmp_path_factory.mktemp("tfds"), site
+
+
+def test_main_runs_the_demo_config_from_outside_the_checkout(outside, tmp_path):
+  cwd, env, tfds, site = outside
+  workdir = tmp_path / "demo"
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", f"--config={DEMO}", f"--workdir={workdir}",
+                         f"--config.data.data_dir={tfds}", *SHORT],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((workdir / "result.json").read_text())
+  assert (result["task"], result["method"], result["mode"], result["steps"]) == ("mini_count", "lora", "final",
+                                                                                 1000 // 64)
+  # The backbone is found where the package is installed, not in the checkout or the working directory.
+  assert result["pretrained"] == os.path.join(str(site), "jpeft", "assets", "mini-ViT_8.npz")
+  assert not (workdir / "linear").exists()
+
+
+def test_sweep_runs_the_demo_config_from_outside_the_checkout(outside, tmp_path):
+  cwd, env, tfds, _ = outside
+  workdir = tmp_path / "sweep"
+  proc = subprocess.run([sys.executable, "-m", "jpeft.sweep", f"--config={DEMO}", f"--workdir={workdir}",
+                         f"--config.data.data_dir={tfds}", *SHORT, "--methods=linear", "--grid.lr=1e-2",
+                         "--grid.wd=1e-4", "--grid.seeds=42", "--nofinal"],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [json.loads(line) for line in (workdir / "trials.jsonl").read_text().splitlines()]
+  assert [(r["task"], r["method"]) for r in rows] == [("mini_count", "linear")]
