@@ -186,8 +186,9 @@ def compilation_cache(cache_dir: str) -> Iterator[CompileCount]:
   same program (same computation, shapes, shardings, devices, JAX and XLA versions) is asked for again; ''
   turns the cache off. Yields the block's count of compiled and loaded programs.
 
-  Every program is cached, however small or fast to compile: on a CPU, a run's many small programs together
-  take most of its start-up. The cache is trusted: do not point it at a directory others can write to.
+  Every program is cached, however small or fast to compile (JAX's defaults skip those under 1 s): a run's
+  many small programs (initialisation, random keys, conversions) add up. The cache is trusted: do not point it
+  at a directory others can write to.
   """
   cache_dir = os.path.expanduser(cache_dir)
   count = CompileCount(cache_dir)

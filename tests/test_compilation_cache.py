@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -67,3 +69,15 @@ def test_empty_flag_turns_the_cache_off(folder_root, tmp_path):
                                  env_cache=str(cache))
   assert compiled > 0 and loaded == 0 and where == "(cache off)"
   assert not cache.exists()
+
+
+def test_the_block_counts_its_own_programs_and_leaves_jax_as_it_found_it(tmp_path):
+  before = jax.config.jax_compilation_cache_dir
+  with cli.compilation_cache(str(tmp_path / "xla")) as count:
+    jax.jit(lambda x: x * 3 + 1)(jnp.ones(7)).block_until_ready()
+  assert count.compiled >= 1 and count.loaded == 0
+  assert len(os.listdir(tmp_path / "xla")) == count.compiled
+  assert jax.config.jax_compilation_cache_dir == before
+  counted = count.programs
+  jax.jit(lambda x: x * 5 - 1)(jnp.ones(9)).block_until_ready()  # after the block: neither counted nor saved
+  assert count.programs == counted and len(os.listdir(tmp_path / "xla")) == counted
