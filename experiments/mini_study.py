@@ -2,7 +2,7 @@
 
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
       [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
-      [--scratch_methods=lora,full]
+      [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla]
 
 Base config: the demo's (`jpeft.config_base.demo_config`, what configs/demo.py runs: the shipped `mini/8`
 backbone pre-trained on Mini VTAB's upstream task, 32x32 images, no network needed). Protocol as the study's
@@ -65,6 +65,7 @@ _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together p
 _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
                              "Methods also run from random initialisation (rows '<method> (random init)'), to "
                              "show how much of the accuracy the pre-trained backbone carries.")
+_COMPILATION_CACHE = cli.define_compilation_cache_flag()
 
 
 def main(argv) -> None:
@@ -81,7 +82,8 @@ def main(argv) -> None:
   scratch.pretrained.name = scratch.pretrained.path = ""
   scratch_workdir = os.path.join(_WORKDIR.value, "random_init")  # its own workdir: another base config
   try:
-    with workdir_lock.hold(_WORKDIR.value, program="mini_study"):
+    with workdir_lock.hold(_WORKDIR.value, program="mini_study"), \
+        cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
       summaries = protocol.run_sweep(config, task_names, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value)
       if _SCRATCH.value:
         with workdir_lock.hold(scratch_workdir, program="mini_study"):
@@ -95,6 +97,7 @@ def main(argv) -> None:
   with open(paths["results.md"]) as f:
     print(f.read())
   print("written:", ", ".join(paths.values()))
+  print(compiles.summary())
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """What the command-line programs share: absl flag parsing that reports bad input in one paragraph, and the
 errors they report that way."""
+import contextlib
 import os
 import sys
 import traceback
-from typing import NoReturn, Optional, Sequence
+from typing import Iterator, NoReturn, Optional, Sequence
 
 import jax
+import jax.monitoring
 import ml_collections
 from absl import flags, logging
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 from ml_collections import config_flags
 
 from jpeft.checkpoints import CheckpointError
@@ -125,3 +128,83 @@ def set_cpu_devices(count: int) -> None:
   """
   if count > 1:
     jax.config.update("jax_num_cpu_devices", count)
+
+
+# Where compiled XLA programs are kept between runs unless --compilation_cache says otherwise; the environment
+# variable lets a whole test suite or cluster job move it (or turn it off with '') without editing commands.
+COMPILATION_CACHE_ENV = "JPEFT_COMPILATION_CACHE"
+_DEFAULT_COMPILATION_CACHE = os.path.join("~", ".cache", "jpeft", "xla")
+# JAX's monitoring events: every program JAX asks XLA for (compiled or loaded), and those loaded from disk.
+_PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+def define_compilation_cache_flag() -> flags.FlagHolder:
+  """--compilation_cache=<dir>: the persistent XLA compilation cache of the program that defines it."""
+  default = os.environ.get(COMPILATION_CACHE_ENV, _DEFAULT_COMPILATION_CACHE)
+  return flags.DEFINE_string(
+      "compilation_cache", default, "Directory where compiled XLA programs are saved and loaded from, so a "
+      "second run with the same shapes compiles nothing; '' turns the cache off. Default: "
+      f"${COMPILATION_CACHE_ENV} if set, else {_DEFAULT_COMPILATION_CACHE}.")
+
+
+class CompileCount:
+  """How many XLA programs this process compiled and how many it loaded from the persistent cache."""
+
+  def __init__(self, cache_dir: str):
+    self.cache_dir = cache_dir
+    self.programs = 0
+    self.loaded = 0
+    self.seconds = 0.0  # compiling or loading programs
+
+  def on_duration(self, event: str, duration_secs: float, **kwargs) -> None:
+    del kwargs
+    if event == _PROGRAM_EVENT:
+      self.programs += 1
+      self.seconds += duration_secs
+
+  def on_event(self, event: str, **kwargs) -> None:
+    del kwargs
+    if event == _CACHE_HIT_EVENT:
+      self.loaded += 1
+
+  @property
+  def compiled(self) -> int:
+    return self.programs - self.loaded
+
+  def summary(self) -> str:
+    """One line for the log, e.g. 'compilation: 0 programs compiled, 5 loaded from the cache (<dir>), 0.3 s'."""
+    where = f"from the cache ({self.cache_dir})" if self.cache_dir else "(cache off)"
+    plural = "" if self.compiled == 1 else "s"
+    return (f"compilation: {self.compiled} program{plural} compiled, {self.loaded} loaded {where}, "
+            f"{self.seconds:.1f} s")
+
+
+@contextlib.contextmanager
+def compilation_cache(cache_dir: str) -> Iterator[CompileCount]:
+  """Within the block, JAX saves every compiled program under `cache_dir` and loads it from there when the
+  same program (same computation, shapes, shardings, devices, JAX and XLA versions) is asked for again; ''
+  turns the cache off. Yields the block's count of compiled and loaded programs.
+
+  Every program is cached, however small or fast to compile (JAX's defaults skip those under 1 s): a run's
+  many small programs (initialisation, random keys, conversions) add up. The cache is trusted: do not point it
+  at a directory others can write to.
+  """
+  cache_dir = os.path.expanduser(cache_dir)
+  count = CompileCount(cache_dir)
+  settings = {"jax_compilation_cache_dir": cache_dir or None, "jax_persistent_cache_min_compile_time_secs": 0.0,
+              "jax_persistent_cache_min_entry_size_bytes": -1}
+  previous = {name: getattr(jax.config, name) for name in settings}
+  for name, value in settings.items():
+    jax.config.update(name, value)
+  jax_compilation_cache.reset_cache()  # JAX opens the cache directory once per process; this one is the block's
+  jax.monitoring.register_event_duration_secs_listener(count.on_duration)
+  jax.monitoring.register_event_listener(count.on_event)
+  try:
+    yield count
+  finally:
+    jax.monitoring.unregister_event_duration_listener(count.on_duration)
+    jax.monitoring.unregister_event_listener(count.on_event)
+    for name, value in previous.items():
+      jax.config.update(name, value)
+    jax_compilation_cache.reset_cache()

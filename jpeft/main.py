@@ -9,6 +9,10 @@ trained mode's eval split). Any config field can be overridden with --config.<fi
 jpeft/config_base.py for every field and its meaning. The same command started again resumes from the newest
 checkpoint in --workdir.
 
+Compiled XLA programs are saved in --compilation_cache (default $JPEFT_COMPILATION_CACHE, else
+~/.cache/jpeft/xla; '' turns it off), so a second run with the same shapes compiles nothing; the last line
+printed says how many programs the run compiled and how many it loaded from there.
+
 Writes to --workdir: result.json (last- and best-epoch accuracy, trainable parameters, wall time, images/s),
 logits_<split>.npy and labels_<split>.npy, metrics.jsonl, tb/ (TensorBoard) and checkpoints/ (trainable
 parameters and optimizer state only, with a pointer to the pretrained backbone); mode 'eval' writes
@@ -31,6 +35,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "override any field with --config.<field>=<value>.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results; a run started "
                                "again with the same workdir resumes. Default: runs/<config file name>.")
+_COMPILATION_CACHE = cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(["config"])
 
 
@@ -60,18 +65,20 @@ def main(argv) -> None:
   compare = config.get("compare_methods", ()) if config.mode != "eval" else ()
   runs = [(config.method, workdir)] + [(m, os.path.join(workdir, m)) for m in compare]
   results = []
-  try:
-    for method, method_workdir in runs:
-      config.method = method
-      results.append(trainer.run(config, method_workdir))
-  except cli.USER_ERRORS as e:
-    # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
-    print(f"jpeft: error: {e}", file=sys.stderr)
-    sys.exit(1)
+  with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
+    try:
+      for method, method_workdir in runs:
+        config.method = method
+        results.append(trainer.run(config, method_workdir))
+    except cli.USER_ERRORS as e:
+      # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
+      print(f"jpeft: error: {e}", file=sys.stderr)
+      sys.exit(1)
   print(json.dumps({k: v for k, v in results[0].items() if k != "evals"}, indent=2))
   if len(results) > 1:
     print(f"{results[0]['task']} {results[0]['eval_split']} accuracy: " +
           " | ".join(f"{r['method']} {r['accuracy']:.3f}" for r in results))
+  print(compiles.summary())
 
 
 if __name__ == "__main__":

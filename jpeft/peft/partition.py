@@ -59,7 +59,7 @@ def make_optimizer(labels: Mapping[str, str], tx_factory: Callable[[float], opta
   if missing:
     raise ValueError(f"No learning-rate multiplier for trainable group(s) {missing}: add them to "
                      f"config.optim.lr_mult (has {sorted(lr_mult)}).")
-  transforms = {group: tx_factory(float(lr_mult[group])) for group in set(groups.values())}
+  transforms = {group: tx_factory(float(lr_mult[group])) for group in sorted(set(groups.values()))}
   return optax.multi_transform(transforms, groups)
 
 

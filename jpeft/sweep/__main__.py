@@ -11,6 +11,8 @@ same --workdir and base config, the sweep skips finished trials (`trials.jsonl`)
 values may be added, but another base config (recorded in `sweep_config.json`) is refused, and so is a second
 sweep while one runs on the workdir. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
 device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py).
+Compiled programs are saved in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs
+have the shapes of an earlier task's, loads them instead of compiling.
 
 Writes to --workdir: trials.jsonl (one row per trial and stage), sweep_config.json (the base config's
 run-defining fields), summary.jsonl / summary.csv (one row per task x method: selected hyperparameters, val
@@ -43,6 +45,7 @@ _FINAL = flags.DEFINE_boolean("final", True, "Retrain each winner on train800val
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many XLA devices (e.g. one "
                                     "per core) and shard each chunk's trials over them; 1 keeps XLA's single "
                                     "CPU device. No effect on GPU/TPU.", lower_bound=1)
+_COMPILATION_CACHE = cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -56,7 +59,8 @@ def main(argv) -> None:
   methods = _METHODS.value or [config.method]
   try:
     # One sweep per workdir: a second would train every trial again and interleave its rows with this one's.
-    with workdir_lock.hold(_WORKDIR.value, program="jpeft.sweep"):
+    with workdir_lock.hold(_WORKDIR.value, program="jpeft.sweep"), \
+        cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
       summaries = protocol.run_sweep(config, tasks, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value,
                                      final=_FINAL.value)
       tables.write_all(summaries, _WORKDIR.value)
@@ -66,6 +70,7 @@ def main(argv) -> None:
   for row in summaries:
     print(f"{row['task']}/{row['method']}: test {row['test_accuracy']} (std {row['test_std']}), "
           f"val {row['val_accuracy']}, selected {row['selected']}")
+  print(compiles.summary())
 
 
 if __name__ == "__main__":
