@@ -29,7 +29,7 @@ def _run(folder_root: str, workdir, flags=(), env_cache: str = "", hash_seed: in
   overrides = {"task": "dtd", "data.source": "folder", "data.folder_root": folder_root, "data.image_size": 32,
                "model.variant": "mu/8", "pretrained.name": "", "method": "lora", "optim.batch_size": 16,
                "optim.epochs": 1, "optim.warmup_epochs": 0, "eval_every_epochs": 1, "checkpoint_every_epochs": 1}
-  cmd = [sys.executable, "-m", "jpeft.main", "--config=configs/common.py", f"--workdir={workdir}",
+  cmd = [sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
          *cli_args(overrides), *flags]
   # Python's string hashing differs per process unless pinned; each run pins its own so that a program whose
   # computation depends on set or dict order (another cache key) shows up here.
