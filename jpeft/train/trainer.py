@@ -15,9 +15,9 @@ Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json
 [N, C] f32 / labels_<split>.npy [N] i32 of the final evaluation. result.json holds accuracy (last epoch),
 best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation), trainable_params,
 total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), and, summed over the
-processes the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
-train_images_per_s (steady state: without the first, compiling epoch of each process), processes and
-devices_per_process.
+launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
+train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
+devices_per_launch (the global device count of each launch, over all jax processes).
 """
 from __future__ import annotations
 
@@ -130,8 +130,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
   writer = writers.MetricWriter(workdir) if lead else None
   step, evals, skipped, last, bar = 0, [], 0, None, None
-  # What earlier processes of this run did; a checkpoint carries it forward.
-  earlier = dict(wall_s=0.0, timed_images=0, timed_seconds=0.0, devices_per_process=[])
+  # What earlier launches of this run did; a checkpoint carries it forward.
+  earlier = dict(wall_s=0.0, timed_images=0, timed_seconds=0.0, devices_per_launch=[])
   try:
     like = dict(trainable=trainable, opt_state=opt_state, step=0, rng=jax.random.key_data(train_key))
     restored = ckpt.restore_newest_intact(
@@ -198,8 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 total_params=num_total, steps=step, skipped_steps=skipped, warnings=warnings,
                 wall_s=progress["wall_s"],
                 train_images_per_s=timed_images / timed_seconds if timed_seconds else None,
-                processes=len(progress["devices_per_process"]),
-                devices_per_process=progress["devices_per_process"],
+                launches=len(progress["devices_per_launch"]),
+                devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config))
   if lead:
     try:
@@ -215,10 +215,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _progress(earlier: dict, start_time: float, timed_images: int, timed_seconds: float) -> dict:
-  """The run's totals so far: earlier processes' (from the checkpoint) plus this process's."""
+  """The run's totals so far: earlier launches' (from the checkpoint) plus this one's."""
   return dict(wall_s=earlier["wall_s"] + time.time() - start_time, timed_images=timed_images,
               timed_seconds=timed_seconds,
-              devices_per_process=earlier["devices_per_process"] + [jax.device_count()])
+              devices_per_launch=earlier["devices_per_launch"] + [jax.device_count()])
 
 
 def _check_skipped(config, skipped: int, steps_done: int, workdir: str) -> list[str]:

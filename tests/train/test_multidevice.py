@@ -31,7 +31,7 @@ def test_four_devices_match_one(folder_root, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   four = json.loads((tmp_path / "four" / "result.json").read_text())
 
-  assert one["devices_per_process"] == [1] and four["devices_per_process"] == [4]
+  assert one["devices_per_launch"] == [1] and four["devices_per_launch"] == [4]
   assert four["steps"] == one["steps"]
   for a, b in zip(one["evals"], four["evals"]):
     assert a["accuracy"] == b["accuracy"]

@@ -45,7 +45,7 @@ def test_two_processes_match_one(folder_root, tmp_path):
     assert p.returncode == 0, stderr[-3000:]
   two = json.loads((workdir / "result.json").read_text())
 
-  assert one["devices"] == 1 and two["devices"] == 2
+  assert one["devices_per_launch"] == [1] and two["devices_per_launch"] == [2]
   assert two["steps"] == one["steps"] == 2 * (64 // 16)
   for a, b in zip(one["evals"], two["evals"], strict=True):
     assert (a["epoch"], a["accuracy"]) == (b["epoch"], b["accuracy"])

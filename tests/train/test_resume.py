@@ -58,7 +58,7 @@ def test_interrupted_run_resumes_to_identical_result(folder_root, tmp_path, monk
                                 np.load(tmp_path / "reference" / "logits_val200.npy"))
 
   # The result describes both processes: the first one's time up to its checkpoint counts too.
-  assert resumed["processes"] == 2 and resumed["devices_per_process"] == [1, 1]
+  assert resumed["launches"] == 2 and resumed["devices_per_launch"] == [1, 1]
   assert second_s < resumed["wall_s"] < first_s + second_s
 
   # Steps 9-10, logged by the first process after its checkpoint at step 8, are logged once, in both files.
