@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from jpeft import peft
 from jpeft.sweep import grid as grid_lib
-from jpeft.train import run_config
+from jpeft.train import results, run_config
 from jpeft.train.errors import ConfigError, RunError
 
 TRIALS_FILE = "trials.jsonl"
@@ -138,15 +138,6 @@ class TrialLog:
       self.rows[(row["stage"], row["key"])] = row
 
 
-def _write_atomically(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def open_log(config, workdir: str) -> TrialLog:
   """The workdir's TrialLog for a sweep under base `config`; records the config at the first run.
 
@@ -174,5 +165,5 @@ def open_log(config, workdir: str) -> TrialLog:
           "new --workdir for a sweep with this config.")
   log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values))
   if recorded is None:
-    _write_atomically(path, dict(hash=config_hash(values), values=values))
+    results.write_json(path, dict(hash=config_hash(values), values=values))
   return log

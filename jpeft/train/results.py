@@ -23,6 +23,8 @@ def write_json(path: str, obj: dict) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)  # atomic: a crash never leaves a half-written result
 
 
