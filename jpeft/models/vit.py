@@ -172,11 +172,15 @@ class Encoder(nn.Module):
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
   layer_scale: bool = False
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, ctx: Context):
     """x: [B, 1 + N, D] (CLS first). Returns (x [B, 1 + N, D], collected token outputs by group name)."""
     ctx = ctx.replace(shared={method.name: method.shared(self, ctx) for method in self.methods})
+    # jax.checkpoint per block: only block inputs are kept for the backward pass; Context is a pytree whose
+    # arrays (merge_factor, shared) are traced and whose other fields are static.
+    block_cls = nn.remat(Block) if self.remat else Block
     active: list[TokenGroup] = []  # inserted groups, in sequence order from the front
     collected = {}
     for layer in range(self.depth):
@@ -191,8 +195,8 @@ class Encoder(nn.Module):
         key_mask = jnp.concatenate([jnp.full((g.tokens.shape[1],), g.as_keys) for g in active] +
                                    [jnp.ones((x.shape[1] - lctx.num_prefix,), bool)])
       rate = self.drop_path_rate * layer / max(self.depth - 1, 1)  # linear over depth, as timm
-      x = Block(self.mlp_dim, self.num_heads, rate, self.act, self.ln_eps, self.methods, self.dtype,
-                layer_scale=self.layer_scale, name=f"block_{layer}")(x, lctx, key_mask)
+      x = block_cls(self.mlp_dim, self.num_heads, rate, self.act, self.ln_eps, self.methods, self.dtype,
+                    layer_scale=self.layer_scale, name=f"block_{layer}")(x, lctx, key_mask)
       kept = []
       offset = 0
       pieces = []
@@ -220,6 +224,7 @@ class VisionTransformer(nn.Module):
     layer_scale: DINOv2's per-block LayerScale gains (see `Block`).
     methods: PEFT methods, applied in order at every insertion point.
     dtype: compute dtype (parameters stay float32).
+    remat: recompute each block's activations in the backward pass (`nn.remat`, i.e. jax.checkpoint).
   """
   num_classes: int
   patch_size: int = 16
@@ -236,6 +241,7 @@ class VisionTransformer(nn.Module):
   projection_dim: Optional[int] = None
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, merge_factor=1.0):
@@ -263,7 +269,7 @@ class VisionTransformer(nn.Module):
       x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln_pre")(x)
     x, collected = Encoder(self.depth, self.mlp_dim, self.num_heads, self.drop_path_rate, self.act,
                            self.ln_eps, self.methods, self.dtype, layer_scale=self.layer_scale,
-                           name="encoder")(x, ctx)
+                           remat=self.remat, name="encoder")(x, ctx)
 
     # CLS and every collected token group go through the final LN and its hooks in one call, so a method's
     # parameters at the final norm (SSF's) are created once.

@@ -24,6 +24,8 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Optional
 
+import jax
+
 
 @dataclasses.dataclass(frozen=True)
 class Context:
@@ -56,6 +58,14 @@ class Context:
 
   def replace(self, **kw) -> "Context":
     return dataclasses.replace(self, **kw)
+
+
+# A pytree, so that a block under nn.remat (jax.checkpoint) can take it: the arrays it may carry are data, the
+# rest (ints, the deterministic flag, the grid) stays static.
+_CONTEXT_DATA = ("merge_factor", "shared")
+jax.tree_util.register_dataclass(
+    Context, data_fields=list(_CONTEXT_DATA),
+    meta_fields=[f.name for f in dataclasses.fields(Context) if f.name not in _CONTEXT_DATA])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,8 @@ def build(config) -> Setup:
   methods = peft.build_methods(config.method, config.peft)
   model = vit.create_model(config.model.variant, style=config.model.style, num_classes=task.num_classes,
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
-                           projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype])
+                           projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype],
+                           remat=bool(config.model.get("remat", False)))
   size = config.data.image_size
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])

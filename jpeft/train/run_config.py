@@ -16,14 +16,15 @@ from jpeft.train.errors import ConfigError
 RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "model", "pretrained", "optim",
                 "data.image_size", "data.normalization", "data.augment")
 # Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
-# a run that failed it can be accepted by raising it and starting the same command again.
-RESUME_MAY_DIFFER = ("optim.max_skipped_fraction",)
+# a run that failed it can be accepted by raising it and starting the same command again; rematerialisation
+# trades memory for time and computes the same numbers.
+RESUME_MAY_DIFFER = ("optim.max_skipped_fraction", "model.remat")
 # ... and at mode 'eval', which trains nothing: the mode itself, the batch size (evaluation is per example),
 # the training augmentation.
 EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment")
 # Fields added after runs were recorded without them, with the value that computes what those runs computed: a
 # recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
-ADDED_FIELDS = {"optim.schedule_granularity": "step"}
+ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False}
 
 
 def leaves(tree: Any, prefix: str) -> dict[str, Any]:
