@@ -48,6 +48,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
   config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8
   config.merge_factor = 1.0
+  # random: the model's initialiser; upstream: the checkpoint's classifier mapped to the task's classes
+  # (`Task.upstream_classes`), a zero-shot head. WiSE-FT (`jpeft.wise`) interpolates towards the starting head.
+  config.head_init = "random"
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-3
@@ -76,6 +79,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   # Evaluating the test split costs more than an epoch of VTAB-1K training, so not every epoch by default.
   config.eval_every_epochs = 10
   config.eval_split = ""  # mode 'eval' only: the split to evaluate; '' = the trained mode's eval split
+  # Tasks in the same label space whose 'test' split the final evaluation also scores, each on the classes it
+  # covers (distribution shifts: ('imagenet_v2', 'imagenet_sketch', 'imagenet_a', 'imagenet_r')).
+  config.shift_tasks = ()
 
   # Multi-host data parallelism: jax.distributed.initialize(...) before anything touches a device.
   # None values are auto-detected on TPU pods and SLURM / Open MPI clusters.

@@ -154,6 +154,8 @@ class Task:
       used by `num_examples` when TFDS metadata is not available.
     class_subset: for evaluation sets that cover only some classes of a larger label space
       (ImageNet-A / -R: 200 of 1000): the label indices present. None means all classes.
+    upstream_classes: per class, the labels of the backbone's pre-training task it stands for, so
+      the pretrained classifier, averaged over each tuple, is a zero-shot head (`head_init='upstream'`).
   """
   name: str
   builder: str
@@ -166,6 +168,7 @@ class Task:
   folder_names: tuple[str, ...] = ()
   split_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
   class_subset: Optional[tuple[int, ...]] = None
+  upstream_classes: Optional[tuple[tuple[int, ...], ...]] = None
 
   def split(self, name: str) -> SplitSpec:
     """The TFDS split string (or `Subset`) for split `name`; DataError if unknown."""

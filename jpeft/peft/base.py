@@ -86,6 +86,9 @@ class TokenGroup:
   collect: bool = False
 
 
+WISE_INTERPOLATE = "interpolate"
+WISE_MERGE_FACTOR = "merge_factor"
+
 # Trainable groups. Each maps to its own learning-rate multiplier in the optimizer; FROZEN gets nothing.
 FROZEN = "frozen"
 HEAD = "head"
@@ -109,6 +112,13 @@ class Method:
   # their hooks run in): rules on Dense outputs (0) fold before rules that rewrite a Dense's input
   # (before_sublayer) or scale a whole sublayer (after_sublayer) (1), whose fold reads the final Dense weights.
   merge_order: ClassVar[int] = 0
+  # How WiSE-FT (`jpeft.wise`) ensembles the method's fine-tuned model with the zero-shot one, alpha in [0, 1].
+  # Weights the pretrained model has (the head, unfrozen backbone weights) are always interpolated,
+  # (1 - alpha) * start + alpha * fine-tuned. WISE_INTERPOLATE: the method trains nothing else. WISE_MERGE_FACTOR:
+  # it inserts modules whose output merge_factor scales, 0 removing them; WiSE sets merge_factor = alpha (for
+  # LoRA, SSF, FacT, DiffFit: the same as interpolating their merged weights). None: merge_factor cannot remove
+  # what it inserts (prompt tokens), so the method has no zero-shot end and no WiSE-FT.
+  wise: ClassVar[Optional[str]] = None
 
   def __post_init__(self):
     self.validate()

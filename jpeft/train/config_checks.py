@@ -13,6 +13,7 @@ from jpeft.data import tasks
 from jpeft.models import vit
 from jpeft.train import optim
 from jpeft.train.errors import ConfigError
+from jpeft.train import model_setup
 from jpeft.train.model_setup import DTYPES
 
 # mode -> (train split, eval split)
@@ -73,6 +74,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     tasks.get_task(config.task)
   except ValueError as e:
     raise ConfigError(f"Config field 'task': {e}") from e
+  _require(config.head_init in model_setup.HEAD_INITS, "head_init", config.head_init,
+           f"one of {model_setup.HEAD_INITS}")
+  for name in config.shift_tasks:
+    try:
+      shifted = tasks.get_task(name)
+    except ValueError as e:
+      raise ConfigError(f"Config field 'shift_tasks': {e}") from e
+    num_classes = tasks.get_task(config.task).num_classes
+    _require("test" in shifted.splits and shifted.num_classes == num_classes, "shift_tasks",
+             tuple(config.shift_tasks),
+             f"tasks with a 'test' split in the label space of task '{config.task}' ({num_classes} classes); "
+             f"'{name}' has {shifted.num_classes} classes and splits {sorted(shifted.splits)}")
   try:
     peft.build_methods(config.method, config.peft)
   except (ValueError, KeyError, TypeError) as e:

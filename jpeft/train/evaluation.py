@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from jpeft.data import tasks
 from jpeft.train import checkpointing, config_checks, model_setup, optim, results, run_config, sharding, steps
 from jpeft.train.errors import ConfigError
 from jpeft.train.splits import Split
@@ -30,9 +31,22 @@ def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: in
               labels=np.concatenate(labels))
 
 
-def jit_eval_step(model, mesh):
+def jit_eval_step(model, mesh, task=None):
+  """The jitted eval step for evaluation sets of `task`: scored on the classes its data covers
+  (`Task.class_subset`, e.g. ImageNet-A's 200 of 1000), all classes when it covers all or is None."""
+  subset = None if task is None or task.class_subset is None else tasks.class_mask(task)
   # Replicated outputs: every process can read all logits, also when the batch spans several hosts.
-  return jax.jit(steps.make_eval_step(model), out_shardings=sharding.replicated(mesh))
+  return jax.jit(steps.make_eval_step(model, subset), out_shardings=sharding.replicated(mesh))
+
+
+def shift_sets(config, model, mesh) -> list[tuple[str, Split, object]]:
+  """(name, split, eval step) of each of `config.shift_tasks`' 'test' split, as the final evaluation scores
+  them beside the run's own eval split; name is '<task>_test' (the predictions' file suffix)."""
+  out = []
+  for name in config.shift_tasks:
+    task = tasks.get_task(name)
+    out.append((f"{name}_test", Split.open(config, task, "test"), jit_eval_step(model, mesh, task)))
+  return out
 
 
 def _checkpoint_dir(workdir: str) -> str:
@@ -71,7 +85,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   finally:
     ckpt.close()
   split = config.eval_split or config_checks.SPLITS[meta["mode"]][1]
-  result = evaluate(jit_eval_step(setup.model, mesh), state["trainable"],
+  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"],
                     sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],

@@ -6,11 +6,13 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jpeft import checkpoints, peft
 from jpeft.data import tasks
 from jpeft.models import vit
 from jpeft.peft import partition
+from jpeft.train.errors import ConfigError
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -42,6 +44,38 @@ def pretrained_name(config) -> Optional[str]:
   return config.pretrained.path or config.pretrained.name or None
 
 
+HEAD_INITS = ("random", "upstream")
+
+
+def initial_head(config, task) -> Optional[dict]:
+  """The head a run starts from by `config.head_init`: None for 'random' (the model's initialiser, from the
+  seed); for 'upstream', the pretrained checkpoint's own classifier with each class's columns averaged over the
+  upstream classes it stands for (`Task.upstream_classes`; as CLIP averages its prompts' text embeddings): a
+  zero-shot head, {'kernel': [D, C], 'bias': [C]}.
+
+  Raises ConfigError naming what is missing: the task's map, or a classifier in the checkpoint."""
+  if config.head_init == "random":
+    return None
+  if not task.upstream_classes:
+    raise ConfigError(f"Config field 'head_init' = 'upstream' needs a task that maps its classes to the backbone's "
+                      f"upstream classes (Task.upstream_classes), and task '{task.name}' has none: use "
+                      "--config.head_init=random, or a task such as 'mini_shapes'.")
+  path = pretrained_name(config)
+  upstream = checkpoints.read_checkpoint(checkpoints.resolve(path)).get("head") if path else None
+  if upstream is None:
+    raise ConfigError(f"Config field 'head_init' = 'upstream' needs a pretrained checkpoint with its classifier "
+                      f"('head'), but '{path}' has none: point --config.pretrained.path at such a checkpoint, or "
+                      "use --config.head_init=random.")
+  groups = [list(classes) for classes in task.upstream_classes]
+  kernel, bias = np.asarray(upstream["kernel"]), np.asarray(upstream["bias"])
+  if max(max(g) for g in groups) >= kernel.shape[1]:
+    raise ConfigError(f"Task '{task.name}' maps to upstream class {max(max(g) for g in groups)}, but the "
+                      f"classifier of '{path}' has {kernel.shape[1]} classes: it is not the backbone the task's "
+                      "upstream_classes refer to. Use --config.head_init=random or that backbone.")
+  return {"kernel": jnp.asarray(np.stack([kernel[:, g].mean(1) for g in groups], 1)),
+          "bias": jnp.asarray(np.array([bias[g].mean() for g in groups]))}
+
+
 def build(config) -> Setup:
   """Builds model and methods, initialises the parameters from `config.seed` and loads the backbone."""
   task = tasks.get_task(config.task)
@@ -52,7 +86,10 @@ def build(config) -> Setup:
                            remat=bool(config.model.get("remat", False)))
   size = config.data.image_size
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-  init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
+  init_fn = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
+  head = initial_head(config, task)
+  # Every seed starts from the same head when it is not random (a sweep initialises its seeds with this).
+  init_params = init_fn if head is None else (lambda k: {**init_fn(k), "head": head})
   params = init_params(init_key)
   name = pretrained_name(config)
   if name:

@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jpeft import peft
-from jpeft.peft import partition
+from jpeft.peft import base, partition
 
 EVAL_PREFIX = "eval_"
 
@@ -32,6 +32,28 @@ def save_predictions(workdir: str, split: str, evaluation: dict, prefix: str = "
   """Writes `<prefix>logits_<split>.npy` (f32 [N, C]) and `<prefix>labels_<split>.npy` (i32 [N])."""
   np.save(os.path.join(workdir, f"{prefix}logits_{split}.npy"), evaluation["logits"].astype(np.float32))
   np.save(os.path.join(workdir, f"{prefix}labels_{split}.npy"), evaluation["labels"].astype(np.int32))
+
+
+INIT_HEAD = "init_head.npz"
+
+
+def save_init_head(workdir: str, trainable, labels) -> None:
+  """Writes the head the run starts from (its 'head' group, e.g. head/kernel [D, C] and head/bias [C]) to
+  `<workdir>/init_head.npz` unless there (a resumed run started from the same one): the alpha = 0 end of
+  WiSE-FT (`jpeft.wise`), e.g. the zero-shot head of `head_init`."""
+  path = os.path.join(workdir, INIT_HEAD)
+  if os.path.exists(path):
+    return
+  head = {k: np.asarray(jax.device_get(v)) for k, v in trainable.items() if labels[k] == base.HEAD}
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **head)
+  os.replace(tmp, path)
+
+
+def load_init_head(workdir: str) -> dict:
+  """{path: array} written by `save_init_head`; FileNotFoundError if the run did not record one."""
+  with np.load(os.path.join(workdir, INIT_HEAD)) as f:
+    return {k: f[k] for k in f.files}
 
 
 def save_merged(workdir: str, methods, trainable, frozen, merge_factor: float) -> None:

@@ -60,15 +60,20 @@ def make_train_step(model, tx: optim.AdamW) -> Callable:
   return train_step
 
 
-def make_eval_step(model) -> Callable:
+def make_eval_step(model, class_mask=None) -> Callable:
   """Returns the pure eval step. batch may carry 'mask' (bool [B], False for padding examples).
 
-  Output: logits f32 [B, C], and masked sums over the batch: 'correct' and 'loss' (f32 scalars).
+  class_mask: bool [C] or None. For evaluation sets that cover some of the model's classes (ImageNet-A / -R:
+  200 of 1000, `jpeft.data.class_mask`), the other logits are set to -inf, so argmax and loss are over the
+  covered classes only.
+  Output: logits f32 [B, C] (masked), and masked sums over the batch: 'correct' and 'loss' (f32 scalars).
   """
 
   def eval_step(trainable, frozen, batch, hparams):
     logits = model.apply({"params": partition.combine(trainable, frozen)}, batch["image"], train=False,
                          merge_factor=hparams["merge_factor"])
+    if class_mask is not None:
+      logits = jnp.where(jnp.asarray(class_mask), logits, -jnp.inf)
     mask = batch.get("mask", jnp.ones(batch["label"].shape, bool))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = (jnp.argmax(logits, -1) == batch["label"]) & mask

@@ -11,13 +11,15 @@ actions around the pure steps of `jpeft.train.steps`. Runs resume from the newes
 `<workdir>/checkpoints`; data order and dropout keys are functions of (seed, epoch) and (seed, step), so a
 resumed run ends bit-identical to an uninterrupted one.
 
-Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json, and logits_<split>.npy
-[N, C] f32 / labels_<split>.npy [N] i32 of the final evaluation. result.json holds accuracy (last epoch),
+Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json, init_head.npz (the head the
+run starts from, WiSE-FT's zero-shot end), and logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the
+final evaluation (and logits_<task>_test.npy of each of `config.shift_tasks`). result.json holds accuracy (last epoch),
 best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation), trainable_params,
 total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), and, summed over the
 launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
 train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
-devices_per_launch (the global device count of each launch, over all jax processes).
+devices_per_launch (the global device count of each launch, over all jax processes); shift_accuracy: {'<task>_test':
+accuracy} of `config.shift_tasks` (scored on the classes each covers).
 """
 from __future__ import annotations
 
@@ -119,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(config.optim, setup.labels)
   train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1))
-  eval_step = evaluation.jit_eval_step(setup.model, mesh)
+  eval_step = evaluation.jit_eval_step(setup.model, mesh, setup.task)
   hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch), mesh)
   frozen = sharding.replicate(setup.frozen, mesh)
   trainable = sharding.replicate(setup.trainable, mesh)
@@ -138,6 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         like, lambda meta: run_config.check_same_run(config, meta["config"], workdir), set_aside_damaged=lead)
     if lead:  # what a killed process logged after its last checkpoint is replayed now: log it once
       writers.drop_after(workdir, restored[0] if restored else 0)
+      results.save_init_head(workdir, setup.trainable, setup.labels)
     if restored:
       _, state, meta = restored
       trainable, opt_state, step = state["trainable"], state["opt_state"], int(state["step"])
@@ -188,6 +191,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   warnings = _check_skipped(config, skipped, step, workdir)
   if last is None:  # resumed from the final checkpoint: only the evaluation is redone
     last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
+  shifted = {name: evaluation.evaluate(shift_step, trainable, frozen, data, hparams, batch_size, mesh)
+             for name, data, shift_step in evaluation.shift_sets(config, setup.model, mesh)}
   best = max(evals, key=lambda e: e["accuracy"])
   num_trainable = sum(int(np.prod(v.shape)) for v in setup.trainable.values())
   num_total = num_trainable + sum(int(np.prod(v.shape)) for v in setup.frozen.values())
@@ -200,10 +205,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 train_images_per_s=timed_images / timed_seconds if timed_seconds else None,
                 launches=len(progress["devices_per_launch"]),
                 devices_per_launch=progress["devices_per_launch"],
-                pretrained=model_setup.pretrained_name(config))
+                pretrained=model_setup.pretrained_name(config),
+                shift_accuracy={name: out["accuracy"] for name, out in shifted.items()})
   if lead:
     try:
-      results.save_predictions(workdir, eval_split, last)
+      for name, out in [(eval_split, last), *shifted.items()]:
+        results.save_predictions(workdir, name, out)
       if config.save_merged:
         results.save_merged(workdir, setup.methods, trainable, frozen, config.merge_factor)
       results.write_json(os.path.join(workdir, "result.json"), result)

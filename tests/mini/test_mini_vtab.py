@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from jpeft.data import DataError, get_task, list_tasks, load_split_arrays
 from jpeft.data import mini_vtab
+from jpeft.data.mini import upstream
 
 ALL = list(mini_vtab.MINI_TASKS) + [mini_vtab.UPSTREAM.name]
 
@@ -73,7 +74,7 @@ def test_upstream_label_is_shape_hue_and_backdrop_of_the_drawn_scene():
     inner = ndimage.binary_erosion(s.mask)
     r, g, b = np.median(s.image[inner if inner.any() else s.mask], axis=0) / 255.0
     assert int(colorsys.rgb_to_hsv(r, g, b)[0] * 4) % 4 == hue_bin  # measured from the pixels
-    assert mini_vtab._UPSTREAM_SHAPES[shape] == s.factors['shape']
+    assert upstream.UPSTREAM_SHAPES[shape] == s.factors['shape']
     assert ('plain', 'clutter', 'texture')[backdrop] == s.factors['backdrop']
 
 

@@ -31,12 +31,29 @@ def test_identity_at_init_convpass_xavier_conv(images):
   np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ssf", "difffit", "lora", "adaptformer", "adapter", "pfeiffer", "convpass",
-                                  "repadapter", "fact_tt", "fact_tk", "vqt"])
+def _wise(rule):
+  return sorted(name for name, cls in peft.registry().items() if cls.wise == rule)
+
+
+@pytest.mark.parametrize("name", _wise(peft.base.WISE_MERGE_FACTOR))
 def test_merge_factor_zero_is_the_backbone(name, images):
+  """What WiSE-FT relies on for the methods whose `wise` is merge_factor: 0 removes what they insert."""
   model, _, params = init(name)  # random, non-zero method parameters
   np.testing.assert_allclose(apply(model, params, images, 0.0), _plain_logits(images), rtol=1e-5, atol=1e-5)
   assert np.abs(apply(model, params, images, 1.0) - _plain_logits(images)).max() > 1e-3
+
+
+def test_wise_rules_say_what_each_method_trains(images):
+  """'interpolate' methods train only weights the plain ViT has; methods without a rule (prompts) keep changing
+  the output at merge_factor 0, so they have no zero-shot end."""
+  assert _wise(peft.base.WISE_INTERPOLATE) == ["bitfit", "full", "layernorm", "linear", "selective"]
+  for name in _wise(peft.base.WISE_INTERPOLATE):
+    _, _, params = init(name)
+    assert set(partition.flatten(params)) == set(plain_params())
+  assert _wise(None) == ["vpt_deep", "vpt_shallow"]
+  for name in _wise(None):
+    model, _, params = init(name)
+    assert np.abs(apply(model, params, images, 0.0) - _plain_logits(images)).max() > 1e-3
 
 
 @pytest.mark.parametrize("method", ["lora", "ssf", "repadapter", "fact_tt", "fact_tk", "bitfit", "layernorm",

@@ -34,6 +34,7 @@ class _Bottleneck(base.Method):
   bottleneck: int = 8
   scale: float = 1.0
   dropout: float = 0.1
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
   # Initialisers of Down's kernel, Up's kernel and both biases; activation after Down.
   down_init: ClassVar[Callable] = staticmethod(XAVIER)
   up_init: ClassVar[Callable] = staticmethod(ZEROS)

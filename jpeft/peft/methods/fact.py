@@ -65,6 +65,7 @@ def _ratio(ctx) -> int:
 class _FacT(base.Method):
   """Shared bases U, V and the forward / merge rules; subclasses say where the cores come from."""
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
   rank: int = 8
   scale: float = 1.0
   dropout: float = 0.1

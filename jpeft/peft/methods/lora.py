@@ -18,6 +18,7 @@ class LoRA(base.Method):
   name: ClassVar[str] = "lora"
   grid: ClassVar[dict] = {"rank": (1, 8, 16, 32)}
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
   rank: int = 8
   dropout: float = 0.1
 

@@ -118,6 +118,7 @@ class VQT(base.Method):
   With merge_factor s the feature is CLS + s * (f - CLS), so s = 0 is the backbone's CLS.
   """
   name: ClassVar[str] = "vqt"
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
   grid: ClassVar[dict] = {"num_tokens": (1, 5, 10)}
   num_tokens: int = 10
 

@@ -24,6 +24,7 @@ class SSF(base.Method):
   """
   name: ClassVar[str] = "ssf"
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
 
   def _apply(self, m, site, y, ctx):
     width = y.shape[-1]

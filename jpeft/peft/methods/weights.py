@@ -28,6 +28,7 @@ def _is_norm(path: tuple[str, ...]) -> bool:
 class _NothingInserted(base.Method):
   """Shared by methods that only unfreeze pretrained weights: merging leaves the weights as they are."""
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_INTERPOLATE
 
   def merge(self, flat, merge_factor=1.0):
     return flat
@@ -83,6 +84,7 @@ class DiffFit(base.Method):
   """
   name: ClassVar[str] = "difffit"
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR
   merge_order: ClassVar[int] = 1
   _GAMMA: ClassVar[dict] = {"attn": "difffit_gamma1", "mlp": "difffit_gamma2"}
   _FOLD_INTO: ClassVar[dict] = {"attn": "attn/proj", "mlp": "mlp/fc2"}

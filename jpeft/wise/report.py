@@ -1,0 +1,77 @@
+"""WiSE-FT tables (JSON, CSV, Markdown) and the study's figure: in-distribution accuracy against the mean
+accuracy over the shifted sets, one curve per run from alpha = 0 (the zero-shot model) to alpha = 1."""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+from jpeft.train import results  # noqa: E402
+
+
+def summarise(rows: Sequence[dict], sets: Sequence[str]) -> list[dict]:
+  """Adds 'in_distribution' (the first set's accuracy) and 'shift_mean' (the mean over the others; None when
+  there are none) to each row."""
+  out = []
+  for row in rows:
+    shifted = [row[name] for name in sets[1:]]
+    out.append(dict(row, in_distribution=row[sets[0]],
+                    shift_mean=sum(shifted) / len(shifted) if shifted else None))
+  return out
+
+
+def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, str]:
+  """Writes wise.json, wise.csv, wise.md and (with shifted sets) wise.png into `out_dir`; returns their paths.
+
+  rows: dicts with 'run', 'method', 'alpha', 'merge_factor', 'in_distribution', 'shift_mean' and one
+  accuracy per name in `sets` (the first set is the in-distribution one)."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {kind: os.path.join(out_dir, f"wise.{kind}") for kind in ("json", "csv", "md", "png")}
+  columns = ["method", "alpha", "merge_factor", *sets, "in_distribution", "shift_mean", "run"]
+  results.write_json(paths["json"], dict(sets=list(sets), rows=list(rows)))
+  with open(paths["csv"], "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({k: row.get(k) for k in columns} for row in rows)
+  pct = lambda v: "" if v is None else f"{100 * v:.1f}"
+  lines = [f"WiSE-FT: accuracy (%) of (1 - alpha) * start + alpha * fine-tuned. In distribution: `{sets[0]}`; "
+           f"shifted: {', '.join(f'`{s}`' for s in sets[1:]) or 'none'}. alpha = 0 is the zero-shot model.", "",
+           "| method | alpha | " + " | ".join(sets) + " | mean of shifts |",
+           "|---|---|" + "---|" * (len(sets) + 1)]
+  for row in rows:
+    lines.append(f"| {row['method']} | {row['alpha']:g} | " + " | ".join(pct(row[s]) for s in sets) +
+                 f" | {pct(row['shift_mean'])} |")
+  with open(paths["md"], "w") as f:
+    f.write("\n".join(lines) + "\n")
+  if len(sets) > 1:
+    _plot(paths["png"], rows, sets[0])
+  else:
+    del paths["png"]
+  return paths
+
+
+def _plot(path: str, rows: Sequence[dict], in_distribution: str) -> None:
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for run in dict.fromkeys(row["run"] for row in rows):
+    curve = sorted((r for r in rows if r["run"] == run), key=lambda r: r["alpha"])
+    x = [100 * r["in_distribution"] for r in curve]
+    y = [100 * r["shift_mean"] for r in curve]
+    line, = ax.plot(x, y, "o-", markersize=3, label=curve[0]["method"])
+    ax.plot(x[-1], y[-1], "s", color=line.get_color(), markersize=7)  # alpha = 1: the fine-tuned model
+    if curve[0]["alpha"] == 0:
+      ax.plot(x[0], y[0], "k*", markersize=12, zorder=5)
+  ax.plot([], [], "k*", markersize=10, label="zero-shot (alpha = 0)")
+  ax.plot([], [], "ks", markersize=6, label="fine-tuned (alpha = 1)")
+  ax.set_xlabel(f"in-distribution accuracy (%), {in_distribution}")
+  ax.set_ylabel("mean accuracy over the shifted sets (%)")
+  ax.set_title("WiSE-FT: weight-space ensembles of zero-shot and fine-tuned")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
