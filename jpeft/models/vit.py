@@ -68,7 +68,11 @@ _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "quick_gelu": q
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv Dense. key_mask [T] marks tokens others may attend to."""
+  """Multi-head self-attention with a fused qkv Dense.
+
+  key_mask: [T] marks the tokens others may attend to, or [T, T] (query, key) pairs that may attend (the CLIP
+  text tower's causal mask).
+  """
   num_heads: int
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
@@ -84,7 +88,8 @@ class Attention(nn.Module):
     q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, T, H, hd]
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     if key_mask is not None:
-      logits = jnp.where(key_mask[None, None, None, :], logits, jnp.finfo(logits.dtype).min)
+      mask = key_mask if key_mask.ndim == 2 else key_mask[None, :]
+      logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, width)
     y = nn.Dense(width, dtype=self.dtype, name="proj")(out)
