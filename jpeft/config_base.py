@@ -36,6 +36,13 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.model.drop_path_rate = 0.1
   config.model.dtype = "float32"  # bfloat16 computes in bf16 with float32 master weights
   config.model.projection_dim = ml_collections.FieldReference(None, field_type=int)
+  # The head's initial weights: 'fresh' (zeros, the VTAB study) or 'zeroshot' (CLIP's zero-shot head: visual
+  # projection, L2 normalisation, class text embeddings x logit scale; needs projection_dim; see jpeft/zeroshot).
+  config.model.head_init = "fresh"
+  config.zeroshot = ml_collections.ConfigDict()
+  config.zeroshot.checkpoint = ml_collections.FieldReference(None, field_type=str)  # a whole CLIP; default: pretrained
+  config.zeroshot.classnames = "imagenet"  # built-in list or a file, one class name per line in label order
+  config.zeroshot.templates = "openai_imagenet"  # built-in list or a file, one template with '{}' per line
 
   # The pretrained backbone: a path or a known name (see jpeft/checkpoints).
   config.pretrained = ml_collections.ConfigDict()

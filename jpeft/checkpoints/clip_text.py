@@ -79,7 +79,8 @@ def text_from_state_dict(state, source: str = "checkpoint") -> ClipText:
     raise CheckpointError(f"{source} holds no CLIP text tower (no 'token_embedding.weight', "
                           "'text.token_embedding.weight' or 'text_model.embeddings.token_embedding.weight'; its "
                           f"first keys are {sorted(state)[:5]}). A zero-shot head needs a whole CLIP checkpoint, "
-                          "e.g. 'openai/clip-vit-base-patch16' or OpenAI's ViT-B-16.pt, not an image tower alone.")
+                          "e.g. 'openai/clip-vit-base-patch16' or OpenAI's ViT-B-16.pt, not an image tower alone "
+                          "(config.zeroshot.checkpoint / --checkpoint of python -m jpeft.zeroshot).")
   keys, prefix, rules, proj_key = _LAYOUTS[layout]
   text = {k[len(prefix):]: v for k, v in state.items() if re.fullmatch(keys, k)}
   flat = statedict.rename(text, rules, source, f"{layout} text tower", _TEXT_ONLY)

@@ -222,6 +222,8 @@ class VisionTransformer(nn.Module):
     num_classes: head outputs; 0 returns the pooled feature (or the CLIP projection).
     patch_size, width, depth, mlp_dim, num_heads: see `decode_variant`.
     projection_dim: CLIP's bias-free visual projection (None for plain ViT).
+    normalize_feature: L2-normalise the (projected) feature before the head: CLIP's zero-shot head
+      (`jpeft.zeroshot`), whose kernel holds class text embeddings x logit scale.
     layer_scale: DINOv2's per-block LayerScale gains (see `Block`).
     methods: PEFT methods, applied in order at every insertion point.
     dtype: compute dtype (parameters stay float32).
@@ -239,6 +241,7 @@ class VisionTransformer(nn.Module):
   patch_bias: bool = True
   layer_scale: bool = False
   projection_dim: Optional[int] = None
+  normalize_feature: bool = False
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
 
@@ -285,6 +288,8 @@ class VisionTransformer(nn.Module):
       feature = method.pool(self, feature, collected, ctx)
     if self.projection_dim:
       feature = nn.Dense(self.projection_dim, use_bias=False, dtype=self.dtype, name="proj")(feature)
+    if self.normalize_feature:
+      feature = feature / jnp.linalg.norm(feature.astype(jnp.float32), axis=-1, keepdims=True).astype(feature.dtype)
     if not self.num_classes:
       return feature.astype(jnp.float32)
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,

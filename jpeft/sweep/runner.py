@@ -122,7 +122,9 @@ class GroupRunner:
     # `model_setup.build` already compiled, so no chunk size compiles an init of its own.
     init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
     fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
-    return {path: np.stack([fresh[s][path] for s in seeds]) if self.setup.labels[path] in (base.HEAD, base.PEFT)
+    # A zero-shot head (config.model.head_init) is built from text, the same for every seed, like the backbone.
+    per_seed = (base.HEAD, base.PEFT) if self.config.model.head_init == "fresh" else (base.PEFT,)
+    return {path: np.stack([fresh[s][path] for s in seeds]) if self.setup.labels[path] in per_seed
             else np.broadcast_to(value, (len(seeds), *np.shape(value)))
             for path, value in self.setup.trainable.items()}
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jpeft import checkpoints, peft
+from jpeft import checkpoints, peft, zeroshot
 from jpeft.data import tasks
 from jpeft.models import vit
 from jpeft.peft import partition
@@ -48,7 +48,8 @@ def build(config) -> Setup:
   methods = peft.build_methods(config.method, config.peft)
   model = vit.create_model(config.model.variant, style=config.model.style, num_classes=task.num_classes,
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
-                           projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype])
+                           projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype],
+                           normalize_feature=config.model.head_init == "zeroshot")
   size = config.data.image_size
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
@@ -58,6 +59,8 @@ def build(config) -> Setup:
     # Methods' parameters and the new head keep their initialisation; the backbone comes from the checkpoint.
     loaded = checkpoints.load_pretrained(name, target=params, style=config.model.style)
     params, _ = checkpoints.merge_into(params, loaded)
+  if config.model.head_init == "zeroshot":
+    params, _ = checkpoints.merge_into(params, zeroshot.zeroshot_config_head(config, task.num_classes))
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
   return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params)

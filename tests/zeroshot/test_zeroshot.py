@@ -1,0 +1,85 @@
+"""Zero-shot heads against open_clip's build_zero_shot_classifier on a tiny random CLIP (make_clip_text_reference.py),
+and the head in jpeft's ViT: its logits equal CLIP's zero-shot logits, and both of its layers train as `head`."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jpeft import checkpoints, config_base, peft, zeroshot
+from jpeft.models.vit import create_model
+from jpeft.peft import partition
+from jpeft.train import config_checks
+from jpeft.train.errors import ConfigError
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+REF = dict(np.load(os.path.join(FIXTURES, "reference_clip_text.npz")))
+CLIP = os.path.join(FIXTURES, "clip_zeroshot_mu.safetensors")
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp("cache"))
+  built = zeroshot.build_head(CLIP, list(REF["zs_classnames"]), list(REF["zs_templates"]), num_heads=2,
+                              cache_dir=cache, batch_size=8)
+  return built, cache
+
+
+def test_head_matches_open_clip_classifier(head):
+  built, _ = head
+  scale = float(REF["zs_logit_scale"])
+  np.testing.assert_allclose(built["head"]["kernel"] / scale, REF["zs_classifier"], atol=1e-5)
+  np.testing.assert_array_equal(built["head"]["bias"], np.zeros(4, np.float32))
+  assert built["proj"]["kernel"].shape == (32, 16)
+
+
+def test_head_is_cached_and_keyed(head):
+  built, cache = head
+  args = (CLIP, list(REF["zs_classnames"]), list(REF["zs_templates"]))
+  path = zeroshot.cache_path(*args, num_heads=2, cache_dir=cache)
+  assert os.path.isfile(path)
+  again = zeroshot.build_head(*args, num_heads=2, cache_dir=cache)
+  np.testing.assert_array_equal(again["head"]["kernel"], built["head"]["kernel"])
+  # Other classes or templates are another head.
+  assert zeroshot.cache_path(CLIP, list(REF["zs_classnames"])[:3], list(REF["zs_templates"]), num_heads=2,
+                             cache_dir=cache) != path
+  assert zeroshot.cache_path(args[0], args[1], list(REF["zs_templates"])[:2], num_heads=2, cache_dir=cache) != path
+
+
+def test_vit_with_zero_shot_head_gives_clip_zero_shot_logits(head):
+  built, _ = head
+  model = create_model("mu/8", style="clip", num_classes=4, projection_dim=16, normalize_feature=True)
+  images = jnp.asarray(REF["zs_images"])
+  params = model.init(jax.random.PRNGKey(0), images)["params"]
+  backbone = checkpoints.load_pretrained(CLIP, target=params, style="clip")
+  params, _ = checkpoints.merge_into(params, backbone)
+  params, _ = checkpoints.merge_into(params, built)
+  logits = np.asarray(model.apply({"params": params}, images))
+  np.testing.assert_allclose(logits, REF["zs_logits"], atol=1e-4)
+  labels = partition.label_params(params, peft.build_methods("lora", {}))
+  assert {labels["proj/kernel"], labels["head/kernel"], labels["head/bias"]} == {"head"}
+
+
+def test_builtin_imagenet_lists():
+  classnames = zeroshot.read_list("imagenet", "classnames")
+  templates = zeroshot.read_list("openai_imagenet", "templates")
+  assert len(classnames) == 1000 and classnames[0] == "tench" and classnames[-1] == "toilet paper"
+  assert len(templates) == 80 and templates[0] == "a bad photo of a {}."
+
+
+def test_bad_inputs_are_reported(tmp_path):
+  bad = tmp_path / "templates.txt"
+  bad.write_text("a photo of a cat.\n")
+  with pytest.raises(ValueError, match="exactly once"):
+    zeroshot.read_list(str(bad), "templates")
+  config = config_base.get_config("linear")
+  config.model.head_init = "zeroshot"
+  with pytest.raises(ConfigError, match="projection_dim"):
+    config_checks.validate_config(config)
+  config.zeroshot.checkpoint = CLIP
+  config.zeroshot.classnames, config.zeroshot.templates = str(tmp_path / "c.txt"), str(tmp_path / "t.txt")
+  (tmp_path / "c.txt").write_text("tench\ngoldfish\n")
+  (tmp_path / "t.txt").write_text("a photo of a {}.\n")
+  with pytest.raises(ValueError, match="has 2 classes but the task has 4"):
+    zeroshot.zeroshot_config_head(config, num_classes=4)
