@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from jpeft import checkpoints, config_base, peft, zeroshot
+from jpeft.checkpoints import hub
+from jpeft.checkpoints.clip_text import read_clip_text
 from jpeft.models.vit import create_model
 from jpeft.peft import partition
-from jpeft.train import config_checks
+from jpeft.train import config_checks, model_setup
 from jpeft.train.errors import ConfigError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
@@ -51,11 +53,11 @@ def test_vit_with_zero_shot_head_gives_clip_zero_shot_logits(head):
   built, _ = head
   model = create_model("mu/8", style="clip", num_classes=4, projection_dim=16, normalize_feature=True)
   images = jnp.asarray(REF["zs_images"])
-  params = model.init(jax.random.PRNGKey(0), images)["params"]
-  backbone = checkpoints.load_pretrained(CLIP, target=params, style="clip")
-  params, _ = checkpoints.merge_into(params, backbone)
-  params, _ = checkpoints.merge_into(params, built)
-  logits = np.asarray(model.apply({"params": params}, images))
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)["params"]
+  backbone = checkpoints.load_pretrained(CLIP, target=shapes, style="clip")
+  params = {**backbone, **built}  # the whole model: the image tower, then proj and head from the text side
+  assert jax.tree.structure(params) == jax.tree.structure(shapes)
+  logits = np.asarray(jax.jit(model.apply)({"params": params}, images))
   np.testing.assert_allclose(logits, REF["zs_logits"], atol=1e-4)
   labels = partition.label_params(params, peft.build_methods("lora", {}))
   assert {labels["proj/kernel"], labels["head/kernel"], labels["head/bias"]} == {"head"}
@@ -83,3 +85,26 @@ def test_bad_inputs_are_reported(tmp_path):
   (tmp_path / "t.txt").write_text("a photo of a {}.\n")
   with pytest.raises(ValueError, match="has 2 classes but the task has 4"):
     zeroshot.zeroshot_config_head(config, num_classes=4)
+
+
+def test_run_config_hook_builds_the_zero_shot_model(tmp_path, monkeypatch):
+  """--config.model.head_init=zeroshot: the run's model normalises features and starts from the text head."""
+  monkeypatch.setattr(hub, "DEFAULT_CACHE", str(tmp_path))  # the head cache goes here, not to ~/.cache
+  config = config_base.get_config("linear")
+  config.task, config.data.image_size = "dtd", 32
+  config.model.variant, config.model.style, config.model.projection_dim = "mu/8", "clip", 16
+  config.pretrained.path = CLIP  # a whole CLIP: the image tower and, by default, the zero-shot head's source
+  config.model.head_init = "zeroshot"
+  (tmp_path / "dtd.txt").write_text("".join(f"texture {i}\n" for i in range(47)))
+  (tmp_path / "templates.txt").write_text("a photo of a {}.\na close-up photo of {}.\n")
+  config.zeroshot.classnames, config.zeroshot.templates = str(tmp_path / "dtd.txt"), str(tmp_path / "templates.txt")
+  config_checks.validate_config(config)
+  setup = model_setup.build(config)
+  assert setup.model.normalize_feature
+  assert {setup.labels[k] for k in ("proj/kernel", "head/kernel", "head/bias")} == {"head"}
+  proj = read_clip_text(CLIP).visual_proj
+  np.testing.assert_array_equal(setup.trainable["proj/kernel"], proj)
+  # Every class column is logit_scale x a unit-norm text embedding.
+  np.testing.assert_allclose(np.linalg.norm(setup.trainable["head/kernel"], axis=0), REF["zs_logit_scale"],
+                             rtol=1e-5)
+  assert len(os.listdir(tmp_path / "zeroshot")) == 1
