@@ -230,6 +230,15 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
                           "is corrupt or truncated (an interrupted download?): download it again.") from None
 
 
+def _is_torchscript(path: str) -> bool:
+  """A TorchScript archive is a zip with a `code/` folder; torch.load(weights_only=True) refuses it."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
+  except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError):
+    return False
+
+
 def read_torch(path: str) -> dict[str, Any]:
   """A PyTorch `.pth` / `.bin` pickle as numpy arrays. Needs torch, imported only here (jpeft never needs it)."""
   try:
@@ -240,7 +249,10 @@ def read_torch(path: str) -> dict[str, Any]:
                           "`safetensors.torch.save_file(torch.load(path), 'model.safetensors')` and pass the "
                           ".safetensors file (most timm and Hugging Face checkpoints also ship one).") from None
   try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if _is_torchscript(path):  # OpenAI's own CLIP files (clip.load's ViT-B-16.pt) are TorchScript archives
+      state = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+      state = torch.load(path, map_location="cpu", weights_only=True)
   except FileNotFoundError:
     raise CheckpointError(f"Checkpoint file '{path}' does not exist.") from None
   except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
