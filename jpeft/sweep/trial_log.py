@@ -54,6 +54,10 @@ def sweep_defining_values(config) -> dict[str, Any]:
   is not.
   """
   values = run_config.defining_values(json.loads(config.to_json()), SWEEP_DEFINING, exclude=PER_TRIAL)
+  if config.model.head_init == "fresh":  # as before head_init existed: sweeps recorded then keep their hash
+    values.pop("model.head_init")
+  else:  # the zero-shot head's source, classes and templates define every trial's starting point
+    values.update(run_config.defining_values(json.loads(config.to_json()), ("zeroshot",)))
   built = {}
   for name, cls in sorted(peft.registry().items()):
     given = config.peft[name].to_dict() if name in config.peft else {}

@@ -1,5 +1,6 @@
 """Zero-shot heads against open_clip's build_zero_shot_classifier on a tiny random CLIP (make_clip_text_reference.py),
 and the head in jpeft's ViT: its logits equal CLIP's zero-shot logits, and both of its layers train as `head`."""
+import json
 import os
 
 import jax
@@ -12,7 +13,8 @@ from jpeft.checkpoints import hub
 from jpeft.checkpoints.clip_text import read_clip_text
 from jpeft.models.vit import create_model
 from jpeft.peft import partition
-from jpeft.train import config_checks, model_setup
+from jpeft.sweep import trial_log
+from jpeft.train import config_checks, model_setup, run_config
 from jpeft.train.errors import ConfigError
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
@@ -108,3 +110,18 @@ def test_run_config_hook_builds_the_zero_shot_model(tmp_path, monkeypatch):
   np.testing.assert_allclose(np.linalg.norm(setup.trainable["head/kernel"], axis=0), REF["zs_logit_scale"],
                              rtol=1e-5)
   assert len(os.listdir(tmp_path / "zeroshot")) == 1
+
+
+def test_runs_and_sweeps_recorded_before_head_init_still_match():
+  """A fresh head leaves a sweep's config hash as it was; a zero-shot head (and its source) is another sweep."""
+  config = config_base.get_config("linear")
+  fresh = trial_log.sweep_defining_values(config)
+  assert not any(k.startswith(("model.head_init", "zeroshot")) for k in fresh)
+  config.model.head_init, config.zeroshot.checkpoint = "zeroshot", CLIP
+  values = trial_log.sweep_defining_values(config)
+  assert values["model.head_init"] == "zeroshot" and values["zeroshot.checkpoint"] == CLIP
+  # A single run recorded before the fields existed resumes under the defaults.
+  current = run_config.defining_values(json.loads(config_base.get_config("linear").to_json()),
+                                       run_config.RUN_DEFINING)
+  recorded = {k: v for k, v in current.items() if not k.startswith(("model.head_init", "zeroshot"))}
+  assert run_config.differences(recorded, current) == []
