@@ -31,7 +31,9 @@ _LAYOUTS = {
     "OpenAI CLIP": (r"(token_embedding|positional_embedding|transformer|ln_final|text_projection)\b.*", "",
                     statedict.OPENAI_TEXT, "visual.proj"),
     "open_clip CustomTextCLIP": (r"text\..*", "text.", statedict.OPENAI_TEXT, "visual.proj"),
-    "Hugging Face CLIP": (r"text_model\..*|text_projection\..*", "", statedict.HF_TEXT, "visual_projection.weight"),
+    # (older Hugging Face files also hold the position_ids buffer, 0..T-1, which carries no weights)
+    "Hugging Face CLIP": (r"(?!text_model\.embeddings\.position_ids)(text_model\..*|text_projection\..*)", "",
+                          statedict.HF_TEXT, "visual_projection.weight"),
 }
 _REQUIRED = ("token_embedding/embedding", "pos_embedding", "norm/scale", "proj/kernel",
              "encoder/block_0/attn/qkv/kernel")
