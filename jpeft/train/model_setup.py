@@ -27,6 +27,8 @@ class Setup:
     trainable, frozen: flat {path: array} parameter dicts (host arrays).
     init_params: jitted PRNG key -> the model's freshly initialised (nested) parameters; compiled once here,
       so callers that initialise other seeds (the sweep) reuse the program.
+    loaded: flat paths whose values came from a checkpoint (the pretrained backbone, CLIP's projection, a
+      zero-shot head) rather than from init_params: the same for every seed.
   """
   task: Any
   model: Any
@@ -35,6 +37,7 @@ class Setup:
   trainable: dict
   frozen: dict
   init_params: Callable
+  loaded: frozenset = frozenset()
 
 
 def pretrained_name(config) -> Optional[str]:
@@ -55,12 +58,16 @@ def build(config) -> Setup:
   init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
   params = init_params(init_key)
   name = pretrained_name(config)
+  loaded = set()
   if name:
     # Methods' parameters and the new head keep their initialisation; the backbone comes from the checkpoint.
-    loaded = checkpoints.load_pretrained(name, target=params, style=config.model.style)
-    params, _ = checkpoints.merge_into(params, loaded)
+    backbone = checkpoints.load_pretrained(name, target=params, style=config.model.style)
+    params, _ = checkpoints.merge_into(params, backbone)
+    loaded |= set(partition.flatten(backbone))
   if config.model.head_init == "zeroshot":
-    params, _ = checkpoints.merge_into(params, zeroshot.zeroshot_config_head(config, task.num_classes))
+    head = zeroshot.zeroshot_config_head(config, task.num_classes)
+    params, _ = checkpoints.merge_into(params, head)
+    loaded |= set(partition.flatten(head))
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params)
+  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params, frozenset(loaded))

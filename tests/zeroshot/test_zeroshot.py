@@ -104,6 +104,8 @@ def test_run_config_hook_builds_the_zero_shot_model(tmp_path, monkeypatch):
   setup = model_setup.build(config)
   assert setup.model.normalize_feature
   assert {setup.labels[k] for k in ("proj/kernel", "head/kernel", "head/bias")} == {"head"}
+  # The sweep starts every seed from this head (and the checkpoint's projection), not from a random one.
+  assert {"proj/kernel", "head/kernel", "head/bias", "encoder/block_0/attn/qkv/kernel"} <= setup.loaded
   proj = read_clip_text(CLIP).visual_proj
   np.testing.assert_array_equal(setup.trainable["proj/kernel"], proj)
   # Every class column is logit_scale x a unit-norm text embedding.
