@@ -7,7 +7,8 @@ setuptools.setup(
     description="Parameter-efficient fine-tuning (PEFT) of Vision Transformers in JAX/Flax, with the VTAB-1K benchmark.",
     # Namespace discovery so the data-only folder jpeft/assets (the shipped mini backbone) is a package too.
     packages=setuptools.find_namespace_packages(include=["jpeft", "jpeft.*"]),
-    package_data={"jpeft.assets": ["*.npz", "*.json"]},
+    # The mini backbone; OpenAI's CLIP BPE vocabulary, ImageNet class names and prompt templates (jpeft.zeroshot).
+    package_data={"jpeft.assets": ["*.npz", "*.json", "*.txt", "*.txt.gz"]},
     python_requires=">=3.10",
     install_requires=[
         "jax",
@@ -23,6 +24,8 @@ setuptools.setup(
         "numpy",
         "safetensors",
         "huggingface_hub",
+        "tokenizers",  # CLIP's BPE tokenizer in Rust (jpeft.models.clip_tokenizer)
+        "ftfy",  # CLIP's text cleaning before tokenizing, as OpenAI's and open_clip's tokenizers
         "matplotlib",
         "scikit-learn",  # its bundled digits feed the offline mini_digits task (jpeft.data.mini_vtab)
         # What the TFDS builders of the VTAB-1K and ImageNet tasks import but tensorflow-datasets does not

@@ -48,9 +48,15 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
   config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8
   config.merge_factor = 1.0
-  # random: the model's initialiser; upstream: the checkpoint's classifier mapped to the task's classes
-  # (`Task.upstream_classes`), a zero-shot head. WiSE-FT (`jpeft.wise`) interpolates towards the starting head.
+  # The head's initial weights. random: the model's initialiser (zeros, the VTAB study); upstream: the checkpoint's
+  # classifier mapped to the task's classes (`Task.upstream_classes`), a zero-shot head; zeroshot: CLIP's zero-shot
+  # head (visual projection, L2 normalisation, class text embeddings x logit scale; needs model.projection_dim;
+  # see jpeft/zeroshot), built from `zeroshot.*`. WiSE-FT (`jpeft.wise`) interpolates towards the starting head.
   config.head_init = "random"
+  config.zeroshot = ml_collections.ConfigDict()
+  config.zeroshot.checkpoint = ml_collections.FieldReference(None, field_type=str)  # a whole CLIP; default: pretrained
+  config.zeroshot.classnames = "imagenet"  # built-in list or a file, one class name per line in label order
+  config.zeroshot.templates = "openai_imagenet"  # built-in list or a file, one template with '{}' per line
 
   config.optim = ml_collections.ConfigDict()
   config.optim.lr = 1e-3

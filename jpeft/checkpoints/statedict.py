@@ -13,7 +13,8 @@ their keys:
   OpenAI CLIP (`clip.load`)      visual.{class_embedding, conv1, positional_embedding, ln_pre,
                                  transformer.resblocks.{i}.{ln_1, attn.in_proj_*, attn.out_proj, ln_2,
                                  mlp.c_fc, mlp.c_proj}, ln_post, proj} (the text tower is skipped)
-CLIP's bias-free visual projection becomes `proj/kernel` [D, E]. timm stores it as `head` with a zero bias
+The text towers of the CLIP layouts are read by `jpeft.checkpoints.clip_text` with the OPENAI_TEXT / HF_TEXT
+tables below. CLIP's bias-free visual projection becomes `proj/kernel` [D, E]. timm stores it as `head` with a zero bias
 (`_convert_openai_clip`), so a pre-norm timm model whose head bias is all zeros (or absent) has its head read as
 `proj`; a fine-tuned CLIP classifier (`*.openai_ft_in1k`, non-zero bias) keeps it as `head`.
 """
@@ -59,6 +60,31 @@ def _dense(src: str, dst: str, transform=_linear):
 
 
 _B = r"(?P<i>\d+)"
+
+
+def hf_layers(prefix: str):
+  """Rules for Hugging Face CLIP's encoder layers under prefix (both towers share the block layout)."""
+  return [
+      *_norm(rf"{prefix}\.{_B}\.layer_norm1", "encoder/block_{i}/ln1"),
+      *[(rf"{prefix}\.{_B}\.self_attn\.{n}_proj\.{w}", f"encoder/block_{{i}}/attn/{n}/{w}", _same)
+        for n in "qkv" for w in ("weight", "bias")],  # fused into qkv by fuse_hf_qkv
+      *_dense(rf"{prefix}\.{_B}\.self_attn\.out_proj", "encoder/block_{i}/attn/proj"),
+      *_norm(rf"{prefix}\.{_B}\.layer_norm2", "encoder/block_{i}/ln2"),
+      *_dense(rf"{prefix}\.{_B}\.mlp\.fc1", "encoder/block_{i}/mlp/fc1"),
+      *_dense(rf"{prefix}\.{_B}\.mlp\.fc2", "encoder/block_{i}/mlp/fc2"),
+  ]
+
+
+# OpenAI CLIP's residual attention blocks, the same in its image and text towers (and in open_clip's).
+OPENAI_BLOCKS = [
+    *_norm(rf"transformer\.resblocks\.{_B}\.ln_1", "encoder/block_{i}/ln1"),
+    *_dense(rf"transformer\.resblocks\.{_B}\.attn\.out_proj", "encoder/block_{i}/attn/proj"),
+    (rf"transformer\.resblocks\.{_B}\.attn\.in_proj_weight", "encoder/block_{i}/attn/qkv/kernel", _linear),
+    (rf"transformer\.resblocks\.{_B}\.attn\.in_proj_bias", "encoder/block_{i}/attn/qkv/bias", _same),
+    *_norm(rf"transformer\.resblocks\.{_B}\.ln_2", "encoder/block_{i}/ln2"),
+    *_dense(rf"transformer\.resblocks\.{_B}\.mlp\.c_fc", "encoder/block_{i}/mlp/fc1"),
+    *_dense(rf"transformer\.resblocks\.{_B}\.mlp\.c_proj", "encoder/block_{i}/mlp/fc2"),
+]
 # (regex on the key after the layout's prefix, jpeft path with {i} for the block, transform)
 _TIMM = [
     (r"cls_token", "cls", _same), (r"pos_embed", "pos_embedding", _same),
@@ -77,13 +103,7 @@ _HF_CLIP = [
     (r"vision_model\.embeddings\.patch_embedding\.weight", "embedding/kernel", _conv),
     (r"vision_model\.embeddings\.position_embedding\.weight", "pos_embedding", _table),
     *_norm(r"vision_model\.pre_layrnorm", "ln_pre"),
-    *_norm(rf"vision_model\.encoder\.layers\.{_B}\.layer_norm1", "encoder/block_{i}/ln1"),
-    *[(rf"vision_model\.encoder\.layers\.{_B}\.self_attn\.{n}_proj\.{w}", f"encoder/block_{{i}}/attn/{n}/{w}", _same)
-      for n in "qkv" for w in ("weight", "bias")],  # fused into qkv below
-    *_dense(rf"vision_model\.encoder\.layers\.{_B}\.self_attn\.out_proj", "encoder/block_{i}/attn/proj"),
-    *_norm(rf"vision_model\.encoder\.layers\.{_B}\.layer_norm2", "encoder/block_{i}/ln2"),
-    *_dense(rf"vision_model\.encoder\.layers\.{_B}\.mlp\.fc1", "encoder/block_{i}/mlp/fc1"),
-    *_dense(rf"vision_model\.encoder\.layers\.{_B}\.mlp\.fc2", "encoder/block_{i}/mlp/fc2"),
+    *hf_layers(r"vision_model\.encoder\.layers"),
     *_norm(r"vision_model\.post_layernorm", "norm"),
     (r"visual_projection\.weight", "proj/kernel", _linear),
 ]
@@ -91,18 +111,35 @@ _HF_SKIP = re.compile(r"text_model\..*|text_projection\..*|logit_scale|vision_mo
 _OPENAI = [
     (r"class_embedding", "cls", _token), (r"conv1\.weight", "embedding/kernel", _conv),
     (r"positional_embedding", "pos_embedding", _table), *_norm("ln_pre", "ln_pre"),
-    *_norm(rf"transformer\.resblocks\.{_B}\.ln_1", "encoder/block_{i}/ln1"),
-    *_dense(rf"transformer\.resblocks\.{_B}\.attn\.out_proj", "encoder/block_{i}/attn/proj"),
-    (rf"transformer\.resblocks\.{_B}\.attn\.in_proj_weight", "encoder/block_{i}/attn/qkv/kernel", _linear),
-    (rf"transformer\.resblocks\.{_B}\.attn\.in_proj_bias", "encoder/block_{i}/attn/qkv/bias", _same),
-    *_norm(rf"transformer\.resblocks\.{_B}\.ln_2", "encoder/block_{i}/ln2"),
-    *_dense(rf"transformer\.resblocks\.{_B}\.mlp\.c_fc", "encoder/block_{i}/mlp/fc1"),
-    *_dense(rf"transformer\.resblocks\.{_B}\.mlp\.c_proj", "encoder/block_{i}/mlp/fc2"),
+    *OPENAI_BLOCKS,
     *_norm("ln_post", "norm"), (r"proj", "proj/kernel", _same),  # OpenAI's proj is already [D, E]
 ]
 
 
-def _rename(state: Mapping[str, Any], rules, source: str, layout: str) -> dict[str, np.ndarray]:
+# CLIP text towers (read by jpeft.checkpoints.clip_text into jpeft.models.clip_text's tree). open_clip's
+# CustomTextCLIP has OPENAI_TEXT's keys under `text.`.
+OPENAI_TEXT = [
+    (r"token_embedding\.weight", "token_embedding/embedding", _same),
+    (r"positional_embedding", "pos_embedding", _same),
+    *OPENAI_BLOCKS, *_norm("ln_final", "norm"),
+    (r"text_projection", "proj/kernel", _same),  # already [D, E]
+]
+HF_TEXT = [
+    (r"text_model\.embeddings\.token_embedding\.weight", "token_embedding/embedding", _same),
+    (r"text_model\.embeddings\.position_embedding\.weight", "pos_embedding", _same),
+    *hf_layers(r"text_model\.encoder\.layers"), *_norm(r"text_model\.final_layer_norm", "norm"),
+    (r"text_projection\.weight", "proj/kernel", _linear),
+]
+
+
+_VIT_ONLY = ("the jpeft ViT (a different architecture: registers, q/k norm, SwiGLU, average pooling?). Only plain "
+             "ViT, CLIP image towers and register-free DINOv2 are supported.")
+
+
+def rename(state: Mapping[str, Any], rules, source: str, layout: str, unsupported: str = _VIT_ONLY
+           ) -> dict[str, np.ndarray]:
+  """{torch key: array} -> {jpeft path: array} by the first rule whose regex matches the whole key; a key no
+  rule matches is an error naming it (`unsupported` says what the model is and supports)."""
   compiled = [(re.compile(pattern), dst, fn) for pattern, dst, fn in rules]
   out, extra = {}, []
   for key, value in state.items():
@@ -114,13 +151,11 @@ def _rename(state: Mapping[str, Any], rules, source: str, layout: str) -> dict[s
       extra.append(key)
   if extra:
     raise CheckpointError(f"{source}: keys {extra[:8]}{' ...' if len(extra) > 8 else ''} of this {layout} state "
-                          "dict have no place in the jpeft ViT (a different architecture: registers, q/k norm, "
-                          "SwiGLU, average pooling?). Only plain ViT, CLIP image towers and register-free DINOv2 "
-                          "are supported.")
+                          f"dict have no place in {unsupported}")
   return out
 
 
-def _fuse_hf_qkv(flat: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+def fuse_hf_qkv(flat: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
   """Separate HF q/k/v projections ([D, D] torch weights) -> one fused [D, 3D] kernel, [q | k | v]."""
   out = {k: v for k, v in flat.items() if not re.search(r"/attn/[qkv]/", k)}
   for block in sorted({k.split("/attn/")[0] for k in flat if re.search(r"/attn/[qkv]/", k)}):
@@ -160,13 +195,13 @@ def from_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> dic
   layout = detect_layout(state)
   if layout == "hf_clip":
     state = {k: v for k, v in state.items() if not _HF_SKIP.fullmatch(k)}
-    flat = _fuse_hf_qkv(_rename(state, _HF_CLIP, source, "Hugging Face CLIP"), source)
+    flat = fuse_hf_qkv(rename(state, _HF_CLIP, source, "Hugging Face CLIP"), source)
   elif layout == "openai_clip":
     state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    flat = _rename(state, _OPENAI, source, "OpenAI CLIP")
+    flat = rename(state, _OPENAI, source, "OpenAI CLIP")
   elif layout == "timm":
     # DINOv2's iBOT mask token stands in for masked patches in pretraining; classification never uses it.
-    flat = _rename({k: v for k, v in state.items() if k != "mask_token"}, _TIMM, source, "timm")
+    flat = rename({k: v for k, v in state.items() if k != "mask_token"}, _TIMM, source, "timm")
     if "ln_pre/scale" in flat and "head/kernel" in flat and not np.any(flat.get("head/bias", 0)):
       flat["proj/kernel"] = flat.pop("head/kernel")  # timm's home for CLIP's bias-free projection
       flat.pop("head/bias", None)
@@ -195,6 +230,15 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
                           "is corrupt or truncated (an interrupted download?): download it again.") from None
 
 
+def _is_torchscript(path: str) -> bool:
+  """A TorchScript archive is a zip with a `code/` folder; torch.load(weights_only=True) refuses it."""
+  try:
+    with zipfile.ZipFile(path) as z:
+      return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
+  except (zipfile.BadZipFile, FileNotFoundError, IsADirectoryError):
+    return False
+
+
 def read_torch(path: str) -> dict[str, Any]:
   """A PyTorch `.pth` / `.bin` pickle as numpy arrays. Needs torch, imported only here (jpeft never needs it)."""
   try:
@@ -205,7 +249,10 @@ def read_torch(path: str) -> dict[str, Any]:
                           "`safetensors.torch.save_file(torch.load(path), 'model.safetensors')` and pass the "
                           ".safetensors file (most timm and Hugging Face checkpoints also ship one).") from None
   try:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    if _is_torchscript(path):  # OpenAI's own CLIP files (clip.load's ViT-B-16.pt) are TorchScript archives
+      state = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+      state = torch.load(path, map_location="cpu", weights_only=True)
   except FileNotFoundError:
     raise CheckpointError(f"Checkpoint file '{path}' does not exist.") from None
   except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:

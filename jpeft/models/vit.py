@@ -68,7 +68,11 @@ _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "quick_gelu": q
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention with a fused qkv Dense. key_mask [T] marks tokens others may attend to."""
+  """Multi-head self-attention with a fused qkv Dense.
+
+  key_mask: [T] marks the tokens others may attend to, or [T, T] (query, key) pairs that may attend (the CLIP
+  text tower's causal mask).
+  """
   num_heads: int
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
@@ -84,7 +88,8 @@ class Attention(nn.Module):
     q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, T, H, hd]
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     if key_mask is not None:
-      logits = jnp.where(key_mask[None, None, None, :], logits, jnp.finfo(logits.dtype).min)
+      mask = key_mask if key_mask.ndim == 2 else key_mask[None, :]
+      logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, width)
     y = nn.Dense(width, dtype=self.dtype, name="proj")(out)
@@ -221,6 +226,8 @@ class VisionTransformer(nn.Module):
     num_classes: head outputs; 0 returns the pooled feature (or the CLIP projection).
     patch_size, width, depth, mlp_dim, num_heads: see `decode_variant`.
     projection_dim: CLIP's bias-free visual projection (None for plain ViT).
+    normalize_feature: L2-normalise the (projected) feature before the head: CLIP's zero-shot head
+      (`jpeft.zeroshot`), whose kernel holds class text embeddings x logit scale.
     layer_scale: DINOv2's per-block LayerScale gains (see `Block`).
     methods: PEFT methods, applied in order at every insertion point.
     dtype: compute dtype (parameters stay float32).
@@ -239,6 +246,7 @@ class VisionTransformer(nn.Module):
   patch_bias: bool = True
   layer_scale: bool = False
   projection_dim: Optional[int] = None
+  normalize_feature: bool = False
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
   remat: bool = False
@@ -286,6 +294,8 @@ class VisionTransformer(nn.Module):
       feature = method.pool(self, feature, collected, ctx)
     if self.projection_dim:
       feature = nn.Dense(self.projection_dim, use_bias=False, dtype=self.dtype, name="proj")(feature)
+    if self.normalize_feature:
+      feature = feature / jnp.linalg.norm(feature.astype(jnp.float32), axis=-1, keepdims=True).astype(feature.dtype)
     if not self.num_classes:
       return feature.astype(jnp.float32)
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,

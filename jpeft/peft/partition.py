@@ -28,13 +28,18 @@ def unflatten(flat: Mapping[str, object]) -> dict:
 _PRIORITY = (base.HEAD, base.PEFT, base.BACKBONE)
 
 
+# The classifier: the head, and CLIP's visual projection when a model keeps it (the study's robustness head is
+# projection + text-initialised linear layer, trained by every method; see jpeft/zeroshot).
+HEAD_MODULES = ("head", "proj")
+
+
 def label_params(params: Mapping, methods: Sequence[base.Method]) -> dict[str, str]:
-  """Flat labels {path: group}: 'head' for the classifier; else the highest-priority group any method claims
-  ('peft' over 'backbone'); else 'frozen'."""
+  """Flat labels {path: group}: 'head' for the classifier (HEAD_MODULES); else the highest-priority group any
+  method claims ('peft' over 'backbone'); else 'frozen'."""
   labels = {}
   for path in flatten(params):
     keys = tuple(path.split("/"))
-    claims = {base.HEAD} if keys[0] == "head" else {method.label(keys) for method in methods}
+    claims = {base.HEAD} if keys[0] in HEAD_MODULES else {method.label(keys) for method in methods}
     labels[path] = next((group for group in _PRIORITY if group in claims), base.FROZEN)
   return labels
 

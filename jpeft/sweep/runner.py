@@ -117,12 +117,14 @@ class GroupRunner:
     return self.data[(self.task_name, name)]
 
   def _init_trainable(self, seeds: Sequence[int]) -> dict:
-    """Stacked trainable parameters [T, ...]: head and PEFT from each seed, trainable backbone shared."""
+    """Stacked trainable parameters [T, ...]: fresh head and PEFT from each seed; what a checkpoint gave (the
+    backbone, CLIP's projection, a zero-shot head) shared."""
     # Once per distinct seed (trials of one seed share their initialisation) with the program
     # `model_setup.build` already compiled, so no chunk size compiles an init of its own.
     init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
     fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
-    return {path: np.stack([fresh[s][path] for s in seeds]) if self.setup.labels[path] in (base.HEAD, base.PEFT)
+    per_seed = lambda path: self.setup.labels[path] in (base.HEAD, base.PEFT) and path not in self.setup.loaded
+    return {path: np.stack([fresh[s][path] for s in seeds]) if per_seed(path)
             else np.broadcast_to(value, (len(seeds), *np.shape(value)))
             for path, value in self.setup.trainable.items()}
 

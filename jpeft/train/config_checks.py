@@ -57,6 +57,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(not (config.data.in_memory and config.data.augment), "data.augment", config.data.augment,
            "None with data.in_memory=True (in-memory splits are preprocessed once; set "
            "--config.data.in_memory=False to augment)")
+  _require(config.head_init != "zeroshot" or bool(config.model.projection_dim), "model.projection_dim",
+           config.model.projection_dim, "the CLIP projection width (512 for ViT-B/16) with head_init='zeroshot'")
   _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"one of {tuple(DTYPES)}")
   _require(0 <= config.model.drop_path_rate < 1, "model.drop_path_rate", config.model.drop_path_rate,
            "in [0, 1)")

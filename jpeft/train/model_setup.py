@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jpeft import checkpoints, peft
+from jpeft import checkpoints, peft, zeroshot
 from jpeft.data import tasks
 from jpeft.models import vit
 from jpeft.peft import partition
@@ -29,6 +29,8 @@ class Setup:
     trainable, frozen: flat {path: array} parameter dicts (host arrays).
     init_params: jitted PRNG key -> the model's freshly initialised (nested) parameters; compiled once here,
       so callers that initialise other seeds (the sweep) reuse the program.
+    loaded: flat paths whose values came from a checkpoint (the pretrained backbone, CLIP's projection, a
+      zero-shot head) rather than from init_params: the same for every seed.
   """
   task: Any
   model: Any
@@ -37,6 +39,7 @@ class Setup:
   trainable: dict
   frozen: dict
   init_params: Callable
+  loaded: frozenset = frozenset()
 
 
 def pretrained_name(config) -> Optional[str]:
@@ -44,7 +47,7 @@ def pretrained_name(config) -> Optional[str]:
   return config.pretrained.path or config.pretrained.name or None
 
 
-HEAD_INITS = ("random", "upstream")
+HEAD_INITS = ("random", "upstream", "zeroshot")
 
 
 def initial_head(config, task) -> Optional[dict]:
@@ -54,7 +57,7 @@ def initial_head(config, task) -> Optional[dict]:
   zero-shot head, {'kernel': [D, C], 'bias': [C]}.
 
   Raises ConfigError naming what is missing: the task's map, or a classifier in the checkpoint."""
-  if config.head_init == "random":
+  if config.head_init != "upstream":  # 'zeroshot' is built from the CLIP checkpoint after loading (`build`)
     return None
   if not task.upstream_classes:
     raise ConfigError(f"Config field 'head_init' = 'upstream' needs a task that maps its classes to the backbone's "
@@ -83,7 +86,8 @@ def build(config) -> Setup:
   model = vit.create_model(config.model.variant, style=config.model.style, num_classes=task.num_classes,
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
                            projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype],
-                           remat=bool(config.model.get("remat", False)))
+                           remat=bool(config.model.get("remat", False)),
+                           normalize_feature=config.head_init == "zeroshot")
   size = config.data.image_size
   init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   init_fn = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
@@ -92,10 +96,16 @@ def build(config) -> Setup:
   init_params = init_fn if head is None else (lambda k: {**init_fn(k), "head": head})
   params = init_params(init_key)
   name = pretrained_name(config)
+  loaded = set()
   if name:
     # Methods' parameters and the new head keep their initialisation; the backbone comes from the checkpoint.
-    loaded = checkpoints.load_pretrained(name, target=params, style=config.model.style)
-    params, _ = checkpoints.merge_into(params, loaded)
+    backbone = checkpoints.load_pretrained(name, target=params, style=config.model.style)
+    params, _ = checkpoints.merge_into(params, backbone)
+    loaded |= set(partition.flatten(backbone))
+  if config.head_init == "zeroshot":
+    head = zeroshot.zeroshot_config_head(config, task.num_classes)
+    params, _ = checkpoints.merge_into(params, head)
+    loaded |= set(partition.flatten(head))
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params)
+  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params, frozenset(loaded))
