@@ -98,7 +98,7 @@ def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Map
 
 def timm_metadata(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
   # 'format': 'pt' is what safetensors.torch writes; some PyTorch loaders look for it.
-  return {"format": "pt", TIMM_METADATA_KEY: json.dumps(dict(model=name, kwargs=dict(kwargs)), sort_keys=True)}
+  return {"format": "pt", TIMM_METADATA_KEY: json.dumps(dict(model=name, kwargs=dict(kwargs)))}
 
 
 def timm_usage(path: str, metadata: Mapping[str, str]) -> str:

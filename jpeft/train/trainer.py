@@ -53,7 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       "it, start the same command again without init_from (it resumes); init_from starts a new "
                       "run in a new workdir from another run's state.")
   if config.mode == "eval":
-    evaluation.require_checkpoint(workdir)  # before the lock, which would create the workdir
+    evaluation.require_checkpoint(config, workdir)  # before the lock, which would create the workdir
   with _held(workdir):
     if config.mode == "eval":
       return evaluation.evaluate_checkpoint(config, workdir)
