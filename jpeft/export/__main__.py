@@ -32,7 +32,7 @@ def main(argv) -> None:
   try:
     paths = export_run(_WORKDIR.value, _OUT.value, _FORMAT.value)
   except cli.USER_ERRORS as e:
-    print(f"jpeft: error: {e}", file=sys.stderr)
+    print(f"jpeft.export: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps({"paths": paths}))
   if _FORMAT.value == "timm":

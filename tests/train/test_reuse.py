@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,12 +11,12 @@ import optax
 import pytest
 from safetensors import safe_open
 
-from .conftest import REPO, load_config, tiny_overrides
+from .conftest import load_config, tiny_overrides
 from jpeft import checkpoints, export
 from jpeft.checkpoints import statedict
 from jpeft.models import vit
 from jpeft.peft.export import load_adapter
-from jpeft.train import checkpointing, model_setup, optim, reuse, splits, trainer
+from jpeft.train import checkpointing, evaluation, model_setup, optim, reuse, splits, trainer
 from jpeft.train.errors import ConfigError
 
 OTHER_TASK = "eurosat"  # 10 classes, where dtd has 47: a transfer needs a new head
@@ -127,28 +125,27 @@ def test_a_run_from_another_run_records_it(transferred, source):
   assert reuse.load_run(workdir).meta["init_from"] == expected
 
 
-def test_eval_of_another_runs_checkpoint_into_a_new_workdir(source, tmp_path):
+def test_eval_of_another_runs_checkpoint_into_a_new_workdir(source, other_setup, tmp_path):
   overrides, workdir, _ = source
   out = trainer.run(load_config(dict(overrides, mode="eval", **{"init_from.workdir": workdir})),
                     str(tmp_path / "eval"))
   assert out["init_from"]["step"] == SOURCE_STEP and out["step"] == SOURCE_STEP
   assert (tmp_path / "eval" / "eval_val200.json").exists() and not (tmp_path / "eval" / "checkpoints").exists()
   with pytest.raises(ConfigError, match="does not fit task 'eurosat'"):
-    trainer.run(load_config(dict(overrides, mode="eval", task=OTHER_TASK, **{"init_from.workdir": workdir})),
-                str(tmp_path / "eval_other"))
+    config = load_config(dict(overrides, mode="eval", task=OTHER_TASK, **{"init_from.workdir": workdir}))
+    evaluation._restore_source(config, other_setup, None)  # pylint: disable=protected-access
 
 
 def test_timm_export_of_a_run_predicts_as_the_run(transferred, other_setup, tmp_path):
   config, workdir, _ = transferred
   out = str(tmp_path / "model.safetensors")
-  command = [sys.executable, "-m", "jpeft.export", f"--workdir={workdir}", "--format=timm", f"--out={out}"]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-  assert json.loads(done.stdout.splitlines()[0]) == {"paths": [out]}
-  assert ("model = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=10, patch_size=8, "
-          "embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, img_size=32)") in done.stdout
-  assert f"model.load_state_dict(safetensors.torch.load_file({out!r}))" in done.stdout
+  assert export.export_run(workdir, out, "timm") == [out]
   with safe_open(out, framework="np") as f:
     tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+  assert export.timm_usage(out, metadata).splitlines() == [
+      "model = timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=10, patch_size=8, "
+      "embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, img_size=32)",
+      f"model.load_state_dict(safetensors.torch.load_file({out!r}))"]
   assert json.loads(metadata[export.RUN_METADATA_KEY])["step"] == reuse.load_run(workdir).step
   plain = vit.create_model("mu/8", num_classes=10)
   val = splits.load_split(config, other_setup.task, "val200")
