@@ -128,7 +128,8 @@ def _output_path(out: Optional[str], workdir: str, format: str) -> str:  # pylin
   return os.path.join(directory, f"{format}.safetensors")
 
 
-def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") -> list[str]:  # pylint: disable=redefined-builtin
+# pylint: disable-next=redefined-builtin
+def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") -> list[str]:
   """Writes the newest intact checkpoint of the run in `workdir` in `format` ('timm' | 'adapter').
 
   Args:

@@ -2,8 +2,8 @@
 
 Mode 'eval' checks that its config describes the run in the workdir (`run_config.EVAL_MAY_DIFFER` lists
 what may differ); a new workdir without checkpoints evaluates the run `config.init_from.workdir` names instead
-(on this config's task and split: e.g. a distribution-shifted copy of its task). It writes `eval_<split>.json`, `eval_logits_<split>.npy` and `eval_labels_<split>.npy`,
-never the training run's `result.json` or predictions.
+(on this config's task and split: e.g. a distribution-shifted copy of its task). It writes `eval_<split>.json`,
+`eval_logits_<split>.npy` and `eval_labels_<split>.npy`, never the training run's `result.json` or predictions.
 """
 from __future__ import annotations
 
