@@ -45,6 +45,10 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.pretrained.name = "ViT-B_16"  # ImageNet-21K ViT-B/16, the study's backbone
   config.pretrained.path = ml_collections.FieldReference(None, field_type=str)
 
+  # Start from another run's trained state (jpeft/train/reuse.py): its PEFT parameters, its head when the class
+  # counts match (head=False: a new head), and with optimizer=True its AdamW state. '' = the pretrained backbone.
+  config.init_from = ml_collections.ConfigDict(dict(workdir="", head=True, optimizer=False))
+
   config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
   config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8
   config.merge_factor = 1.0

@@ -14,7 +14,8 @@ their keys:
                                  transformer.resblocks.{i}.{ln_1, attn.in_proj_*, attn.out_proj, ln_2,
                                  mlp.c_fc, mlp.c_proj}, ln_post, proj} (the text tower is skipped)
 The text towers of the CLIP layouts are read by `jpeft.checkpoints.clip_text` with the OPENAI_TEXT / HF_TEXT
-tables below. CLIP's bias-free visual projection becomes `proj/kernel` [D, E]. timm stores it as `head` with a zero bias
+tables below. The timm layout is also written (`to_timm`, for `jpeft.export`), by the same rule table inverted.
+CLIP's bias-free visual projection becomes `proj/kernel` [D, E]. timm stores it as `head` with a zero bias
 (`_convert_openai_clip`), so a pre-norm timm model whose head bias is all zeros (or absent) has its head read as
 `proj`; a fine-tuned CLIP classifier (`*.openai_ft_in1k`, non-zero bias) keeps it as `head`.
 """
@@ -27,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jpeft.checkpoints.errors import CheckpointError
-from jpeft.checkpoints.tree import unflatten
+from jpeft.checkpoints.tree import flatten, unflatten
 
 
 def _linear(w):  # torch Linear weight [out, in] -> Flax kernel [in, out]
@@ -40,6 +41,14 @@ def _conv(w):  # torch Conv2d weight [D, 3, p, p] -> Flax Conv kernel [p, p, 3, 
 
 def _same(w):
   return np.asarray(w)
+
+
+def _unconv(w):  # Flax Conv kernel [p, p, 3, D] -> torch Conv2d weight [D, 3, p, p] (inverse of _conv)
+  return np.ascontiguousarray(np.asarray(w).transpose(3, 2, 0, 1))
+
+
+# Each transform's inverse, for writing a layout (`to_timm`) from the same rules that read it.
+_INVERSE = {_linear: _linear, _conv: _unconv, _same: _same}
 
 
 def _token(w):  # CLIP class embedding [D] -> [1, 1, D]
@@ -152,6 +161,42 @@ def rename(state: Mapping[str, Any], rules, source: str, layout: str, unsupporte
   if extra:
     raise CheckpointError(f"{source}: keys {extra[:8]}{' ...' if len(extra) > 8 else ''} of this {layout} state "
                           f"dict have no place in {unsupported}")
+  return out
+
+
+def _inverted(rules) -> list[tuple[re.Pattern, str, Any]]:
+  """Reading rules (key regex, jpeft path template, transform) -> writing rules (jpeft path regex, key template,
+  inverse transform): one table defines both directions, so reading and writing a layout cannot drift apart."""
+  out = []
+  for pattern, dst, fn in rules:
+    key = pattern.replace(_B, "{i}").replace("\\.", ".")
+    path = re.escape(dst).replace(re.escape("{i}"), _B)
+    out.append((re.compile(path), key, _INVERSE[fn]))
+  return out
+
+
+_TIMM_WRITE = _inverted(_TIMM)
+
+
+def to_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """Nested (or flat) jpeft plain-ViT parameters -> a timm `VisionTransformer` state dict of float32 numpy arrays
+  (torch layouts: Linear [out, in], Conv2d [D, 3, p, p]); the inverse of `from_state_dict` on the timm layout.
+
+  Raises CheckpointError naming parameters timm's ViT has no place for (PEFT parameters, CLIP's `proj`: merge or
+  fold them first, as `jpeft.export` does)."""
+  flat = flatten(params) if any(isinstance(v, Mapping) for v in params.values()) else dict(params)
+  out, extra = {}, []
+  for path, value in flat.items():
+    for pattern, key, fn in _TIMM_WRITE:
+      if m := pattern.fullmatch(path):
+        out[key.format(**m.groupdict())] = np.asarray(fn(np.asarray(value, np.float32)), np.float32)
+        break
+    else:
+      extra.append(path)
+  if extra:
+    raise CheckpointError(f"Parameters {sorted(extra)[:8]}{' ...' if len(extra) > 8 else ''} have no place in a "
+                          "timm VisionTransformer, which holds a plain ViT only: merge PEFT methods into the "
+                          "backbone first (jpeft.peft.merge) and fold CLIP's projection into the head.")
   return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -23,11 +23,13 @@ from jpeft.peft.reparam import merge
 _METADATA_KEY = "jpeft_peft"
 
 
-def save_adapter(path: str, trainable: Mapping[str, Any], methods: Sequence[base.Method]) -> None:
-  """Writes the trainable flat dict (from `partition.split`) and the methods' config to `path` atomically."""
+def save_adapter(path: str, trainable: Mapping[str, Any], methods: Sequence[base.Method],
+                 metadata: Optional[Mapping[str, str]] = None) -> None:
+  """Writes the trainable flat dict (from `partition.split`) and the methods' config to `path` atomically;
+  `metadata` adds string entries to the file's header (e.g. `jpeft.export`'s provenance)."""
   tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in trainable.items()}
   tmp = f"{path}.tmp{os.getpid()}"
-  save_file(tensors, tmp, metadata={_METADATA_KEY: json.dumps(methods_config(tuple(methods)))})
+  save_file(tensors, tmp, metadata={**(metadata or {}), _METADATA_KEY: json.dumps(methods_config(tuple(methods)))})
   os.replace(tmp, path)
 
 

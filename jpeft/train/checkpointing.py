@@ -66,18 +66,21 @@ class Checkpointer:
     """The JSON metadata of the checkpoint at `step`, without reading any array."""
     return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
 
-  def restore(self, step: int, like: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+  def restore(self, step: int, like: Optional[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restores (state, meta) at `step`; `like` is a state of the same structure (arrays or shape structs),
-    whose shardings the restored arrays take."""
-    like = dict(like, opt_state=like["opt_state"]._asdict())
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    whose shardings the restored arrays take, or None to read the state as saved (one-device arrays; how
+    `config.init_from` and `jpeft.export` read another run, whose shapes they check afterwards)."""
+    abstract = None
+    if like is not None:
+      like = dict(like, opt_state=like["opt_state"]._asdict())
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                    meta=ocp.args.JsonRestore()))
     state = dict(restored.state)
     state["opt_state"] = optax.ScaleByAdamState(**state["opt_state"])
     return state, dict(restored.meta)
 
-  def restore_newest_intact(self, like: dict[str, Any], check_meta: Callable[[dict[str, Any]], None],
+  def restore_newest_intact(self, like: Optional[dict[str, Any]], check_meta: Callable[[dict[str, Any]], None],
                             set_aside_damaged: bool) -> Optional[tuple[int, dict[str, Any], dict[str, Any]]]:
     """Restores the newest checkpoint that reads back whole, skipping damaged newer ones with a warning.
 

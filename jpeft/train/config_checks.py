@@ -65,6 +65,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("log_every_steps", "checkpoint_every_epochs", "eval_every_epochs", "checkpoint_max_to_keep"):
     _require(isinstance(config[field], int) and config[field] >= 1, field, config[field],
              "a positive integer")
+  _require(isinstance(config.init_from.workdir, str), "init_from.workdir", config.init_from.workdir,
+           "the workdir of a trained run, or '' to start from the pretrained backbone")
+  for field in ("head", "optimizer"):
+    _require(isinstance(config.init_from[field], bool), f"init_from.{field}", config.init_from[field],
+             "True or False")
   try:
     patch = vit.decode_variant(config.model.variant)["patch_size"]
     vit.style_kwargs(config.model.style)

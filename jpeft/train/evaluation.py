@@ -1,8 +1,9 @@
 """Evaluation of a whole split, and mode 'eval': the newest intact checkpoint of a finished run, again.
 
 Mode 'eval' checks that its config describes the run in the workdir (`run_config.EVAL_MAY_DIFFER` lists
-what may differ) and writes `eval_<split>.json`, `eval_logits_<split>.npy` and `eval_labels_<split>.npy`,
-never the training run's `result.json` or predictions.
+what may differ); a new workdir without checkpoints evaluates the run `config.init_from.workdir` names instead
+(on this config's task and split: e.g. a distribution-shifted copy of its task). It writes `eval_<split>.json`,
+`eval_logits_<split>.npy` and `eval_labels_<split>.npy`, never the training run's `result.json` or predictions.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import ml_collections
 import numpy as np
 
 from jpeft.data import tasks
-from jpeft.train import checkpointing, config_checks, model_setup, optim, results, run_config, sharding, steps
+from jpeft.train import (checkpointing, config_checks, model_setup, optim, results, reuse, run_config, sharding,
+                         steps)
 from jpeft.train.errors import ConfigError
 from jpeft.train.splits import Split
 
@@ -53,15 +55,36 @@ def _checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
-def require_checkpoint(workdir: str) -> None:
-  """Raises ConfigError, creating nothing, if `workdir` holds no checkpoint to evaluate."""
+def _has_checkpoint(workdir: str) -> bool:
   ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir), create=False)
   latest = ckpt.latest_step()
   ckpt.close()
-  if latest is None:
+  return latest is not None
+
+
+def require_checkpoint(config, workdir: str) -> None:
+  """Raises ConfigError, creating nothing, if there is no checkpoint to evaluate: `workdir` has none and
+  `config.init_from.workdir` names no other run."""
+  if not config.init_from.workdir and not _has_checkpoint(workdir):
     raise ConfigError(f"mode 'eval' needs a checkpoint, but '{_checkpoint_dir(workdir)}' has none. Pass the "
                       "--workdir of a finished training run (same --config), or train first with "
-                      "--config.mode=tune or final.")
+                      "--config.mode=tune or final (or evaluate another run's checkpoint into this new workdir "
+                      "with --config.init_from.workdir=<its workdir>).")
+
+
+def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
+  """(state, meta) of the run `config.init_from.workdir` names, fitted to this config's model; its head must fit
+  (an evaluation cannot train a new one)."""
+  source = reuse.load_run(config.init_from.workdir, "--config.init_from.workdir")
+  reuse.check_compatible(config, source)
+  params, head_kept = reuse.take_params(source, setup.trainable, setup.labels, keep_head=True)
+  if not head_kept:
+    raise ConfigError(f"mode 'eval' with --config.init_from.workdir='{source.workdir}' evaluates that run's head, "
+                      f"which was trained for task '{source.config.task}' and does not fit task '{config.task}' "
+                      f"({setup.task.num_classes} classes). Evaluate on a task with the same classes, or train a "
+                      "new head with --config.mode=tune or final.")
+  meta = dict(source.meta, init_from=dict(workdir=source.workdir, step=source.step, task=source.config.task))
+  return dict(trainable=sharding.replicate(params, mesh), step=source.step), meta
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -79,17 +102,21 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   def check(meta):
     run_config.check_same_run(config, meta["config"], workdir, may_differ=run_config.EVAL_MAY_DIFFER)
 
-  ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir), create=False)
-  try:
-    _, state, meta = ckpt.restore_newest_intact(like, check, set_aside_damaged=False)
-  finally:
-    ckpt.close()
+  if _has_checkpoint(workdir):  # the run trained here, also when it started from init_from
+    ckpt = checkpointing.Checkpointer(_checkpoint_dir(workdir), create=False)
+    try:
+      _, state, meta = ckpt.restore_newest_intact(like, check, set_aside_damaged=False)
+    finally:
+      ckpt.close()
+  else:
+    state, meta = _restore_source(config, setup, mesh)
   split = config.eval_split or config_checks.SPLITS[meta["mode"]][1]
   result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"],
                     sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
-             loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir))
+             loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir),
+             init_from=meta.get("init_from"))
   if jax.process_index() == 0:
     results.save_predictions(workdir, split, result, prefix=results.EVAL_PREFIX)
     results.write_json(os.path.join(workdir, f"{results.EVAL_PREFIX}{split}.json"), out)

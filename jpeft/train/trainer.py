@@ -15,7 +15,8 @@ Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json
 run starts from, WiSE-FT's zero-shot end), and logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the
 final evaluation (and logits_<task>_test.npy of each of `config.shift_tasks`). result.json holds accuracy (last epoch),
 best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation), trainable_params,
-total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), and, summed over the
+total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), init_from (None, or the run it
+started from: `jpeft.train.reuse.start_from`'s record), and, summed over the
 launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
 train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
 devices_per_launch (the global device count of each launch, over all jax processes); shift_accuracy: {'<task>_test':
@@ -37,9 +38,9 @@ import tqdm
 from absl import logging
 
 from jpeft import workdir_lock
-from jpeft.train import (checkpointing, config_checks, evaluation, model_setup, optim, results, run_config,
-                         sharding, steps, writers)
-from jpeft.train.errors import NonFiniteLossError, WorkdirError
+from jpeft.train import (checkpointing, config_checks, evaluation, model_setup, optim, results, reuse,
+                         run_config, sharding, steps, writers)
+from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
 from jpeft.train.splits import Split, count_steps_per_epoch
 
 
@@ -48,8 +49,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Raises workdir_lock.WorkdirLockedError (touching nothing) if another process holds the workdir."""
   config_checks.validate_config(config)
+  source = config.init_from.workdir
+  if source and os.path.abspath(source) == os.path.abspath(workdir):
+    raise ConfigError(f"--config.init_from.workdir='{source}' is this run's own --workdir. To continue the run in "
+                      "it, start the same command again without init_from (it resumes); init_from starts a new "
+                      "run in a new workdir from another run's state.")
   if config.mode == "eval":
-    evaluation.require_checkpoint(workdir)  # before the lock, which would create the workdir
+    evaluation.require_checkpoint(config, workdir)  # before the lock, which would create the workdir
   with _held(workdir):
     if config.mode == "eval":
       return evaluation.evaluate_checkpoint(config, workdir)
@@ -98,9 +104,9 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
     pass
 
 
-def _meta(config, epoch: int, evals: list, skipped: int, progress: dict) -> dict:
+def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from) -> dict:
   """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
-  return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress,
+  return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
               pretrained=model_setup.pretrained_name(config), method=config.method, variant=config.model.variant,
               style=config.model.style, seed=config.seed, mode=config.mode, task=config.task,
               config=config.to_json())
@@ -131,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint_max_to_keep)
   writer = writers.MetricWriter(workdir) if lead else None
-  step, evals, skipped, last, bar = 0, [], 0, None, None
+  step, evals, skipped, last, bar, init_from = 0, [], 0, None, None, None
   # What earlier launches of this run did; a checkpoint carries it forward.
   earlier = dict(wall_s=0.0, timed_images=0, timed_seconds=0.0, devices_per_launch=[])
   try:
@@ -146,8 +152,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       trainable, opt_state, step = state["trainable"], state["opt_state"], int(state["step"])
       train_key = jnp.asarray(state["rng"])
       evals, skipped, earlier = meta["evals"], meta["skipped"], meta.get("progress", earlier)
+      init_from = meta.get("init_from")
       if writer:
         writer.write(step, {}, event="resumed", epoch=meta["epoch"])
+    elif config.init_from.workdir:  # a new run (no checkpoint of its own yet) from another run's state
+      start, start_opt, init_from = reuse.start_from(config, setup.trainable, setup.labels, tx)
+      trainable, opt_state = sharding.replicate(start, mesh), sharding.replicate(start_opt, mesh)
     timed_images, timed_seconds = earlier["timed_images"], earlier["timed_seconds"]
 
     bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
@@ -179,7 +189,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs:
         progress = _progress(earlier, start_time, timed_images, timed_seconds)
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
-                             rng=jax.random.key_data(train_key)), _meta(config, done, evals, skipped, progress))
+                             rng=jax.random.key_data(train_key)),
+                 _meta(config, done, evals, skipped, progress, init_from))
     ckpt.wait()
   finally:
     if bar is not None:
@@ -205,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 train_images_per_s=timed_images / timed_seconds if timed_seconds else None,
                 launches=len(progress["devices_per_launch"]),
                 devices_per_launch=progress["devices_per_launch"],
-                pretrained=model_setup.pretrained_name(config),
+                pretrained=model_setup.pretrained_name(config), init_from=init_from,
                 shift_accuracy={name: out["accuracy"] for name, out in shifted.items()})
   if lead:
     try:
