@@ -42,16 +42,23 @@ def pretrained_name(config) -> Optional[str]:
   return config.pretrained.path or config.pretrained.name or None
 
 
-def build(config) -> Setup:
-  """Builds model and methods, initialises the parameters from `config.seed` and loads the backbone."""
+def build_model(config) -> tuple[Any, tuple, Any, Callable]:
+  """-> (task, methods, model, init_params) of `config`; init_params: jitted PRNG key -> the model's freshly
+  initialised (nested) parameters. Touches no data and no checkpoint (`jpeft.api.summary` counts from it)."""
   task = tasks.get_task(config.task)
   methods = peft.build_methods(config.method, config.peft)
   model = vit.create_model(config.model.variant, style=config.model.style, num_classes=task.num_classes,
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
                            projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype])
   size = config.data.image_size
-  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   init_params = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
+  return task, tuple(methods), model, init_params
+
+
+def build(config) -> Setup:
+  """Builds model and methods, initialises the parameters from `config.seed` and loads the backbone."""
+  task, methods, model, init_params = build_model(config)
+  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   params = init_params(init_key)
   name = pretrained_name(config)
   if name:
@@ -60,4 +67,4 @@ def build(config) -> Setup:
     params, _ = checkpoints.merge_into(params, loaded)
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params)
+  return Setup(task, model, methods, labels, trainable, frozen, init_params)
