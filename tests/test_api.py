@@ -70,7 +70,7 @@ def test_finetune_evaluate_merge_export(tmp_path, mini_count_data_dir):
   backbone = os.path.join(REPO, "tests", "fixtures", "vit_mu8.npz")
   run = jpeft.finetune(backbone, "lora", "mini_count", workdir=str(tmp_path / "lora"), model=dict(variant="mu/8"),
                        data=dict(data_dir=mini_count_data_dir, image_size=32), optim=dict(epochs=1, warmup_epochs=0),
-                       eval_every_epochs=1, checkpoint_every_epochs=1)
+                       eval_every_epochs=1, checkpoint_every_epochs=1, compilation_cache=str(tmp_path / "xla"))
   assert run.result == json.loads((tmp_path / "lora" / "result.json").read_text())
   assert (run.result["mode"], run.result["eval_split"], run.result["steps"], run.result["pretrained"]) == (
       "tune", "val200", 800 // 64, backbone)

@@ -33,8 +33,10 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_shrunk_on_cpu(path, tmp_path, mini_count_data_dir):
   nb = _with_smoke_parameters(nbformat.read(path, as_version=4), mini_count_data_dir)
-  # The kernel is this interpreter's (its `python` first on PATH), on the CPU, seeing this checkout of jpeft.
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
+  # The kernel is this interpreter's (its `python` first on PATH), on the CPU, seeing this checkout of jpeft,
+  # with a compilation cache of its own (as a user's default one): rebuilding a run's model to evaluate or merge
+  # it loads the programs its training compiled.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JPEFT_COMPILATION_CACHE=str(tmp_path / "xla"),
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
              PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
   client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
