@@ -36,5 +36,6 @@ setuptools.setup(
         "opencv-python-headless",  # sun397, diabetic_retinopathy_detection, kitti (image decode / resize)
         "tifffile",  # eurosat (its module reads the .tif files of the multispectral config)
     ],
-    extras_require={"test": ["pytest"]},
+    # nbclient, nbformat, ipykernel: tests/test_notebooks.py executes every notebook under notebooks/.
+    extras_require={"test": ["pytest", "nbclient", "nbformat", "ipykernel"]},
 )

@@ -139,11 +139,15 @@ _PROGRAM_EVENT = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
+def default_compilation_cache() -> str:
+  """$JPEFT_COMPILATION_CACHE if set (may be '': off), else ~/.cache/jpeft/xla (unexpanded)."""
+  return os.environ.get(COMPILATION_CACHE_ENV, _DEFAULT_COMPILATION_CACHE)
+
+
 def define_compilation_cache_flag() -> flags.FlagHolder:
   """--compilation_cache=<dir>: the persistent XLA compilation cache of the program that defines it."""
-  default = os.environ.get(COMPILATION_CACHE_ENV, _DEFAULT_COMPILATION_CACHE)
   return flags.DEFINE_string(
-      "compilation_cache", default, "Directory where compiled XLA programs are saved and loaded from, so a "
+      "compilation_cache", default_compilation_cache(), "Directory where compiled XLA programs are saved and loaded from, so a "
       "second run with the same shapes compiles nothing; '' turns the cache off. Default: "
       f"${COMPILATION_CACHE_ENV} if set, else {_DEFAULT_COMPILATION_CACHE}.")
 

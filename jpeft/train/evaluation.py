@@ -87,13 +87,11 @@ def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
   return dict(trainable=sharding.replicate(params, mesh), step=source.step), meta
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Evaluates the newest intact checkpoint in `workdir` on `config.eval_split` (default: the eval split of
-  the mode it was trained in); writes eval_<split>.json and eval_logits_<split>.npy / eval_labels_<split>.npy.
-
-  Raises ConfigError naming every field where `config` and the checkpoint's config disagree."""
-  setup = model_setup.build(config)
-  mesh = sharding.make_mesh()
+def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model_setup.Setup, mesh) -> tuple:
+  """-> (state, meta) of the newest intact checkpoint in `workdir`, after checking that `config` describes its
+  run (`run_config.EVAL_MAY_DIFFER` may differ), or, when `workdir` has none, of the run
+  `config.init_from.workdir` names. state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
+  meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside."""
   tx = optim.make_optimizer(config.optim, setup.labels)
   like = dict(trainable=sharding.replicate(setup.trainable, mesh),
               opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
@@ -110,6 +108,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       ckpt.close()
   else:
     state, meta = _restore_source(config, setup, mesh)
+  return state, meta
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the newest intact checkpoint in `workdir` on `config.eval_split` (default: the eval split of
+  the mode it was trained in); writes eval_<split>.json and eval_logits_<split>.npy / eval_labels_<split>.npy.
+
+  Raises ConfigError naming every field where `config` and the checkpoint's config disagree."""
+  setup = model_setup.build(config)
+  mesh = sharding.make_mesh()
+  state, meta = restore_newest(config, workdir, setup, mesh)
   split = config.eval_split or config_checks.SPLITS[meta["mode"]][1]
   result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"],
                     sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),

@@ -79,8 +79,9 @@ def initial_head(config, task) -> Optional[dict]:
           "bias": jnp.asarray(np.array([bias[g].mean() for g in groups]))}
 
 
-def build(config) -> Setup:
-  """Builds model and methods, initialises the parameters from `config.seed` and loads the backbone."""
+def build_model(config) -> tuple[Any, tuple, Any, Callable]:
+  """-> (task, methods, model, init_params) of `config`; init_params: jitted PRNG key -> the model's freshly
+  initialised (nested) parameters. Touches no data and no checkpoint (`jpeft.api.summary` counts from it)."""
   task = tasks.get_task(config.task)
   methods = peft.build_methods(config.method, config.peft)
   model = vit.create_model(config.model.variant, style=config.model.style, num_classes=task.num_classes,
@@ -89,11 +90,17 @@ def build(config) -> Setup:
                            remat=bool(config.model.get("remat", False)),
                            normalize_feature=config.head_init == "zeroshot")
   size = config.data.image_size
-  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   init_fn = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
   head = initial_head(config, task)
   # Every seed starts from the same head when it is not random (a sweep initialises its seeds with this).
   init_params = init_fn if head is None else (lambda k: {**init_fn(k), "head": head})
+  return task, tuple(methods), model, init_params
+
+
+def build(config) -> Setup:
+  """Builds model and methods, initialises the parameters from `config.seed` and loads the backbone."""
+  task, methods, model, init_params = build_model(config)
+  init_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
   params = init_params(init_key)
   name = pretrained_name(config)
   loaded = set()
@@ -108,4 +115,4 @@ def build(config) -> Setup:
     loaded |= set(partition.flatten(head))
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
-  return Setup(task, model, tuple(methods), labels, trainable, frozen, init_params, frozenset(loaded))
+  return Setup(task, model, methods, labels, trainable, frozen, init_params, frozenset(loaded))
