@@ -116,14 +116,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps_per_epoch = count_steps_per_epoch(train_data, batch_size, config.task)
   total_steps = steps_per_epoch * config.optim.epochs
 
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.sharding.param_axis_size)
   tx = optim.make_optimizer(config.optim, setup.labels)
-  train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1))
   eval_step = evaluation.jit_eval_step(setup.model, mesh)
   hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch), mesh)
-  frozen = sharding.replicate(setup.frozen, mesh)
-  trainable = sharding.replicate(setup.trainable, mesh)
-  opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
+  frozen, trainable, opt_state = evaluation.place_state(config, setup, tx, mesh)
+  # Outputs pinned to the inputs' layout: the donated buffers are reused and every step runs one program.
+  train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1),
+                       out_shardings=(sharding.shardings_of(trainable), sharding.shardings_of(opt_state),
+                                      sharding.replicated(mesh)))
   # Replicated like the state it is saved with: a multi-process checkpoint cannot hold a one-device array.
   train_key = sharding.replicate(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), mesh)
 
@@ -201,6 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 launches=len(progress["devices_per_launch"]),
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config))
+  if config.save_merged:  # sharded parameters may span processes: every process gathers, process 0 writes
+    trainable, frozen = sharding.to_host((trainable, frozen))
   if lead:
     try:
       results.save_predictions(workdir, eval_split, last)
