@@ -3,7 +3,8 @@
   python -m jpeft.bench.step --config=configs/vtab_lora.py --config.model.variant=B/16
 
 Uses the config's model, method, batch size, image size and dtype, random weights (speed does not depend on
-them, and no checkpoint is downloaded) and a synthetic batch, on all devices with the trainer's sharding.
+them, and no checkpoint is downloaded) and a synthetic batch, on all devices with the trainer's sharding
+(config.sharding; `jpeft.bench.memory` compares the layouts' memory).
 Printed per step function:
   compile_s        lowering + XLA compilation
   images_per_s     global batch / median step time over --steps timed steps (after --warmup steps)
@@ -20,7 +21,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jpeft import cli
-from jpeft.train import config_checks, model_setup, optim, sharding, steps
+from jpeft.train import config_checks, evaluation, model_setup, optim, sharding, steps
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config (as for jpeft.main).", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per step function.")
@@ -42,10 +43,10 @@ def _peak_mb(compiled) -> float:
   return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 2**20
 
 
-def _measure(name: str, fn, args: tuple, batch_size: int, carry=None) -> dict:
+def _measure(name: str, fn, args: tuple, batch_size: int, carry=None, **jit_kwargs) -> dict:
   """Compiles fn(*args), then times it; `carry(out, args)` feeds outputs back (donated train state)."""
   start = time.perf_counter()
-  compiled = jax.jit(fn, donate_argnums=(0, 1) if carry else ()).lower(*args).compile()
+  compiled = jax.jit(fn, donate_argnums=(0, 1) if carry else (), **jit_kwargs).lower(*args).compile()
   compile_s = time.perf_counter() - start
   times = []
   for i in range(_WARMUP.value + _STEPS.value):
@@ -66,7 +67,7 @@ def main(argv) -> None:
   config.pretrained.name, config.pretrained.path = "", None  # random weights: same speed, no download
   config_checks.validate_config(config)
   setup = model_setup.build(config)
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.sharding.param_axis_size)
   batch_size, size = config.optim.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
   batch = sharding.shard_batch({"image": rng.uniform(0, 1, (batch_size, size, size, 3)).astype(np.float32),
@@ -74,16 +75,17 @@ def main(argv) -> None:
                                mesh)
   tx = optim.make_optimizer(config.optim, setup.labels)
   hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch=1), mesh)
-  frozen = sharding.replicate(setup.frozen, mesh)
-  trainable = sharding.replicate(setup.trainable, mesh)
-  opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
+  frozen, trainable, opt_state = evaluation.place_state(config, setup, tx, mesh)
   key = jax.random.PRNGKey(0)
 
   # eval first: the train step donates (consumes) the trainable parameters it is given.
   rows = [
       _measure("eval", steps.make_eval_step(setup.model), (trainable, frozen, batch, hparams), batch_size),
       _measure("train", steps.make_train_step(setup.model, tx), (trainable, opt_state, frozen, batch, key, hparams),
-               batch_size, carry=lambda out, args: (out[0], out[1], *args[2:])),
+               batch_size, carry=lambda out, args: (out[0], out[1], *args[2:]),
+               # the trainer's: the fed-back state keeps its layout
+               out_shardings=(sharding.shardings_of(trainable), sharding.shardings_of(opt_state),
+                              sharding.replicated(mesh))),
   ]
   print(f"{config.model.variant} {config.method} batch {batch_size} image {size} {config.model.dtype} on "
         f"{jax.device_count()}x {jax.devices()[0].device_kind}; trainable "

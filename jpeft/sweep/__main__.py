@@ -11,7 +11,8 @@ same --workdir and base config, the sweep skips finished trials (`trials.jsonl`)
 values may be added, but another base config (recorded in `sweep_config.json`) is refused, and so is a second
 sweep while one runs on the workdir. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
 device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py).
-Compiled programs are saved in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs
+Launched as several processes with --config.distributed.enabled=True (as jpeft.main), the trials are split over
+the devices of all processes and process 0 writes the workdir. Compiled programs are saved in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs
 have the shapes of an earlier task's, loads them instead of compiling.
 
 Writes to --workdir: trials.jsonl (one row per trial and stage), sweep_config.json (the base config's
