@@ -202,18 +202,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 launches=len(progress["devices_per_launch"]),
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config))
-  if config.save_merged:  # sharded parameters may span processes: every process gathers, process 0 writes
-    trainable, frozen = sharding.to_host((trainable, frozen))
-  if lead:
-    try:
+  try:
+    if config.save_merged:  # every process: sharded arrays are gathered, and orbax's save (process 0 writes)
+      # is a collective
+      merged = sharding.to_host((trainable, frozen))
+      results.save_merged(workdir, setup.methods, *merged, config.merge_factor)
+    if lead:
       results.save_predictions(workdir, eval_split, last)
-      if config.save_merged:
-        results.save_merged(workdir, setup.methods, trainable, frozen, config.merge_factor)
       results.write_json(os.path.join(workdir, "result.json"), result)
-    except OSError as e:
-      raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
-                         "final checkpoint is saved; free space (or fix permissions) and run the same command "
-                         "again: it restores the checkpoint and only redoes the evaluation.") from e
+  except OSError as e:
+    raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
+                       "final checkpoint is saved; free space (or fix permissions) and run the same command "
+                       "again: it restores the checkpoint and only redoes the evaluation.") from e
   return result
 
 
