@@ -26,7 +26,7 @@ def _rows(workdir) -> dict:
 
 
 def test_two_process_sweep_matches_one(folder_root, tmp_path):
-  overrides = tiny_overrides(folder_root)
+  overrides = dict(tiny_overrides(folder_root), **{"optim.epochs": 1})
   one_dir = str(tmp_path / "one")
   grid = grid_lib.default_grid()  # the CLI's --grid flags below, in process
   grid.lr, grid.wd, grid.seeds = (1e-3, 1e-2), (1e-4,), (42,)
