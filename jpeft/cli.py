@@ -119,6 +119,25 @@ def quiet_logging_unless_asked() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
+def start_distributed(config: ml_collections.ConfigDict, program: str) -> None:
+  """jax.distributed.initialize from `config.distributed` if enabled (before anything touches a device); a
+  failure exits 1 with one paragraph naming the fields to set."""
+  if not config.distributed.enabled:
+    return
+  d = config.distributed
+  try:
+    # Fields left None are read from the cluster's environment (Cloud TPU, SLURM, Open MPI).
+    jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                               process_id=d.process_id)
+  except (ValueError, TypeError, RuntimeError) as e:
+    print(f"{program}: error: --config.distributed.enabled=True, but jax.distributed could not start: {e}. On a "
+          "Cloud TPU pod slice or under SLURM / Open MPI, leave distributed.coordinator_address, num_processes "
+          "and process_id unset (they are read from the environment); elsewhere set all three, e.g. "
+          "--config.distributed.coordinator_address=<process 0's host>:<free port> "
+          "--config.distributed.num_processes=2 --config.distributed.process_id=<0 or 1>.", file=sys.stderr)
+    sys.exit(1)
+
+
 def set_cpu_devices(count: int) -> None:
   """Splits the host CPU into `count` XLA devices (e.g. one per core); call before JAX first uses a device.
 

@@ -100,6 +100,13 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.distributed.coordinator_address = ml_collections.FieldReference(None, field_type=str)
   config.distributed.num_processes = ml_collections.FieldReference(None, field_type=int)
   config.distributed.process_id = ml_collections.FieldReference(None, field_type=int)
+  # Parameter layout (jpeft.train.sharding): the devices form a 'data' x 'param' mesh with param_axis_size
+  # devices along 'param'. 1 replicates every parameter (pure data parallelism); P > 1 splits each parameter and
+  # optimizer moment of >= min_shard_size elements into P slices (FSDP-style), for backbones too large to
+  # replicate (ViT-L/H). Batches are split over all devices either way; results agree up to float rounding.
+  config.sharding = ml_collections.ConfigDict()
+  config.sharding.param_axis_size = 1
+  config.sharding.min_shard_size = 2**16
   config.save_merged = False  # also write the merged full model at the end (re-parameterisable methods)
   return config
 

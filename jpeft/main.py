@@ -23,7 +23,6 @@ import json
 import os
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -44,19 +43,7 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: set options as --config.<field>=<value>.")
   cli.quiet_logging_unless_asked()
   config = _CONFIG.value
-  if config.distributed.enabled:
-    d = config.distributed
-    try:
-      # Fields left None are read from the cluster's environment (Cloud TPU, SLURM, Open MPI).
-      jax.distributed.initialize(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
-                                 process_id=d.process_id)
-    except (ValueError, TypeError, RuntimeError) as e:
-      print(f"jpeft: error: --config.distributed.enabled=True, but jax.distributed could not start: {e}. On a "
-            "Cloud TPU pod slice or under SLURM / Open MPI, leave distributed.coordinator_address, num_processes "
-            "and process_id unset (they are read from the environment); elsewhere set all three, e.g. "
-            "--config.distributed.coordinator_address=<process 0's host>:<free port> "
-            "--config.distributed.num_processes=2 --config.distributed.process_id=<0 or 1>.", file=sys.stderr)
-      sys.exit(1)
+  cli.start_distributed(config, "jpeft")
   logging.info("Config:\n%s", config)
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0])

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from jpeft.train import config_checks, model_setup, optim, sharding
+from jpeft.train import config_checks, evaluation, model_setup, optim, sharding
 from jpeft.train import steps as steps_lib
 
 
@@ -45,10 +45,11 @@ def program_mb(compiled) -> float:
   return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes) / 2**20
 
 
-def _measure(name: str, fn, args: tuple, batch_size: int, steps: int, warmup: int, carry=None) -> dict:
+def _measure(name: str, fn, args: tuple, batch_size: int, steps: int, warmup: int, carry=None,
+             **jit_kwargs) -> dict:
   """Compiles fn(*args), then times it; `carry(out, args)` feeds outputs back (donated train state)."""
   start = time.perf_counter()
-  lowered = jax.jit(fn, donate_argnums=(0, 1) if carry else ()).lower(*args)
+  lowered = jax.jit(fn, donate_argnums=(0, 1) if carry else (), **jit_kwargs).lower(*args)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
   times = []
@@ -68,14 +69,15 @@ def _measure(name: str, fn, args: tuple, batch_size: int, steps: int, warmup: in
 def prepare(config) -> dict:
   """Builds `config`'s model, optimizer state and a synthetic batch on every local device.
 
-  Returns dict(eval=(fn, args), train=(fn, args, carry), batch_size, summary, trainable, total): the step
-  functions with their arguments, ready for `_measure` or `TrainLoop`.
+  Returns dict(eval=(fn, args), train=(fn, args, carry), train_jit=<jit kwargs>, batch_size, summary, trainable,
+  total): the step functions with their arguments, ready for `_measure` or `TrainLoop`, in the trainer's layout
+  (`config.sharding`).
   """
   config = config.copy_and_resolve_references()
   config.pretrained.name, config.pretrained.path = "", None  # random weights: same speed, no download
   config_checks.validate_config(config)
   setup = model_setup.build(config)
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.sharding.param_axis_size)
   batch_size, size = config.optim.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
   batch = sharding.shard_batch({"image": rng.uniform(0, 1, (batch_size, size, size, 3)).astype(np.float32),
@@ -83,9 +85,7 @@ def prepare(config) -> dict:
                                mesh)
   tx = optim.make_optimizer(config.optim, setup.labels)
   hparams = sharding.replicate(steps_lib.hparams_from_config(config, steps_per_epoch=1), mesh)
-  frozen = sharding.replicate(setup.frozen, mesh)
-  trainable = sharding.replicate(setup.trainable, mesh)
-  opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
+  frozen, trainable, opt_state = evaluation.place_state(config, setup, tx, mesh)
   num_trainable = sum(v.size for v in setup.trainable.values())
   total = num_trainable + sum(v.size for v in setup.frozen.values())
   return dict(
@@ -93,6 +93,9 @@ def prepare(config) -> dict:
       train=(steps_lib.make_train_step(setup.model, tx),
              (trainable, opt_state, frozen, batch, jax.random.PRNGKey(0), hparams),
              lambda out, args: (out[0], out[1], *args[2:])),
+      # the trainer's: the fed-back state keeps its layout
+      train_jit=dict(out_shardings=(sharding.shardings_of(trainable), sharding.shardings_of(opt_state),
+                                    sharding.replicated(mesh))),
       batch_size=batch_size, trainable=num_trainable, total=total,
       summary=(f"{config.model.variant} {config.method} batch {batch_size} image {size} {config.model.dtype} "
                f"on {jax.device_count()}x {jax.devices()[0].device_kind}; trainable {num_trainable:,} of {total:,}"))
@@ -107,7 +110,7 @@ class TrainLoop:
     self.batch_size = prepared["batch_size"]
     self.trainable, self.total, self.summary = prepared["trainable"], prepared["total"], prepared["summary"]
     start = time.perf_counter()
-    lowered = jax.jit(fn, donate_argnums=(0, 1)).lower(*self._args)
+    lowered = jax.jit(fn, donate_argnums=(0, 1), **prepared["train_jit"]).lower(*self._args)
     self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - start
     self.gflops_per_image = _flops(lowered) / self.batch_size / 1e9
@@ -133,5 +136,6 @@ def measure_config(config, steps: int = 20, warmup: int = 3) -> dict:
   batch_size = prepared["batch_size"]
   # eval first: the train step donates (consumes) the trainable parameters it is given.
   rows = [_measure("eval", *prepared["eval"], batch_size, steps, warmup),
-          _measure("train", *prepared["train"][:2], batch_size, steps, warmup, carry=prepared["train"][2])]
+          _measure("train", *prepared["train"][:2], batch_size, steps, warmup, carry=prepared["train"][2],
+                   **prepared["train_jit"])]
   return dict(summary=prepared["summary"], trainable=prepared["trainable"], total=prepared["total"], rows=rows)

@@ -3,7 +3,8 @@
   python -m jpeft.bench.step --config=configs/vtab_lora.py --config.model.variant=B/16
 
 Uses the config's model, method, batch size, image size and dtype, random weights (speed does not depend on
-them, and no checkpoint is downloaded) and a synthetic batch, on all devices with the trainer's sharding.
+them, and no checkpoint is downloaded) and a synthetic batch, on all devices with the trainer's sharding
+(config.sharding; `jpeft.bench.memory` compares the layouts' memory).
 Printed per step function (see jpeft/bench/measure.py for each field): compile_s, images/s, peak_mem_MB,
 GFLOPs/image. For model FLOPs utilisation over several methods and dtypes in one command, `jpeft.bench.mfu`.
 """

@@ -11,7 +11,8 @@ same --workdir and base config, the sweep skips finished trials (`trials.jsonl`)
 values may be added, but another base config (recorded in `sweep_config.json`) is refused, and so is a second
 sweep while one runs on the workdir. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
 device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py).
-Compiled programs are saved in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs
+Launched as several processes with --config.distributed.enabled=True (as jpeft.main), the trials are split over
+the devices of all processes and process 0 writes the workdir. Compiled programs are saved in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs
 have the shapes of an earlier task's, loads them instead of compiling.
 
 Writes to --workdir: trials.jsonl (one row per trial and stage), sweep_config.json (the base config's
@@ -20,8 +21,10 @@ and test accuracy, spread over seeds), results.md / results.csv (method x task t
 study's numbers), accuracy_vs_params.png and predictions/<task>/<method>_seed<seed>.npz (the final runs' test
 logits and labels, for ensembles).
 """
+import contextlib
 import sys
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -55,15 +58,19 @@ def main(argv) -> None:
   cli.quiet_logging_unless_asked()
   cli.set_cpu_devices(_CPU_DEVICES.value)
   config = _CONFIG.value
+  cli.start_distributed(config, "jpeft.sweep")
+  lead = jax.process_index() == 0
   tasks = _TASKS.value or [config.task]
   methods = _METHODS.value or [config.method]
   try:
     # One sweep per workdir: a second would train every trial again and interleave its rows with this one's.
-    with workdir_lock.hold(_WORKDIR.value, program="jpeft.sweep"), \
+    # (Process 0 of a multi-process sweep holds it for all: they share the workdir, only process 0 writes.)
+    with (workdir_lock.hold(_WORKDIR.value, program="jpeft.sweep") if lead else contextlib.nullcontext()), \
         cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
       summaries = protocol.run_sweep(config, tasks, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value,
                                      final=_FINAL.value)
-      tables.write_all(summaries, _WORKDIR.value)
+      if lead:
+        tables.write_all(summaries, _WORKDIR.value)
   except (grid_lib.GridError, *cli.USER_ERRORS) as e:
     print(f"jpeft.sweep: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -15,6 +15,10 @@ ensembles and error analysis across methods (`jpeft.analysis`); each row names i
 
 The base config the trials are made under is recorded in `<workdir>/sweep_config.json`; a rerun under another
 base config is refused (see `jpeft.sweep.trial_log`).
+
+Launched as several processes (`jax.distributed`), every process runs the same protocol and trains its devices'
+share of each chunk's trials (`jpeft.sweep.runner`); only process 0 writes to the workdir (a shared
+filesystem: the others read it to resume).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import re
 import statistics
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 
 from jpeft.sweep import grid as grid_lib
@@ -113,10 +118,12 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
   """
   os.makedirs(workdir, exist_ok=True)
-  record = trial_log.open_log(config, workdir)
+  lead = jax.process_index() == 0
+  record = trial_log.open_log(config, workdir, write=lead)
 
   def record_chunk(rows, predictions):
-    _save_predictions(workdir, rows, predictions)
+    if lead:
+      _save_predictions(workdir, rows, predictions)
     record.append(rows)
 
   summaries = []
@@ -141,7 +148,8 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
                           runners=runners)
         final_rows = [record.get("final", t) for t in finals]
       summaries.append(_summary_row(trials, tune_rows, winner, final_rows))
-  write_summary(summaries, workdir)
+  if lead:
+    write_summary(summaries, workdir)
   return summaries
 
 

@@ -4,7 +4,9 @@ Within a group every trial has the same parameter shapes, so the per-trial state
 optimizer state, dropout keys, and the traced hyperparameters lr, wd, merge_factor) is stacked to
 [T, ...] and one compiled program advances all T trials per step. The frozen backbone is shared (not
 stacked). With several devices the trial axis is sharded over them (mesh axis 'trials'); each device runs
-its trials on the whole batch, so nothing but the result crosses devices.
+its trials on the whole batch, so nothing but the result crosses devices. After `jax.distributed.initialize`
+the mesh spans the devices of all processes: every process runs the same chunks (same trials, same batches)
+and trains the trials its devices own; results are gathered to every process.
 
 What a trial gets, matching `jpeft.train.trainer.train_and_evaluate` run with `config.seed = trial.seed`:
   head and PEFT parameters   model.init with fold_in(PRNGKey(seed), 0) (once per distinct seed)
@@ -28,7 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jpeft.peft import base, partition
 from jpeft.sweep.grid import Trial, shape_groups
-from jpeft.train import config_checks, model_setup, optim, splits, steps
+from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
 from jpeft.train.errors import ConfigError
 
 TRIAL_AXIS = "trials"
@@ -106,7 +108,7 @@ class GroupRunner:
     self._eval = jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, 0)), out_shardings=stacked)
     self._init_opt = jax.jit(jax.vmap(self.tx.init), out_shardings=stacked)
     self.num_trainable = sum(int(np.prod(v.shape)) for v in self.setup.trainable.values())
-    self.frozen = jax.device_put(self.setup.frozen, NamedSharding(self.mesh, P()))
+    self.frozen = sharding.replicate(self.setup.frozen, self.mesh)
 
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
@@ -143,7 +145,7 @@ class GroupRunner:
     """Per-trial accuracy and mean loss [T] (first `size` trials), logits [T, N, C] and labels [N]."""
     logits, labels, correct, loss = [], [], 0, 0.0
     for batch in eval_data.eval_batches(self.batch_size):
-      out = jax.device_get(self._eval(trainable, self.frozen, self._put(batch, False), hparams))
+      out = sharding.to_host(self._eval(trainable, self.frozen, self._put(batch, False), hparams))
       logits.append(out["logits"][:size][:, batch["mask"]])
       labels.append(batch["label"][batch["mask"]])
       correct = correct + out["correct"][:size]
@@ -192,7 +194,7 @@ class GroupRunner:
                                                     hparams, axis)
         finite.append(metrics["finite"])
         step += 1
-      nonfinite += len(finite) - np.sum(jax.device_get(finite), axis=0)
+      nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
       done = epoch + 1
       if done % self.config.eval_every_epochs == 0 or done == epochs:
         result = self.evaluate(eval_data, trainable, hparams, size)

@@ -88,9 +88,10 @@ class TrialLog:
       config. The file is left as it was.
   """
 
-  def __init__(self, path: str, config_hash: str):
+  def __init__(self, path: str, config_hash: str, write: bool = True):
     self.path = path
     self.config_hash = config_hash
+    self.write = write
     self.rows: dict[tuple[str, str], dict] = {}
     if not os.path.exists(path):
       return
@@ -120,7 +121,7 @@ class TrialLog:
           f"config hashes to {config_hash} (see {SWEEP_CONFIG_FILE} beside it), so those trials cannot be "
           "reported as this sweep's. Rerun with the config they were made under, or pass a new --workdir for "
           "this config.")
-    if len(complete) < len(data):
+    if len(complete) < len(data) and write:
       # A kill in the middle of a write leaves one torn last line: drop it (that trial is trained again) so
       # the next append starts on a fresh line.
       with open(path, "r+b") as f:
@@ -135,17 +136,21 @@ class TrialLog:
   def append(self, rows: Sequence[dict]) -> None:
     """Appends `rows` (stamped with the config hash), flushed and fsynced, so a kill loses at most this chunk."""
     rows = [dict(row, **{HASH_FIELD: self.config_hash}) for row in rows]
-    with open(self.path, "a") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
+    if self.write:
+      with open(self.path, "a") as f:
+        for row in rows:
+          f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     for row in rows:
       self.rows[(row["stage"], row["key"])] = row
 
 
-def open_log(config, workdir: str) -> TrialLog:
+def open_log(config, workdir: str, write: bool = True) -> TrialLog:
   """The workdir's TrialLog for a sweep under base `config`; records the config at the first run.
+
+  `write` False (every process of a multi-process sweep but process 0) reads the workdir and keeps appended
+  rows in memory only, so one process writes each file.
 
   Raises:
     ConfigError: sweep_config.json records other run-defining values (all differing fields are named).
@@ -169,7 +174,7 @@ def open_log(config, workdir: str) -> TrialLog:
           f"The sweep workdir '{workdir}' holds trials made under another config ({path}): {listed}. Its "
           "finished trials would be reported as this config's. Rerun with the values recorded there, or pass a "
           "new --workdir for a sweep with this config.")
-  log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values))
-  if recorded is None:
+  log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values), write)
+  if recorded is None and write:
     results.write_json(path, dict(hash=config_hash(values), values=values))
   return log

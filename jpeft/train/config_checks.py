@@ -35,6 +35,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            "a positive integer")
   _require(o.batch_size % jax.device_count() == 0, "optim.batch_size", o.batch_size,
            f"a multiple of the {jax.device_count()} devices the batch is split over")
+  param_axis = config.sharding.param_axis_size
+  _require(isinstance(param_axis, int) and param_axis >= 1 and jax.device_count() % param_axis == 0,
+           "sharding.param_axis_size", param_axis,
+           f"a positive divisor of the {jax.device_count()} devices (1 = parameters replicated)")
+  _require(isinstance(config.sharding.min_shard_size, int) and config.sharding.min_shard_size >= 0,
+           "sharding.min_shard_size", config.sharding.min_shard_size, "a non-negative integer (elements)")
   _require(o.epochs >= 1, "optim.epochs", o.epochs, "at least 1")
   _require(0 <= o.warmup_epochs <= o.epochs, "optim.warmup_epochs", o.warmup_epochs,
            f"between 0 and optim.epochs ({o.epochs})")

@@ -51,6 +51,14 @@ def shift_sets(config, model, mesh) -> list[tuple[str, Split, object]]:
   return out
 
 
+def place_state(config, setup: model_setup.Setup, tx, mesh):
+  """(frozen, trainable, opt_state) of `setup` on `mesh` in the layout of `config.sharding`
+  (`jpeft.train.sharding.shard_params`); a checkpoint restored `like` these arrays takes the same layout."""
+  min_size = config.sharding.min_shard_size
+  return (sharding.shard_params(setup.frozen, mesh, min_size), sharding.shard_params(setup.trainable, mesh, min_size),
+          sharding.shard_params(tx.init(setup.trainable), mesh, min_size))
+
+
 def _checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
@@ -92,9 +100,8 @@ def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model
   run (`run_config.EVAL_MAY_DIFFER` may differ), or, when `workdir` has none, of the run
   `config.init_from.workdir` names. state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
   meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside."""
-  tx = optim.make_optimizer(config.optim, setup.labels)
-  like = dict(trainable=sharding.replicate(setup.trainable, mesh),
-              opt_state=sharding.replicate(tx.init(setup.trainable), mesh), step=0,
+  _, trainable, opt_state = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
+  like = dict(trainable=trainable, opt_state=opt_state, step=0,
               rng=sharding.replicate(jax.random.key_data(jax.random.PRNGKey(0)), mesh))
 
   def check(meta):
@@ -117,11 +124,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   Raises ConfigError naming every field where `config` and the checkpoint's config disagree."""
   setup = model_setup.build(config)
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.sharding.param_axis_size)
   state, meta = restore_newest(config, workdir, setup, mesh)
+  frozen, _, _ = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
   split = config.eval_split or config_checks.SPLITS[meta["mode"]][1]
-  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"],
-                    sharding.replicate(setup.frozen, mesh), Split.open(config, setup.task, split),
+  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen,
+                    Split.open(config, setup.task, split),
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir),

@@ -124,14 +124,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   steps_per_epoch = count_steps_per_epoch(train_data, batch_size, config.task)
   total_steps = steps_per_epoch * config.optim.epochs
 
-  mesh = sharding.make_mesh()
+  mesh = sharding.make_mesh(config.sharding.param_axis_size)
   tx = optim.make_optimizer(config.optim, setup.labels)
-  train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1))
   eval_step = evaluation.jit_eval_step(setup.model, mesh, setup.task)
   hparams = sharding.replicate(steps.hparams_from_config(config, steps_per_epoch), mesh)
-  frozen = sharding.replicate(setup.frozen, mesh)
-  trainable = sharding.replicate(setup.trainable, mesh)
-  opt_state = sharding.replicate(tx.init(setup.trainable), mesh)
+  frozen, trainable, opt_state = evaluation.place_state(config, setup, tx, mesh)
+  # Outputs pinned to the inputs' layout: the donated buffers are reused and every step runs one program.
+  train_step = jax.jit(steps.make_train_step(setup.model, tx), donate_argnums=(0, 1),
+                       out_shardings=(sharding.shardings_of(trainable), sharding.shardings_of(opt_state),
+                                      sharding.replicated(mesh)))
   # Replicated like the state it is saved with: a multi-process checkpoint cannot hold a one-device array.
   train_key = sharding.replicate(jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), mesh)
 
@@ -157,7 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write(step, {}, event="resumed", epoch=meta["epoch"])
     elif config.init_from.workdir:  # a new run (no checkpoint of its own yet) from another run's state
       start, start_opt, init_from = reuse.start_from(config, setup.trainable, setup.labels, tx)
-      trainable, opt_state = sharding.replicate(start, mesh), sharding.replicate(start_opt, mesh)
+      min_size = config.sharding.min_shard_size  # the layout place_state gave the fresh state
+      trainable = sharding.shard_params(start, mesh, min_size)
+      opt_state = sharding.shard_params(start_opt, mesh, min_size)
     timed_images, timed_seconds = earlier["timed_images"], earlier["timed_seconds"]
 
     bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
@@ -218,17 +221,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config), init_from=init_from,
                 shift_accuracy={name: out["accuracy"] for name, out in shifted.items()})
-  if lead:
-    try:
+  try:
+    if config.save_merged:  # every process: sharded arrays are gathered, and orbax's save (process 0 writes)
+      # is a collective
+      merged = sharding.to_host((trainable, frozen))
+      results.save_merged(workdir, setup.methods, *merged, config.merge_factor)
+    if lead:
       for name, out in [(eval_split, last), *shifted.items()]:
         results.save_predictions(workdir, name, out)
-      if config.save_merged:
-        results.save_merged(workdir, setup.methods, trainable, frozen, config.merge_factor)
       results.write_json(os.path.join(workdir, "result.json"), result)
-    except OSError as e:
-      raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
-                         "final checkpoint is saved; free space (or fix permissions) and run the same command "
-                         "again: it restores the checkpoint and only redoes the evaluation.") from e
+  except OSError as e:
+    raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
+                       "final checkpoint is saved; free space (or fix permissions) and run the same command "
+                       "again: it restores the checkpoint and only redoes the evaluation.") from e
   return result
 
 
