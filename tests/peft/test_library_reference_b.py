@@ -1,5 +1,6 @@
-"""OFT, BOFT, LoHa and LoKr against the PyTorch `peft` library (fixture: tests/fixtures/make_peft_library_reference_b.py):
-logits of a timm ViT wrapped by the library, its merge_and_unload() weights, and its ViT-B/16 trainable counts."""
+"""OFT, BOFT, LoHa and LoKr against the PyTorch `peft` library: logits of a timm ViT wrapped by the library, its
+merge_and_unload() weights and its ViT-B/16 trainable counts (fixture: tests/fixtures/make_peft_library_reference_b.py).
+"""
 import functools
 import json
 import os

@@ -42,7 +42,8 @@ class DenseDelta(base.Method):
     """Delta [in, out] added to `kernel` [in, out] at `merge_factor` (0 gives zeros), from p = {field: array}."""
     raise NotImplementedError
 
-  def param(self, m, where: str, field: str, init, shape):
+  def site_param(self, m, where: str, field: str, init, shape):
+    """m.param named "<method>_<where>_<field>"."""
     return m.param(f"{self.name}_{where}_{field}", init, shape)
 
   def dense(self, m, where, z, y, ctx):

@@ -42,10 +42,10 @@ class LoHa(_Scaled):
 
   def create(self, m, where, in_dim, out_dim):
     r = self.rank
-    return {"w1_a": self.param(m, where, "w1_a", TORCH_LINEAR, (r, out_dim)),
-            "w1_b": self.param(m, where, "w1_b", TORCH_LINEAR, (in_dim, r)),
-            "w2_a": self.param(m, where, "w2_a", TORCH_LINEAR, (r, out_dim)),
-            "w2_b": self.param(m, where, "w2_b", ZEROS, (in_dim, r))}
+    return {"w1_a": self.site_param(m, where, "w1_a", TORCH_LINEAR, (r, out_dim)),
+            "w1_b": self.site_param(m, where, "w1_b", TORCH_LINEAR, (in_dim, r)),
+            "w2_a": self.site_param(m, where, "w2_a", TORCH_LINEAR, (r, out_dim)),
+            "w2_b": self.site_param(m, where, "w2_b", ZEROS, (in_dim, r))}
 
   def delta(self, p, kernel, merge_factor):
     product = (p["w1_b"] @ p["w1_a"]) * (p["w2_b"] @ p["w2_a"])
@@ -90,12 +90,12 @@ class LoKr(_Scaled):
   def create(self, m, where, in_dim, out_dim):
     c, d = factorization(in_dim, self.decompose_factor)
     a, b = factorization(out_dim, self.decompose_factor)
-    p = {"w1": self.param(m, where, "w1", ZEROS, (c, a))}
+    p = {"w1": self.site_param(m, where, "w1", ZEROS, (c, a))}
     if self.rank >= max(b, d) / 2:
-      p["w2"] = self.param(m, where, "w2", TORCH_LINEAR, (d, b))
+      p["w2"] = self.site_param(m, where, "w2", TORCH_LINEAR, (d, b))
     else:
-      p["w2_a"] = self.param(m, where, "w2_a", TORCH_LINEAR, (self.rank, b))
-      p["w2_b"] = self.param(m, where, "w2_b", TORCH_LINEAR, (d, self.rank))
+      p["w2_a"] = self.site_param(m, where, "w2_a", TORCH_LINEAR, (self.rank, b))
+      p["w2_b"] = self.site_param(m, where, "w2_b", TORCH_LINEAR, (d, self.rank))
     return p
 
   def delta(self, p, kernel, merge_factor):

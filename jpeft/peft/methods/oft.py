@@ -81,7 +81,7 @@ class OFT(DenseDelta):
   def create(self, m, where, in_dim, out_dim):
     _require_divides(self.name, "block_size", self.block_size, in_dim, where)
     b = self.block_size
-    return {"r": self.param(m, where, "r", nn.initializers.zeros, (in_dim // b, b * (b - 1) // 2))}
+    return {"r": self.site_param(m, where, "r", nn.initializers.zeros, (in_dim // b, b * (b - 1) // 2))}
 
   def rotation_blocks(self, packed):
     """[n, b (b - 1) / 2] strict upper triangles -> the orthogonal blocks R_i [n, b, b]."""
@@ -143,8 +143,8 @@ class BOFT(DenseDelta):
                        f"{self.block_size}, an odd number, which butterfly_factor > 1 cannot pair: choose "
                        f"block_size so that {in_dim} / block_size is even.")
     n, b = in_dim // self.block_size, self.block_size
-    return {"r": self.param(m, where, "r", nn.initializers.zeros, (self.butterfly_factor, n, b, b)),
-            "s": self.param(m, where, "s", nn.initializers.ones, (out_dim,))}
+    return {"r": self.site_param(m, where, "r", nn.initializers.zeros, (self.butterfly_factor, n, b, b)),
+            "s": self.site_param(m, where, "s", nn.initializers.ones, (out_dim,))}
 
   def rotate(self, free, kernel):
     """R @ kernel for free blocks [m, n, b, b], one butterfly factor at a time (never forming R)."""
