@@ -47,6 +47,10 @@ def mini_grid():
       "vpt_deep": dict(num_tokens=(5,)),
       "vpt_shallow": dict(num_tokens=(5,)),
       "vqt": dict(num_tokens=(1,)),
+      "oft": dict(block_size=(8,)),
+      "boft": dict(block_size=(4,), butterfly_factor=(2,)),
+      "loha": dict(rank=(4,)),
+      "lokr": dict(rank=(8,)),
   }
   for method, fields in small.items():
     if method in grid:

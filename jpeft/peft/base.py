@@ -15,6 +15,8 @@ Insertion points (see `jpeft/models/vit.py`):
   parallel         an extra residual branch computed from (x, z), added through its own drop path
   tokens           extra tokens inserted before a block (prompts, query tokens)
   pool             the pooled feature and the collected outputs of query tokens -> final feature
+A `dense` hook may read the frozen Dense's weights through `frozen_kernel` (methods that rewrite a weight,
+e.g. OFT's rotation of W, need W itself, not only its output).
 The `shared` hook creates parameters once per encoder (shared across blocks, e.g. FacT's U and V); what it
 returns is handed to every block hook as `ctx.shared[method.name]`.
 """
@@ -195,6 +197,14 @@ class Method:
   def hparams(self) -> dict[str, Any]:
     """The hyperparameter fields as a plain dict (what `build_methods` takes back)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def frozen_kernel(m, where: str):
+  """The kernel [in, out] of the Dense `where` of module m (the Attention or Mlp), read in m's `dense` hook.
+
+  The Dense has run by the time its hook is called, so its parameters exist in m's scope at init as at apply.
+  """
+  return m.variables["params"][where]["kernel"]
 
 
 _REGISTRY: dict[str, type[Method]] = {}
