@@ -7,9 +7,11 @@ a rerun under another base config never reports the old trials as its own, the r
   <workdir>/sweep_config.json  the base config's run-defining values (`sweep_defining_values`) and their hash,
                                written at the first run; a rerun whose values differ is refused with the
                                fields and both values named (the readable check).
-  each row of trials.jsonl     carries that hash as 'sweep_config'; a row under another hash is refused with
-                               its line number (the check that holds row by row: rows cannot be edited
-                               unnoticed, and sweep_config.json deleted or edited by hand changes nothing).
+  each row of trials.jsonl     carries the hash of those values as 'sweep_config', restricted to the
+                               hyperparameters of the row's own method(s) (`method_hash`); a row under another
+                               hash is refused with its line number (the check that holds row by row: rows
+                               cannot be edited unnoticed, and sweep_config.json deleted or edited by hand
+                               changes nothing). Registering a new method changes no existing row's hash.
 
 Only the hash goes into the rows, not the values: a row stays short, and a mismatch is explained by
 sweep_config.json, which holds the values. Widening a sweep (more tasks, methods or grid values) keeps the base
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from jpeft import peft
 from jpeft.sweep import grid as grid_lib
@@ -73,6 +75,27 @@ def config_hash(values: dict[str, Any]) -> str:
   return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _peft_method(name: str) -> Optional[str]:
+  """'peft.lora.dropout' -> 'lora'; None for a field outside peft."""
+  parts = name.split(".")
+  return parts[1] if parts[0] == "peft" and len(parts) > 2 else None
+
+
+def method_hash(values: dict[str, Any], method: str) -> str:
+  """The config hash of a trial of `method` ('lora', 'lora+bitfit'): the base fields and the hyperparameters of
+  its own methods only, so that registering another method (or changing another method's defaults) leaves the
+  rows of this one valid."""
+  own = set(method.split("+"))
+  return config_hash({k: v for k, v in values.items() if _peft_method(k) in (None, *own)})
+
+
+def _config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+  """`run_config.differences`, but a method whose hyperparameters only one side has (registered since, or no
+  longer) is no difference: no recorded trial of it exists, or none will be run."""
+  both = {_peft_method(k) for k in recorded} & {_peft_method(k) for k in current}
+  return [d for d in run_config.differences(recorded, current) if _peft_method(d[0]) in both]
+
+
 def _shorten(text: str, limit: int = 80) -> str:
   return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -82,15 +105,16 @@ class TrialLog:
 
   Args:
     path: the trials.jsonl file (need not exist).
-    config_hash: the sweep's `config_hash`; every row read must carry it, every row appended gets it.
+    row_hash: row -> the hash it must carry (`method_hash` of the sweep's values and the row's method); every row
+      read must carry it, every row appended gets it.
   Raises:
     TrialLogError: a line that is not a trial record, or a row made under another (or no recorded) sweep
       config. The file is left as it was.
   """
 
-  def __init__(self, path: str, config_hash: str, write: bool = True):
+  def __init__(self, path: str, row_hash: Callable[[dict], str], write: bool = True):
     self.path = path
-    self.config_hash = config_hash
+    self.row_hash = row_hash
     self.write = write
     self.rows: dict[tuple[str, str], dict] = {}
     if not os.path.exists(path):
@@ -109,16 +133,16 @@ class TrialLog:
         raise TrialLogError(
             f"Line {number} of '{path}' is not a trial record ({type(e).__name__}: {e}): {_shorten(line)}. "
             "Delete that line and rerun: its trial is trained again, every other line is kept.") from None
-      if row.get(HASH_FIELD) != config_hash:
-        foreign.append((number, row.get(HASH_FIELD)))
+      if row.get(HASH_FIELD) != row_hash(row):
+        foreign.append((number, row.get(HASH_FIELD), row_hash(row)))
       self.rows[(stage, key)] = row
     if foreign:
-      (number, other), more = foreign[0], len(foreign) - 1
+      (number, other, expected), more = foreign[0], len(foreign) - 1
       made = (f"under another sweep config (hash {other})" if other else
               "without a recorded sweep config (written before sweeps recorded theirs)")
       raise TrialLogError(
           f"Line {number} of '{path}'{f' and {more} more' if more else ''} was made {made}, but this sweep's "
-          f"config hashes to {config_hash} (see {SWEEP_CONFIG_FILE} beside it), so those trials cannot be "
+          f"config hashes to {expected} for that trial (see {SWEEP_CONFIG_FILE} beside it), so those trials cannot be "
           "reported as this sweep's. Rerun with the config they were made under, or pass a new --workdir for "
           "this config.")
     if len(complete) < len(data) and write:
@@ -135,7 +159,7 @@ class TrialLog:
 
   def append(self, rows: Sequence[dict]) -> None:
     """Appends `rows` (stamped with the config hash), flushed and fsynced, so a kill loses at most this chunk."""
-    rows = [dict(row, **{HASH_FIELD: self.config_hash}) for row in rows]
+    rows = [dict(row, **{HASH_FIELD: self.row_hash(row)}) for row in rows]
     if self.write:
       with open(self.path, "a") as f:
         for row in rows:
@@ -167,14 +191,14 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
       raise ConfigError(f"'{path}' is unreadable ({type(e).__name__}: {e}). Delete it and rerun: it is written "
                         "again from this config, and each trial row's config hash still keeps rows of another "
                         "config out.") from None
-    mismatches = run_config.differences(recorded, values)
+    mismatches = _config_differences(recorded, values)
     if mismatches:
       listed = "; ".join(f"{name} = {old!r} there, {new!r} here" for name, old, new in mismatches)
       raise ConfigError(
           f"The sweep workdir '{workdir}' holds trials made under another config ({path}): {listed}. Its "
           "finished trials would be reported as this config's. Rerun with the values recorded there, or pass a "
           "new --workdir for a sweep with this config.")
-  log = TrialLog(os.path.join(workdir, TRIALS_FILE), config_hash(values), write)
+  log = TrialLog(os.path.join(workdir, TRIALS_FILE), lambda row: method_hash(values, row["method"]), write)
   if recorded is None and write:
     results.write_json(path, dict(hash=config_hash(values), values=values))
   return log

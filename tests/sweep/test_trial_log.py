@@ -26,10 +26,10 @@ def _write(path, lines):
 def test_torn_last_line_is_dropped_and_appending_continues(tmp_path):
   path = tmp_path / "trials.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in _rows(2)) + '{"stage": "tune", "key": "k2", "acc')
-  log = trial_log.TrialLog(str(path), HASH)
+  log = trial_log.TrialLog(str(path), lambda row: HASH)
   assert set(log.rows) == {("tune", "k0"), ("tune", "k1")}
   log.append([dict(stage="final", key="k0", accuracy=0.3)])
-  reread = trial_log.TrialLog(str(path), HASH)
+  reread = trial_log.TrialLog(str(path), lambda row: HASH)
   assert reread.rows[("final", "k0")]["accuracy"] == 0.3
   assert reread.rows[("final", "k0")]["sweep_config"] == HASH  # appended rows carry the config's hash
 
@@ -42,7 +42,7 @@ def test_corrupt_middle_line_is_named_and_the_file_kept(tmp_path, bad):
   _write(path, [good[0], bad, good[2]])
   before = path.read_bytes()
   with pytest.raises(trial_log.TrialLogError) as error:
-    trial_log.TrialLog(str(path), HASH)
+    trial_log.TrialLog(str(path), lambda row: HASH)
   message = str(error.value)
   assert f"Line 2 of '{path}' is not a trial record" in message
   assert repr(bad[:80] + "...") in message if len(bad) > 80 else repr(bad) in message
@@ -59,7 +59,7 @@ def test_rows_of_another_config_are_refused(tmp_path, other, made):
     row["sweep_config"] = other
   _write(path, [json.dumps(r) for r in rows])
   with pytest.raises(trial_log.TrialLogError, match=re.escape(f"Line 2 of '{path}' and 1 more was made {made}")):
-    trial_log.TrialLog(str(path), HASH)
+    trial_log.TrialLog(str(path), lambda row: HASH)
 
 
 def _tiny_grid(lrs):
@@ -112,3 +112,26 @@ def test_rerun_under_another_config_is_refused_and_a_wider_grid_resumes(folder_r
   with open(config_path) as f:
     assert json.load(f)["values"] == recorded
   assert open(trials_path).read() == after
+
+
+def test_a_newly_registered_method_leaves_recorded_sweeps_valid(folder_root, tmp_path):
+  """A sweep recorded before a method existed (its values and rows lack that method's hyperparameters) resumes:
+  the row hash covers only the row's own methods. Another value of the row's own method is still refused."""
+  config = load_config(tiny_overrides(folder_root))
+  values = trial_log.sweep_defining_values(config)
+  older = {k: v for k, v in values.items() if not k.startswith("peft.lora.")}  # as if lora were registered later
+  (tmp_path / trial_log.SWEEP_CONFIG_FILE).write_text(json.dumps(dict(hash="old", values=older)))
+  row = dict(stage="tune", key="k0", method="linear", accuracy=0.5,
+             sweep_config=trial_log.method_hash(older, "linear"))
+  _write(tmp_path / trial_log.TRIALS_FILE, [json.dumps(row)])
+  log = trial_log.open_log(config, str(tmp_path))
+  assert set(log.rows) == {("tune", "k0")}
+  assert trial_log.method_hash(values, "lora") != trial_log.method_hash(older, "lora")
+
+  lora_row = dict(row, key="k1", method="lora+bitfit", sweep_config=trial_log.method_hash(values, "lora+bitfit"))
+  _write(tmp_path / trial_log.TRIALS_FILE, [json.dumps(lora_row)])
+  changed = load_config(tiny_overrides(folder_root))
+  changed.peft.lora = dict(peft.default_hparams("lora"), dropout=0.3)
+  (tmp_path / trial_log.SWEEP_CONFIG_FILE).unlink()
+  with pytest.raises(trial_log.TrialLogError, match="Line 1 of .* was made under another sweep config"):
+    trial_log.open_log(changed, str(tmp_path))
