@@ -278,8 +278,14 @@ def load_tfds(task: Task, split: Union[str, SplitSpec], *, data_dir: Optional[st
     # the filter: a small subset of a large split decodes only its own images.
     ds = ds.take(len(keep)).enumerate().filter(lambda i, ex: tf.gather(keep_t, i))
     image = builder.info.features['image']
-    ds = ds.map(lambda i, ex: {**ex, 'image': image.decode_example(ex['image'])},
-                num_parallel_calls=AUTOTUNE, deterministic=True)
+
+    def decode(i, ex):
+      del i
+      # Encoded bytes from TFDS files; tfds.testing.mock_data yields decoded images.
+      raw = ex['image']
+      return {**ex, 'image': image.decode_example(raw) if raw.dtype == tf.string else raw}
+
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
   else:
     spec = clamp_split(spec, _split_sizes(builder), task.name)
     ds = builder.as_dataset(split=spec, shuffle_files=shuffle_files, read_config=read_config)
