@@ -2,7 +2,7 @@
 
   python experiments/many_shot.py --config=configs/manyshot_mini.py --workdir=runs/many_shot_mini \
       [--sizes=train50,train500] [--methods=linear,full,lora] [--lora_ranks=1,32] [--grid.lr=1e-3,1e-2]
-      [--grid.wd=1e-4] [--trial_batch=8] [--epochs_scale=1.0]
+      [--grid.wd=1e-4] [--rank_sizes=train50,train2000] [--trial_batch=8] [--epochs_scale=1.0]
 
   python experiments/many_shot.py --config=configs/manyshot_cifar100.py --grid.lr=5e-4,1e-3 \
       --grid.wd=1e-4,1e-3 --workdir=runs/many_shot_cifar100
@@ -41,8 +41,9 @@ _GRID = cli.define_config_dict_or_exit("grid", grid_lib.default_grid(), "Search 
                                       "--grid.lr=5e-4,1e-3 or --grid.<method>.<field>=v1,v2.", "many_shot")
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes of the task's protocol (default: all, smallest first).")
 _METHODS = flags.DEFINE_list("methods", ["linear", "full", "lora"], "Methods compared at every size.")
-_LORA_RANKS = flags.DEFINE_list("lora_ranks", [], "LoRA ranks run on their own at every size, for the "
-                                "accuracy-against-rank plot (besides the grid's lora runs).")
+_LORA_RANKS = flags.DEFINE_list("lora_ranks", [], "LoRA ranks run on their own, for the accuracy-against-rank "
+                                "plot (which also shows the lora runs of --methods at their selected rank).")
+_RANK_SIZES = flags.DEFINE_list("rank_sizes", None, "Sizes of the rank study (default: every size of --sizes).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/many_shot", "Output and resume directory.")
 _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together per compiled program.")
 _EPOCHS_SCALE = flags.DEFINE_float("epochs_scale", 1.0, "Multiplies every size's epochs and warmup (rounded, "
@@ -143,7 +144,8 @@ def main(argv) -> None:
   try:
     with workdir_lock.hold(workdir, program="many_shot"), cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
       # Every size with the methods first, then the rank study: a stopped study has the main curve.
-      for size, rank in [(size, None) for size in sizes] + [(size, r) for r in ranks for size in sizes]:
+      rank_sizes = [protocol_.size(s) for s in _RANK_SIZES.value] if _RANK_SIZES.value else sizes
+      for size, rank in [(size, None) for size in sizes] + [(size, r) for r in ranks for size in rank_sizes]:
         config = size_config(base, size, _EPOCHS_SCALE.value)
         images = train_images(task, size, num_classes)
         size_dir = os.path.join(workdir, size.name)
@@ -162,8 +164,11 @@ def main(argv) -> None:
         plot_curves(rows, "train_images", "method", os.path.join(workdir, "accuracy_vs_size.png"),
                     "training images", f"{task}: test accuracy against training set size")
         if rank_rows:
-          write_csv(rank_rows, os.path.join(workdir, "lora_rank.csv"), FIELDS + ["rank"])
-          plot_curves(rank_rows, "rank", "size", os.path.join(workdir, "lora_accuracy_vs_rank.png"),
+          main_lora = [dict(r, rank=r["selected"]["lora.rank"]) for r in rows
+                       if r["method"] == "lora" and r["selected"] and r["size"] in {x["size"] for x in rank_rows}]
+          all_ranks = sorted(rank_rows + main_lora, key=lambda r: (r["train_images"], r["rank"]))
+          write_csv(all_ranks, os.path.join(workdir, "lora_rank.csv"), FIELDS + ["rank"])
+          plot_curves(all_ranks, "rank", "size", os.path.join(workdir, "lora_accuracy_vs_rank.png"),
                       "LoRA rank", f"{task}: LoRA test accuracy against rank, per size")
   except (grid_lib.GridError, *cli.USER_ERRORS) as e:
     print(f"many_shot: error: {e}", file=sys.stderr)
