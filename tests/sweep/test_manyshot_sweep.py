@@ -2,9 +2,11 @@
 import json
 
 import numpy as np
+import pytest
 
 from jpeft import config_base
 from jpeft.sweep import grid, protocol, runner
+from jpeft.train.errors import ConfigError
 from tests.helpers import apply_overrides
 
 # lr 1e-3 wins on tuning split 0 alone, lr 1e-2 on the mean of the five splits.
@@ -55,3 +57,13 @@ def test_chunks_hold_one_tuning_split(monkeypatch):
   assert len(trials) == 3 * 2 * 5 and len(grid.shape_groups(trials)) == 1
   rows = runner.run_trials(config_base.get_config(), trials, "tune", trial_batch=8)
   assert len(rows) == len(trials) and all(len(c) == 1 for c in chunks) and len(chunks) == 5
+
+
+def test_a_sweep_workdir_holds_one_size(monkeypatch, tmp_path):
+  monkeypatch.setattr(runner, "run_trials", _fake_run_trials([]))
+  sweep_grid = apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2), "wd": (1e-4,)})
+  protocol.run_sweep(config_base.manyshot_config("cifar100", "train500"), ["cifar100"], ["linear"], sweep_grid,
+                     str(tmp_path), trial_batch=4, log=lambda _: None)
+  with pytest.raises(ConfigError, match="data.subset"):
+    protocol.run_sweep(config_base.manyshot_config("cifar100", "train1k"), ["cifar100"], ["linear"], sweep_grid,
+                       str(tmp_path), trial_batch=4, log=lambda _: None)
