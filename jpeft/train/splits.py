@@ -107,37 +107,56 @@ def _stream_cache_path(config, task, spec) -> str:
   return os.path.join(root, f"{task.name}_{hashlib.sha1(key.encode()).hexdigest()[:16]}")
 
 
+class _SizesDiffer(Exception):
+  """An image of another size than the first: store them padded, with their sizes."""
+
+
+def _write_images(ds, path: str, size: int, shape: tuple) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """Writes the images into an uint8 [size, *shape] memmap at `path` (top-left, when `sizes` are kept); returns
+  (labels [size], sizes [size, 2] or None). `shape` None: the first image's, raising _SizesDiffer on another."""
+  images, labels, sizes = None, np.zeros([size], np.int32), np.zeros([size, 2], np.int64)
+  count = 0
+  for example in ds.as_numpy_iterator():
+    image = example["image"]
+    if images is None:
+      images = np.lib.format.open_memmap(path, "w+", np.uint8, (size, *(shape or image.shape)))
+    if count >= size:
+      raise DataError(f"A streamed split yielded more than the {size} examples counted.")
+    if shape is None and image.shape != images.shape[1:]:
+      raise _SizesDiffer()
+    images[count, :image.shape[0], :image.shape[1]] = image
+    labels[count], sizes[count] = example["label"], image.shape[:2]
+    count += 1
+  if images is None or count != size:
+    raise DataError(f"A streamed split yielded {count} examples, {size} expected.")
+  images.flush()
+  return labels, (sizes if shape is not None else None)
+
+
 def decode_to_disk(config, task, spec) -> dict[str, np.ndarray]:
   """{'image': uint8 [N, H, W, 3] (memory-mapped), 'label': int32 [N]} of a split, decoded once into
-  `data.stream_cache_dir` and read back from there afterwards (written under a temporary name, then renamed)."""
+  `data.stream_cache_dir` and read back from there afterwards (written under temporary names, then renamed).
+  Images of different sizes are stored top-left in an array of the largest, with 'size': int [N, 2] (h, w)."""
   path = _stream_cache_path(config, task, spec)
-  files = {k: f"{path}.{k}.npy" for k in ("image", "label")}
-  if all(os.path.exists(f) for f in files.values()):
-    return {k: np.load(f, mmap_mode="r") for k, f in files.items()}
+  files = {k: f"{path}.{k}.npy" for k in ("image", "label", "size")}
+  if os.path.exists(files["image"]):  # written last: the others are complete
+    return {k: np.load(f, mmap_mode="r") for k, f in files.items() if os.path.exists(f)}
   d = config.data
   size = input_pipeline.num_examples(task, spec, source=d.source, data_dir=d.data_dir, folder_root=d.folder_root)
   ds, _ = input_pipeline.load_examples(task, spec, source=d.source, data_dir=d.data_dir, folder_root=d.folder_root)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  images, labels = None, np.zeros([size], np.int32)
-  count = 0
-  for example in ds.as_numpy_iterator():
-    if images is None:
-      images = np.lib.format.open_memmap(f"{tmp}.image.npy", "w+", np.uint8, (size, *example["image"].shape))
-    if example["image"].shape != images.shape[1:] or count >= size:
-      raise DataError(f"Cannot stream split {spec} of '{task.name}': its images are not all "
-                      f"{images.shape[1:]} (one is {example['image'].shape}) or it has more than the {size} "
-                      "examples counted. Load it in memory instead (--config.data.in_memory=True).")
-    images[count], labels[count] = example["image"], example["label"]
-    count += 1
-  if images is None or count != size:
-    raise DataError(f"Split {spec} of '{task.name}' yielded {count} examples, {size} expected.")
-  images.flush()
-  del images
-  np.save(f"{tmp}.label.npy", labels)
-  for k in ("label", "image"):  # image last: its presence marks a complete pair
-    os.replace(f"{tmp}.{k}.npy", files[k])
-  return {k: np.load(f, mmap_mode="r") for k, f in files.items()}
+  tmp = {k: f"{path}.tmp{os.getpid()}.{k}.npy" for k in files}
+  try:
+    labels, sizes = _write_images(ds, tmp["image"], size, None)
+  except _SizesDiffer:  # e.g. VTAB-1K's DTD: a pass for the largest size, then one to write
+    largest = np.max([example["image"].shape for example in ds.as_numpy_iterator()], axis=0)
+    labels, sizes = _write_images(ds, tmp["image"], size, tuple(int(n) for n in largest))
+    np.save(tmp["size"], sizes)
+  np.save(tmp["label"], labels)
+  for k in ("size", "label", "image"):  # image last: its presence marks a complete set
+    if sizes is not None or k != "size":
+      os.replace(tmp[k], files[k])
+  return decode_to_disk(config, task, spec)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +167,7 @@ class Split:
     size: number of examples.
     name: what results call it ('val200', 'train500_val0', 'test').
     arrays: the whole split, preprocessed, when in memory, else None.
-    raw: when streamed: {'image': uint8 [N, H, W, 3] memory-mapped, 'label': int32 [N]}, else None.
+    raw: when streamed: `decode_to_disk`'s arrays, else None.
     config: the run's config (preprocessing).
     augment: training augmentation of the streamed path (None: none).
   """
@@ -176,12 +195,16 @@ class Split:
     augment = self.augment if train else None
     labels = tf.constant(np.asarray(raw["label"]))
 
+    sizes = raw.get("size")
+
     def load(i):
-      return np.asarray(raw["image"][i])
+      if sizes is None:
+        return np.asarray(raw["image"][i])
+      return np.asarray(raw["image"][i, :sizes[i][0], :sizes[i][1]])
 
     def pp(k, i):
       image = tf.numpy_function(load, [i], tf.uint8, stateful=False)
-      image.set_shape(raw["image"].shape[1:])
+      image.set_shape(raw["image"].shape[1:] if sizes is None else (None, None, 3))
       # A distinct stateless seed per element, as `input_pipeline.get_dataset`.
       ex_seed = tf.cast(tf.stack([tf.constant(seed, tf.int64), k]) % (2**31 - 1), tf.int32)
       image = preprocess.preprocess_image(image, image_size=d.image_size, normalization=d.normalization,

@@ -165,3 +165,29 @@ def test_streamed_and_in_memory_batches_are_equal(many_task, tmp_path):
   assert memory[0].size == NUM_CLASSES * TRAIN_PER_CLASS
   tune_train, val = splits.open_mode(_config(task, data_dir, tmp_path, "full", False, "tune"), task, "tune")
   assert (tune_train.size, val.size) == (NUM_CLASSES * (TRAIN_PER_CLASS - 5), NUM_CLASSES * 5)
+
+
+def test_images_of_different_sizes_stream_like_in_memory(monkeypatch, tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jpeft.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  images = [np.full((4 + i % 3, 5 + i % 2, 3), 20 * i, np.uint8) for i in range(10)]
+
+  def load_examples(task, split, **kwargs):
+    del task, split, kwargs
+    return tf.data.Dataset.from_generator(
+        lambda: ({"image": im, "label": np.int32(i % 2)} for i, im in enumerate(images)),
+        output_signature={"image": tf.TensorSpec([None, None, 3], tf.uint8), "label": tf.TensorSpec([], tf.int32)}
+    ), len(images)
+
+  monkeypatch.setattr(input_pipeline, "load_examples", load_examples)
+  monkeypatch.setattr(input_pipeline, "num_examples", lambda *args, **kwargs: len(images))
+  opened = []
+  for in_memory in (True, False):
+    config = config_base.get_config()
+    config.data.image_size, config.data.in_memory, config.data.stream_cache_dir = 8, in_memory, str(tmp_path)
+    opened.append(splits.Split.open(config, data.get_task("dtd"), "test"))
+  assert "size" in opened[1].raw
+  for x, y in zip(*(s.eval_batches(4) for s in opened)):
+    np.testing.assert_allclose(x["image"], y["image"], atol=1e-6)
+  for x, y in zip(*(s.train_epoch(4, 3, 1) for s in opened)):
+    np.testing.assert_allclose(x["image"], y["image"], atol=1e-6)
