@@ -29,6 +29,16 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.data.normalization = "none"  # none ([0, 1], the study) | inception | imagenet | clip
   config.data.in_memory = True  # VTAB-1K splits fit in device memory: load once, never wait on the host
   config.data.augment = ml_collections.FieldReference(None, field_type=str)
+  config.data.augment_final_only = False  # the many-shot recipe: tune without augmentation, augment the final run
+  config.data.center_crop = False  # eval (and unaugmented) images: resize short side to 256/224 x, centre crop
+  # Many-shot (jpeft/data/manyshot.py): '' = the VTAB-1K splits; else a size of the task's protocol ('train500',
+  # 'full'): tune trains on tuning split `tune_split` of that subset and evaluates its val, final trains on the
+  # subset and evaluates test. subset_index_file: a .npy of training-set indices replacing the seeded draw.
+  config.data.subset = ""
+  config.data.tune_split = 0
+  config.data.subset_index_file = ml_collections.FieldReference(None, field_type=str)
+  # Streamed splits (in_memory=False) are decoded once into uint8 .npy files here (None: <tmp>/jpeft_stream).
+  config.data.stream_cache_dir = ml_collections.FieldReference(None, field_type=str)
 
   config.model = ml_collections.ConfigDict()
   config.model.variant = "B/16"
@@ -137,4 +147,28 @@ def demo_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 15
   config.eval_every_epochs = 30
   config.checkpoint_every_epochs = 30
+  return config
+
+
+def manyshot_config(task: str, size: str, method: str = "linear") -> ml_collections.ConfigDict:
+  """The study's many-shot recipe for `task` at `size` (`jpeft.data.manyshot`: 'train500', ..., 'full'):
+  streamed data, batch 64, the size's epochs and warmup, the dataset's augmentation in the final run only,
+  its normalisation and eval crop. Tuning splits: `data.tune_split`; the grid is the sweep's."""
+  from jpeft.data import manyshot  # pylint: disable=g-import-not-at-top  # configs load without TensorFlow otherwise
+  protocol = manyshot.get_many_shot(task)
+  recipe = protocol.size(size)
+  config = get_config(method)
+  config.mode = "final"
+  config.task = task
+  config.data.subset = size
+  config.data.in_memory = False  # 50,000 images at 224 do not fit in device memory: stream them
+  config.data.augment = protocol.augment
+  config.data.augment_final_only = True
+  config.data.normalization = protocol.normalization
+  config.data.center_crop = protocol.center_crop
+  config.optim.batch_size = 64
+  config.optim.epochs = recipe.epochs
+  config.optim.warmup_epochs = recipe.warmup_epochs
+  config.eval_every_epochs = recipe.epochs
+  config.checkpoint_every_epochs = 5
   return config

@@ -43,23 +43,33 @@ class Subset:
       images), so it suits tasks whose label is the TFDS label (CIFAR, RESISC45, ImageNet).
     exclude: a Subset of the same split whose examples are never drawn, e.g. a held-out
       validation set (ImageNet's 10 per class), so that the two are disjoint.
+    within: a Subset of the same split to draw from instead of the whole split, e.g. a many-shot
+      tuning split inside its training subset (`jpeft.data.manyshot`).
+    index_file: a `.npy` of indices into the split's source order (the dataset's own file order:
+      TFDS's `id` feature where the builder has one, as for CIFAR; else the TFDS order) to draw
+      from, e.g. the study's released subset files.
   """
   split: str
   size: Optional[int]
   seed: int = 0
   per_class: bool = False
   exclude: Optional['Subset'] = None
+  within: Optional['Subset'] = None
+  index_file: Optional[str] = None
 
   def __post_init__(self):
-    if self.exclude is not None and self.exclude.split != self.split:
-      raise DataError(f"Subset of '{self.split}' excludes a subset of another split "
-                      f"('{self.exclude.split}'); indices only match within one split. Give "
-                      f"both the same `split`.")
+    for role, other in (('excludes', self.exclude), ('is drawn within', self.within)):
+      if other is not None and other.split != self.split:
+        raise DataError(f"Subset of '{self.split}' {role} a subset of another split "
+                        f"('{other.split}'); indices only match within one split. Give "
+                        f"both the same `split`.")
 
   def __str__(self) -> str:
     kind = 'per class' if self.per_class else 'in total'
     text = f'{self.split} (all' if self.size is None else f'{self.split} ({self.size} {kind}'
     text += f', seed {self.seed})'
+    text += f' of {self.index_file}' if self.index_file is not None else ''
+    text += f' within {self.within}' if self.within is not None else ''
     return text + (f' without {self.exclude}' if self.exclude is not None else '')
 
 
@@ -192,7 +202,8 @@ class Task:
 _REGISTRY: dict[str, Task] = {}
 # Modules that register tasks at import time. `jpeft.data.mini_vtab` is owned by another
 # module and optional: a missing module is skipped, any other import error is raised.
-_BUILTIN_MODULES = ('jpeft.data.vtab', 'jpeft.data.shift', 'jpeft.data.mini_vtab')
+_BUILTIN_MODULES = ('jpeft.data.vtab', 'jpeft.data.shift', 'jpeft.data.mini_vtab',
+                    'jpeft.data.mini_manyshot')
 _builtins_loaded = False
 
 

@@ -108,37 +108,100 @@ def _check_split_sizes(task: Task, builder: tfds.core.DatasetBuilder) -> None:
                       task.name, split, builder.name, actual[split], n)
 
 
-# (builder full name, data_dir, subset) -> indices; the label pass is slow on large splits.
-_SUBSET_CACHE: dict = {}
+# (builder full name, data_dir, split, with ids) -> (labels, source order); the label pass is slow on large
+# splits, and every subset of a split (a many-shot size and each of its tuning splits) shares it.
+_LABEL_CACHE: dict = {}
 
 
 def _subset_indices(builder: tfds.core.DatasetBuilder, subset: Subset) -> np.ndarray:
-  key = (builder.info.full_name, str(builder.data_dir), subset)
-  if key not in _SUBSET_CACHE:
-    _SUBSET_CACHE[key] = _draw_subset(builder, subset)
-  return _SUBSET_CACHE[key]
+  ids = _uses_index_file(subset) and 'id' in builder.info.features
+  key = (builder.info.full_name, str(builder.data_dir), subset.split, ids)
+  if key not in _LABEL_CACHE:
+    _LABEL_CACHE[key] = _read_labels(builder, subset.split, ids)
+  labels, source_order = _LABEL_CACHE[key]
+  return select_subset(labels, subset, source_order)
 
 
-def _draw_subset(builder: tfds.core.DatasetBuilder, subset: Subset) -> np.ndarray:
-  # Labels only: skip image decoding, it is by far the slow part.
-  ds = builder.as_dataset(split=subset.split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
-  labels = np.fromiter((int(x) for x in ds.map(lambda ex: ex['label']).as_numpy_iterator()),
-                       dtype=np.int64)
-  return select_subset(labels, subset)
+def _uses_index_file(subset: Optional[Subset]) -> bool:
+  return subset is not None and (subset.index_file is not None or _uses_index_file(subset.within)
+                                 or _uses_index_file(subset.exclude))
 
 
-def select_subset(labels: np.ndarray, subset: Subset) -> np.ndarray:
-  """Sorted indices into `labels` ([N] ints) drawn as `subset` says (seeded, no replacement),
-  never one of the indices `subset.exclude` draws from the same labels.
+def _read_labels(builder: tfds.core.DatasetBuilder, split: str,
+                 ids: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+  """(labels [N] (-1 without a `label` feature), source order [N] or None) of a TFDS split."""
+  # Labels (and ids) only: skip image decoding, it is by far the slow part.
+  features = builder.info.features
+  ds = builder.as_dataset(split=split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()})
+  if 'label' in features:
+    labels = np.fromiter((int(x) for x in ds.map(lambda ex: ex['label']).as_numpy_iterator()),
+                         dtype=np.int64)
+  else:  # e.g. CLEVR, whose labels are derived later: only uniform draws make sense
+    labels = np.full([sum(1 for _ in ds)], -1, np.int64)
+  source_order = None
+  if ids:
+    source_order = source_positions([x.decode() for x in ds.map(lambda ex: ex['id']).as_numpy_iterator()])
+  return labels, source_order
+
+
+def source_positions(ids: list[str]) -> np.ndarray:
+  """[N] int: TFDS position of the example with source index i, from TFDS ids like 'train_00042'.
+
+  TFDS stores CIFAR shuffled by a hash of the record key, and keeps the position in the original
+  binary file as the `id` feature ('train_%05d'). torchvision reads the same images in the same
+  order from the python-pickle files, so an index into torchvision's CIFAR is the number in `id`.
+  """
+  numbers = np.array([int(i.rsplit('_', 1)[-1]) for i in ids], np.int64)
+  if sorted(numbers.tolist()) != list(range(len(ids))):
+    raise DataError(f'The split\'s `id` values are not a permutation of 0..{len(ids) - 1} (e.g. '
+                    f'{ids[:3]}), so indices in source order cannot be mapped to TFDS positions.')
+  positions = np.empty(len(ids), np.int64)
+  positions[numbers] = np.arange(len(ids))
+  return positions
+
+
+def read_index_file(path: str, num_examples: int, source_order: Optional[np.ndarray] = None
+                    ) -> np.ndarray:
+  """Sorted TFDS positions of the indices in the `.npy` at `path` (1-D integers in source order,
+  mapped with `source_order` [N], see `source_positions`; TFDS order when None)."""
+  try:
+    index = np.load(path)
+  except (OSError, ValueError) as e:
+    raise DataError(f"Cannot read the subset index file '{path}': {e}. Give a .npy file of "
+                    f"integer indices into the training set (np.save(path, indices)).") from e
+  if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+    raise DataError(f"Subset index file '{path}' holds a {index.dtype} array of shape "
+                    f"{index.shape}; expected a 1-D array of integer indices into the training set.")
+  bad = index[(index < 0) | (index >= num_examples)]
+  if len(bad) or len(np.unique(index)) != len(index):
+    raise DataError(f"Subset index file '{path}' has {len(bad)} indices outside [0, {num_examples}) "
+                    f"(e.g. {bad[:3].tolist()}) or repeated indices ({len(index) - len(np.unique(index))}); "
+                    f"it must index distinct examples of this training split ({num_examples}).")
+  return np.sort(index if source_order is None else source_order[index])
+
+
+def select_subset(labels: np.ndarray, subset: Subset,
+                  source_order: Optional[np.ndarray] = None) -> np.ndarray:
+  """Sorted indices into `labels` ([N] ints; -1 where unknown) drawn as `subset` says (seeded, no replacement),
+  only among the indices `subset.within` draws and those of `subset.index_file` (mapped with
+  `source_order`, see `read_index_file`), never one that `subset.exclude` draws.
 
   Per class: `subset.size` examples of every class present (all of them, with a warning,
-  where a class has fewer). Size None: every index not excluded.
+  where a class has fewer). Size None: every index of the pool.
   """
   rng = np.random.default_rng(subset.seed)
   pool = np.arange(len(labels))
+  if subset.within is not None:
+    pool = select_subset(labels, subset.within, source_order)
+  if subset.index_file is not None:
+    pool = np.intersect1d(pool, read_index_file(subset.index_file, len(labels), source_order))
   if subset.exclude is not None:
-    pool = np.setdiff1d(pool, select_subset(labels, subset.exclude), assume_unique=True)
+    excluded = select_subset(labels, subset.exclude, source_order)
+    if subset.index_file is not None and len(np.intersect1d(pool, excluded)):
+      raise DataError(f"{len(np.intersect1d(pool, excluded))} examples of the subset index file "
+                      f"'{subset.index_file}' are in {subset.exclude}, which must stay disjoint from "
+                      f"training (e.g. the test set). Remove them from the file.")
+    pool = np.setdiff1d(pool, excluded, assume_unique=True)
   if subset.size is None:
     return pool
   if not subset.per_class:
@@ -146,6 +209,9 @@ def select_subset(labels: np.ndarray, subset: Subset) -> np.ndarray:
       raise DataError(f'Subset {subset} asks for {subset.size} examples but the split has '
                       f'only {len(pool)}. Use a smaller size or a larger split.')
     return np.sort(rng.choice(pool, subset.size, replace=False))
+  if len(pool) and labels[pool].min() < 0:
+    raise DataError(f'Subset {subset} is drawn per class, but the TFDS split has no `label` feature '
+                    f'(the task derives its labels). Draw a size in total (per_class=False).')
   chosen = []
   pool_labels = labels[pool]
   for c in np.unique(pool_labels):
@@ -206,10 +272,20 @@ def load_tfds(task: Task, split: Union[str, SplitSpec], *, data_dir: Optional[st
     keep = np.zeros([int(idx.max()) + 1 if len(idx) else 0], bool)
     keep[idx] = True
     keep_t = tf.constant(keep)
-    ds = builder.as_dataset(split=spec.split, shuffle_files=False, read_config=read_config)
-    # Positions must be those of the label pass, hence no file shuffling here.
+    ds = builder.as_dataset(split=spec.split, shuffle_files=False, read_config=read_config,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+    # Positions must be those of the label pass, hence no file shuffling here. Images are decoded after
+    # the filter: a small subset of a large split decodes only its own images.
     ds = ds.take(len(keep)).enumerate().filter(lambda i, ex: tf.gather(keep_t, i))
-    ds = ds.map(lambda i, ex: ex)
+    image = builder.info.features['image']
+
+    def decode(i, ex):
+      del i
+      # Encoded bytes from TFDS files; tfds.testing.mock_data yields decoded images.
+      raw = ex['image']
+      return {**ex, 'image': image.decode_example(raw) if raw.dtype == tf.string else raw}
+
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
   else:
     spec = clamp_split(spec, _split_sizes(builder), task.name)
     ds = builder.as_dataset(split=spec, shuffle_files=shuffle_files, read_config=read_config)

@@ -6,8 +6,7 @@ after the task's own train/val cut of TFDS `train`. Cuts are absolute indices co
 the official TFDS split sizes below (task_adaptation computes `percent * n // 100` from the
 same metadata), so the split table is fixed data that tests can check without the datasets.
 
-The many-shot subsets ('train500' ... on cifar100, 'train225' ... on resisc45) are seeded,
-class-balanced draws from the task's own 'train' split, so they never overlap 'val'.
+Many-shot subsets and their tuning splits (CIFAR-100, RESISC45, CLEVR-distance) are `jpeft.data.manyshot`.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from typing import Mapping
 
 import tensorflow as tf
 
-from jpeft.data.tasks import Subset, Task, cut_splits, register_task, standard_splits, to_rgb
+from jpeft.data.tasks import Task, cut_splits, register_task, standard_splits, to_rgb
 
 # Official TFDS split sizes of the builders used here (from each dataset's TFDS catalog page).
 TFDS_SPLIT_SIZES: dict[str, dict[str, int]] = {
@@ -142,25 +141,12 @@ def _smallnorb_splits() -> dict[str, str]:
   }
 
 
-def _with_subsets(splits: dict, sizes_per_class: Mapping[str, int], seed: int = 0) -> dict:
-  """Adds seeded class-balanced subsets of the task's own 'train' split (many-shot runs)."""
-  out = dict(splits)
-  for name, k in sizes_per_class.items():
-    out[name] = Subset(splits['train'], k, seed=seed, per_class=True)
-  return out
-
-
 _N = {k: v['train'] for k, v in TFDS_SPLIT_SIZES.items()}
-
-# Many-shot subsets: name -> examples per class (CIFAR-100: 100 classes, RESISC45: 45).
-CIFAR100_SUBSETS = {'train500': 5, 'train1k': 10, 'train5k': 50, 'train10k': 100}
-RESISC45_SUBSETS = {'train225': 5, 'train450': 10, 'train900': 20, 'train2250': 50,
-                    'train4500': 100, 'train9000': 200}
 
 # (name, builder, group, num_classes, splits, preprocess, extra Task kwargs)
 _VTAB = [
     ('cifar100', 'cifar100:3.*.*', 'natural', 100,
-     _with_subsets(cut_splits(_N['cifar100'], 90, test='test'), CIFAR100_SUBSETS), None,
+     cut_splits(_N['cifar100'], 90, test='test'), None,
      dict(folder_names=('cifar', 'cifar100'))),
     ('caltech101', 'caltech101:3.*.*', 'natural', 102,
      cut_splits(_N['caltech101'], 90, test='test'), None, {}),
@@ -179,7 +165,7 @@ _VTAB = [
     ('eurosat', 'eurosat/rgb:2.*.*', 'specialized', 10, cut_splits(_N['eurosat'], 60, 20),
      None, {}),
     ('resisc45', 'resisc45:3.*.*', 'specialized', 45,
-     _with_subsets(cut_splits(_N['resisc45'], 60, 20), RESISC45_SUBSETS), None,
+     cut_splits(_N['resisc45'], 60, 20), None,
      dict(manual_download='NWPU-RESISC45.rar from https://1drv.ms/u/s!AmgKYzARBl5ca3HNaHIlzp_IXjs '
           '(extract it so that the NWPU-RESISC45/ folder is inside the manual directory)')),
     ('diabetic_retinopathy', 'diabetic_retinopathy_detection/btgraham-300:3.*.*', 'specialized',
@@ -208,18 +194,12 @@ _VTAB = [
 VTAB_TASKS = tuple(row[0] for row in _VTAB)
 
 
-def _sizes(builder: str, splits: Mapping, num_classes: int) -> dict[str, int]:
+def _sizes(builder: str, splits: Mapping) -> dict[str, int]:
   raw = TFDS_SPLIT_SIZES[builder.split(':')[0].split('/')[0]]
-  out = {}
-  for name, spec in splits.items():
-    if isinstance(spec, Subset):
-      out[name] = spec.size * (num_classes if spec.per_class else 1)
-    else:
-      out[name] = split_size(spec, raw)
-  return out
+  return {name: split_size(spec, raw) for name, spec in splits.items()}
 
 
 for _name, _builder, _group, _n, _splits, _pp, _kw in _VTAB:
   _extra = {'preprocess': _pp} if _pp is not None else {}
   register_task(Task(name=_name, builder=_builder, group=_group, num_classes=_n,
-                     splits=_splits, split_sizes=_sizes(_builder, _splits, _n), **_extra, **_kw))
+                     splits=_splits, split_sizes=_sizes(_builder, _splits), **_extra, **_kw))

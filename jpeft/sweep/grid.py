@@ -42,6 +42,8 @@ class Trial:
     lr, wd: base learning rate and weight decay.
     hparams: ((field, value), ...) sorted, the method grid values; fields are '<method>.<field>'.
     seed: initialisation of head and PEFT parameters, dropout and data order.
+    tune_split: which tuning split of a many-shot size the tune stage trains on (`config.data.tune_split`);
+      like the seed, not part of the setting: selection averages over both.
   """
   task: str
   method: str
@@ -49,6 +51,7 @@ class Trial:
   wd: float
   hparams: tuple[tuple[str, Any], ...]
   seed: int
+  tune_split: int = 0
 
   @property
   def config_key(self) -> str:
@@ -58,8 +61,8 @@ class Trial:
 
   @property
   def key(self) -> str:
-    """Identifies the trial: the record key that resuming skips on."""
-    return f"{self.config_key}|seed={self.seed}"
+    """Identifies the trial: the record key that resuming skips on (split 0 keeps the VTAB-1K key)."""
+    return f"{self.config_key}|seed={self.seed}" + (f"|split={self.tune_split}" if self.tune_split else "")
 
   def folded(self) -> dict[str, float]:
     """The traced part of the method hyperparameters: {'<method>.scale': s} when foldable, else {}."""
@@ -89,7 +92,7 @@ class Trial:
   def row(self) -> dict[str, Any]:
     """The trial's identity as a JSON-ready dict."""
     return dict(key=self.key, config_key=self.config_key, task=self.task, method=self.method, lr=self.lr,
-                wd=self.wd, hparams=dict(self.hparams), seed=self.seed)
+                wd=self.wd, hparams=dict(self.hparams), seed=self.seed, tune_split=self.tune_split)
 
 
 def _values(name: str, values: Any) -> tuple:
@@ -113,14 +116,15 @@ def default_grid() -> ml_collections.ConfigDict:
   return grid
 
 
-def expand(task: str, method: str, grid: Mapping) -> list[Trial]:
-  """All trials of `method` on `task`: lr x wd x the method's grid x seeds, in a fixed order.
+def expand(task: str, method: str, grid: Mapping, tune_splits: int = 1) -> list[Trial]:
+  """All trials of `method` on `task`: lr x wd x the method's grid x seeds x tuning splits, in a fixed order.
 
   Args:
     task: task name.
     method: method string; each '+'-joined method contributes its `grid[<name>]` fields.
     grid: mapping with 'lr', 'wd', 'seeds' and per-method {field: values} (see `default_grid`); a method
       without an entry uses its registered grid.
+    tune_splits: tuning splits per setting (`jpeft.train.splits.num_tune_splits`: 5 for small many-shot sizes).
   Raises:
     GridError naming the entry: empty, non-positive lr, negative wd, non-integer seed, or a field the method
       does not have.
@@ -150,9 +154,10 @@ def expand(task: str, method: str, grid: Mapping) -> list[Trial]:
                         f"fields: {sorted(fields) or 'none'}.")
       axes.append((f"{name}.{field}", _values(f"{name}.{field}", values)))
   trials = []
-  for lr, wd, *values, seed in itertools.product(lrs, wds, *[v for _, v in axes], seeds):
+  for lr, wd, *values, seed, split in itertools.product(lrs, wds, *[v for _, v in axes], seeds,
+                                                         range(tune_splits)):
     hparams = tuple((name, value) for (name, _), value in zip(axes, values))
-    trials.append(Trial(task, method, float(lr), float(wd), hparams, int(seed)))
+    trials.append(Trial(task, method, float(lr), float(wd), hparams, int(seed), split))
   # Building each shape once catches impossible values (e.g. an odd RepAdapter bottleneck) before training.
   for trial in {t.shape_key: t for t in trials}.values():
     try:

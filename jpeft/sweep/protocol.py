@@ -1,9 +1,10 @@
 """The study's tuning protocol, resumable: tune every trial, pick by val200, retrain the winner, report test.
 
 For each (task, method):
-  1. tune   every trial of the grid (lr x wd x method grid x seeds) on train800, evaluate val200;
+  1. tune   every trial of the grid (lr x wd x method grid x seeds) on train800, evaluate val200 (many-shot,
+     `config.data.subset`: on each of the size's tuning splits, `jpeft.data.manyshot`);
   2. select the hyperparameter setting with the best val200 accuracy at the last epoch, averaged over seeds
-     (diverged trials excluded; ties go to the first setting in grid order);
+     and tuning splits (diverged trials excluded; ties go to the first setting in grid order);
   3. final  retrain that setting on train800val200 with every seed, evaluate test: mean and spread.
 
 Every finished trial is appended as one JSON line to `<workdir>/trials.jsonl` (flushed and fsynced per
@@ -34,6 +35,7 @@ import numpy as np
 
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import runner, trial_log
+from jpeft.train import splits
 
 PREDICTIONS_DIR = "predictions"
 SUMMARY_FILE = "summary.jsonl"
@@ -41,7 +43,7 @@ SUMMARY_CSV = "summary.csv"
 
 
 def select(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
-  """The config_key with the best mean accuracy over its seeds, or None if every trial diverged.
+  """The config_key with the best mean accuracy over its seeds and tuning splits, or None if every trial diverged.
 
   rows: tune rows of one (task, method), in grid order. A setting with any diverged seed is excluded (its
   mean would mix a stopped run with finished ones); ties go to the setting seen first.
@@ -69,6 +71,7 @@ def _summary_row(trials: Sequence[grid_lib.Trial], tune_rows: list[dict], winner
   tests = [r["accuracy"] for r in final_rows]
   return dict(base, selected=dict(lr=chosen[0]["lr"], wd=chosen[0]["wd"], **chosen[0]["hparams"]),
               val_accuracy=float(np.mean([r["accuracy"] for r in chosen])),
+              tune_splits=len({r.get("tune_split", 0) for r in chosen}),
               test_accuracy=float(np.mean(tests)) if tests else None,
               test_std=float(statistics.pstdev(tests)) if tests else None,
               test_best_epoch_accuracy=float(np.mean([r["best_accuracy"] for r in final_rows])) if tests else None,
@@ -131,7 +134,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     data: dict = {}  # this task's splits, loaded once for all its methods and groups
     for method in methods:
       runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
-      trials = grid_lib.expand(task, method, grid)
+      trials = grid_lib.expand(task, method, grid, splits.num_tune_splits(config, task))
       todo = [t for t in trials if not record.has("tune", t)]
       log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
           f"{len(trials) - len(todo)} already finished, training {len(todo)}")
@@ -140,9 +143,10 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
       winner = select(tune_rows)
       final_rows: list[dict] = []
       if winner is not None and final:
-        finals = [t for t in trials if t.config_key == winner]
+        finals = [t for t in trials if t.config_key == winner and t.tune_split == 0]  # one per seed
         todo = [t for t in finals if not record.has("final", t)]
-        log(f"{task}/{method}: selected {winner}; final on train800val200 x {len(finals)} seeds, "
+        log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
+            f"{len(finals)} seeds, "
             f"training {len(todo)}")
         runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data,
                           runners=runners)

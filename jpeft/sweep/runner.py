@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jpeft.peft import base, partition
@@ -34,6 +35,7 @@ from jpeft.train import config_checks, model_setup, optim, sharding, splits, ste
 from jpeft.train.errors import ConfigError
 
 TRIAL_AXIS = "trials"
+_BAR_MIN_STEPS = 50  # epochs shorter than this (VTAB-1K's 13 steps) get no progress bar of their own
 
 
 def make_trial_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -49,6 +51,7 @@ def trial_config(config: ml_collections.ConfigDict, trial: Trial, mode: str, fol
   config = copy.deepcopy(config)
   with config.unlocked():
     config.task, config.method, config.mode, config.seed = trial.task, trial.method, mode, trial.seed
+    config.data.tune_split = trial.tune_split
     config.optim.lr, config.optim.wd = trial.lr, trial.wd
     for method, values in trial.peft_overrides(fold).items():
       config.peft[method] = {**(config.peft[method].to_dict() if method in config.peft else {}), **values}
@@ -78,7 +81,7 @@ class GroupRunner:
   Args:
     config: the sweep's base config (data, model, optim, epochs, eval_every_epochs).
     trials: the group (same `Trial.shape_key`).
-    data: {(task, split name): splits.Split} cache shared by the caller's groups; missing splits are opened
+    data: splits.Split cache (see `splits.open_mode`) shared by the caller's groups; missing splits are opened
       into it when a stage first needs them.
     mesh: trial mesh (default: all devices).
   """
@@ -112,11 +115,6 @@ class GroupRunner:
 
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
-
-  def _split(self, name: str) -> splits.Split:
-    if (self.task_name, name) not in self.data:
-      self.data[(self.task_name, name)] = splits.Split.open(self.config, self.setup.task, name)
-    return self.data[(self.task_name, name)]
 
   def _init_trainable(self, seeds: Sequence[int]) -> dict:
     """Stacked trainable parameters [T, ...]: fresh head and PEFT from each seed; what a checkpoint gave (the
@@ -158,16 +156,21 @@ class GroupRunner:
     """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
 
     Args:
-      trials: a chunk of this group.
-      mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test).
+      trials: a chunk of this group, all of one tuning split.
+      mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the
+        size -> its val, or the size's subset -> test (`splits.mode_splits`).
 
     Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
     and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
     """
     _check_mode(mode)
     start = time.time()
-    train_split, eval_split = config_checks.SPLITS[mode]
-    train_data, eval_data = self._split(train_split), self._split(eval_split)
+    if len({t.tune_split for t in trials}) != 1:
+      raise ValueError("A chunk trains on one tuning split; group trials by `tune_split` (see run_trials).")
+    config = self.config.copy_and_resolve_references()
+    config.data.tune_split = trials[0].tune_split if mode == "tune" else 0
+    train_data, eval_data = splits.open_mode(config, self.setup.task, mode, self.data)
+    eval_split = eval_data.name
     steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
     size = len(trials)
     padded = _pad(list(trials), self.mesh.size)
@@ -188,12 +191,16 @@ class GroupRunner:
     step = 0
     for epoch in range(epochs):
       finite = []
+      bar = tqdm.tqdm(total=steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
+                      leave=False, disable=steps_per_epoch < _BAR_MIN_STEPS)
       for batch, axis in self._batches(train_data, seeds, epoch):
         trainable, opt_state, metrics = self._train(trainable, opt_state, self.frozen,
                                                     self._put(batch, axis == 0), train_keys, np.int32(step),
                                                     hparams, axis)
         finite.append(metrics["finite"])
         step += 1
+        bar.update()
+      bar.close()
       nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
       done = epoch + 1
       if done % self.config.eval_every_epochs == 0 or done == epochs:
@@ -229,7 +236,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     on_chunk: called with (rows, predictions {'logits': [T, N, C], 'labels': [N]}) after each chunk, e.g. to
       record them (resuming).
     mesh: trial mesh; default all devices.
-    data: split cache {(task, split name): splits.Split} to share loading across calls.
+    data: split cache (see `splits.open_mode`) to share loading across calls.
     runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
   """
@@ -244,9 +251,13 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     key = group[0].shape_key
     if key not in runners:
       runners[key] = GroupRunner(config, group, data, mesh)
-    for i in range(0, len(group), trial_batch):
-      chunk_rows, predictions = runners[key].train(group[i:i + trial_batch], mode)
-      if on_chunk is not None:
-        on_chunk(chunk_rows, predictions)
-      rows.extend(chunk_rows)
+    by_split: dict[int, list[Trial]] = {}  # a chunk shares its data: one tuning split per chunk
+    for trial in group:
+      by_split.setdefault(trial.tune_split, []).append(trial)
+    for members in by_split.values():
+      for i in range(0, len(members), trial_batch):
+        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode)
+        if on_chunk is not None:
+          on_chunk(chunk_rows, predictions)
+        rows.extend(chunk_rows)
   return rows

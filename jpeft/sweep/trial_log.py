@@ -39,7 +39,8 @@ HASH_FIELD = "sweep_config"  # the row field holding the sweep config's hash
 # grid's fields), with eval_every_epochs added, since a row's best-epoch accuracy comes from its evaluations.
 # 'seed' is the sweep's own (not a trial's): it initialises the backbone when there is no pretrained one.
 SWEEP_DEFINING = ("seed", "merge_factor", "model", "pretrained", "optim", "data.image_size",
-                  "data.normalization", "data.augment", "eval_every_epochs")
+                  "data.normalization", "data.augment", "data.augment_final_only", "data.center_crop",
+                  "data.subset", "data.subset_index_file", "eval_every_epochs")
 PER_TRIAL = ("optim.lr", "optim.wd")
 
 

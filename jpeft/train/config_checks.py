@@ -9,7 +9,7 @@ import jax
 import ml_collections
 
 from jpeft import peft
-from jpeft.data import tasks
+from jpeft.data import manyshot, tasks
 from jpeft.models import vit
 from jpeft.train import optim
 from jpeft.train.errors import ConfigError
@@ -99,6 +99,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              tuple(config.shift_tasks),
              f"tasks with a 'test' split in the label space of task '{config.task}' ({num_classes} classes); "
              f"'{name}' has {shifted.num_classes} classes and splits {sorted(shifted.splits)}")
+  if config.data.subset:
+    try:
+      manyshot.get_many_shot(config.task).tune(manyshot.get_many_shot(config.task).size(config.data.subset),
+                                                config.data.tune_split)
+    except ValueError as e:
+      raise ConfigError(f"Config field 'data.subset' / 'data.tune_split': {e}") from e
   try:
     peft.build_methods(config.method, config.peft)
   except (ValueError, KeyError, TypeError) as e:

@@ -14,10 +14,10 @@ import ml_collections
 import numpy as np
 
 from jpeft.data import tasks
-from jpeft.train import (checkpointing, config_checks, model_setup, optim, results, reuse, run_config, sharding,
+from jpeft.train import (checkpointing, model_setup, optim, results, reuse, run_config, sharding,
                          steps)
 from jpeft.train.errors import ConfigError
-from jpeft.train.splits import Split
+from jpeft.train.splits import Split, mode_splits
 
 
 def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: int, mesh) -> dict:
@@ -127,9 +127,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   mesh = sharding.make_mesh(config.sharding.param_axis_size)
   state, meta = restore_newest(config, workdir, setup, mesh)
   frozen, _, _ = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
-  split = config.eval_split or config_checks.SPLITS[meta["mode"]][1]
+  split, spec = (config.eval_split, config.eval_split) if config.eval_split else mode_splits(config, meta["mode"])[1]
   result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen,
-                    Split.open(config, setup.task, split),
+                    Split.open(config, setup.task, split, spec),
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir),

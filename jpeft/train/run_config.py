@@ -14,7 +14,8 @@ from jpeft.train.errors import ConfigError
 # Fields that define what a checkpoint holds and how training continues; resuming with another value would
 # silently mix two runs. Logging, checkpoint and eval intervals and data locations may change.
 RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "head_init", "zeroshot", "model",
-                "pretrained", "init_from", "optim", "data.image_size", "data.normalization", "data.augment")
+                "pretrained", "init_from", "optim", "data.image_size", "data.normalization", "data.augment",
+                "data.augment_final_only", "data.center_crop", "data.subset", "data.tune_split", "data.subset_index_file")
 # Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
 # a run that failed it can be accepted by raising it and starting the same command again; rematerialisation
 # trades memory for time and computes the same numbers.
@@ -26,7 +27,9 @@ EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment
 # recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
 ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "head_init": "random",
                 "zeroshot.checkpoint": None, "zeroshot.classnames": "imagenet", "zeroshot.templates": "openai_imagenet",
-                "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False}
+                "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False,
+                "data.augment_final_only": False, "data.center_crop": False, "data.subset": "", "data.tune_split": 0,
+                "data.subset_index_file": None}
 
 
 def leaves(tree: Any, prefix: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from jpeft import workdir_lock
 from jpeft.train import (checkpointing, config_checks, evaluation, model_setup, optim, results, reuse,
                          run_config, sharding, steps, writers)
 from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
-from jpeft.train.splits import Split, count_steps_per_epoch
+from jpeft.train.splits import count_steps_per_epoch, open_mode
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -116,10 +116,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains on the mode's train split, evaluating every `eval_every_epochs` and at the end."""
   start_time = time.time()
   lead = jax.process_index() == 0
-  train_split, eval_split = config_checks.SPLITS[config.mode]
   setup = model_setup.build(config)
-  train_data = Split.open(config, setup.task, train_split)
-  eval_data = Split.open(config, setup.task, eval_split)
+  train_data, eval_data = open_mode(config, setup.task, config.mode)
+  eval_split = eval_data.name
   batch_size = config.optim.batch_size
   steps_per_epoch = count_steps_per_epoch(train_data, batch_size, config.task)
   total_steps = steps_per_epoch * config.optim.epochs

@@ -31,7 +31,7 @@ def _ids(arrays):
 @pytest.fixture
 def imagenet_splits(monkeypatch):
   labels, train = _fake_imagenet_train()
-  monkeypatch.setattr(tfds_source, '_SUBSET_CACHE', {})  # Indices of other tests' mock data.
+  monkeypatch.setattr(tfds_source, '_LABEL_CACHE', {})  # Labels of other tests' mock data.
 
   def as_dataset_fn(builder, split, **kwargs):
     assert split == 'train', split  # Every split here is a subset of ImageNet train.

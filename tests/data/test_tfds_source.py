@@ -111,4 +111,3 @@ def test_bad_arguments():
 def test_num_examples_from_split_table():
   assert data.num_examples('cifar100', 'train800val200') == 1000
   assert data.num_examples('smallnorb_azi', 'test') == 12150
-  assert data.num_examples('resisc45', 'train2250') == 2250
