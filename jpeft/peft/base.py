@@ -9,7 +9,9 @@ so a method's parameters live next to the weights they modify, e.g.
 Insertion points (see `jpeft/models/vit.py`):
   embed            patch-embedding output, [B, N, D] (before CLS and position embeddings)
   norm             a LayerNorm output: where in {'ln1', 'ln2', 'final'}, [B, T, D]
-  dense            a Dense output: where in {'qkv', 'proj', 'fc1', 'fc2'}, with its input z and output y
+  dense            a Dense output: where in {'qkv', 'proj', 'fc1', 'fc2'}, with its input z and output y; the
+                   Dense's own weights are `dense_weights(m, where)` (DoRA's column norm reads the kernel)
+  activation       the MLP's hidden activation a = act(fc1(z)) [B, T, mlp_dim] -> the input of fc2 ((IA)^3)
   before_sublayer  z = LN(x) -> z' fed to the sublayer (sequential-before adapters); where in {'attn', 'mlp'}
   after_sublayer   sublayer output h -> h' (sequential-after adapters, residual gammas), before drop path
   parallel         an extra residual branch computed from (x, z), added through its own drop path
@@ -76,6 +78,12 @@ class TokenGroup:
   collect: bool = False
 
 
+def dense_weights(m, where: str) -> dict[str, Any]:
+  """{'kernel' [in, out], 'bias' [out]} of the Dense `where` that the `dense` hook called with module `m` follows
+  (the Dense has run by then, so its parameters exist at initialisation too)."""
+  return m.variables["params"][where]
+
+
 # Trainable groups. Each maps to its own learning-rate multiplier in the optimizer; FROZEN gets nothing.
 FROZEN = "frozen"
 HEAD = "head"
@@ -136,6 +144,9 @@ class Method:
 
   def dense(self, m, where: str, z, y, ctx: Context):
     return y
+
+  def activation(self, m, a, ctx: Context):
+    return a
 
   def before_sublayer(self, m, where: str, z, ctx: Context):
     return z
