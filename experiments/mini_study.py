@@ -47,6 +47,8 @@ def mini_grid():
       "vpt_deep": dict(num_tokens=(5,)),
       "vpt_shallow": dict(num_tokens=(5,)),
       "vqt": dict(num_tokens=(1,)),
+      "dora": dict(rank=(8,)),
+      "vera": dict(rank=(256,)),
   }
   for method, fields in small.items():
     if method in grid:
