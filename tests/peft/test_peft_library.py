@@ -1,4 +1,4 @@
-"""DoRA, VeRA and (IA)^3 against the PyTorch PEFT library: logits, merged weights and ViT-B/16 counts.
+"""DoRA, VeRA and (IA)^3 against the PyTorch PEFT library: logits, gradients, merged weights, ViT-B/16 counts.
 
 The fixture (tests/fixtures/peft_library_reference.npz, made by make_peft_library_reference.py with torch, timm
 and peft 0.21.2) wraps the timm ViT of vit_mu8.safetensors with each method, adapter weights random and non-zero.
@@ -30,44 +30,50 @@ def _plain() -> dict:
   return partition.flatten(statedict.from_state_dict(BASE))
 
 
-def _adapter(method: str) -> dict:
-  """{'<block>.<attn|mlp>.<site>.<peft name>': array} of the fixture's adapter, plus the unprefixed rest."""
-  start = f"{method}/adapter/"
+def _peft_tensors(method: str, kind: str) -> dict:
+  """{'blocks.<i>.<attn|mlp>.<site>.<peft name>' or 'base_model.vera_A', ...: array} of the fixture's adapter
+  tensors (kind 'adapter') or their gradients (kind 'grad')."""
+  start = f"{method}/{kind}/"
   return {k[len(start):].replace(PREFIX, "blocks."): v for k, v in REF.items() if k.startswith(start)}
 
 
-def _sites(adapter: dict, leaf: str):
-  """(jpeft scope 'encoder/block_i/attn', site 'qkv', array) for every adapter tensor named '...<site>.<leaf>'."""
-  for key, value in adapter.items():
+def _sites(tensors: dict, leaf: str):
+  """(jpeft scope 'encoder/block_i/attn', site 'qkv', array) for every tensor named '...<site>.<leaf>'."""
+  for key, value in tensors.items():
     if key.startswith("blocks.") and key.endswith("." + leaf):
       _, block, parent, site = key[:-len("." + leaf)].split(".")
       yield f"encoder/block_{block}/{parent}", site, value
 
 
-def jpeft_params(method: str, plain: dict) -> dict:
-  """The fixture's adapter in jpeft's layout (see the method modules' docstrings), on the plain weights."""
-  adapter, own = _adapter(method), {}
+def to_jpeft(method: str, tensors: dict, plain: dict = None) -> dict:
+  """peft's adapter tensors (or their gradients) in jpeft's layout, as the method modules' docstrings describe.
+
+  With `plain` (values, not gradients) DoRA's magnitude becomes jpeft's offset m - ||W||; the offset's gradient
+  is m's. (IA)^3 drops the query third of qkv's scale.
+  """
+  own = {}
   if method == "dora":
-    for scope, site, a in _sites(adapter, "lora_A.weight"):
+    for scope, site, a in _sites(tensors, "lora_A.weight"):
       own[f"{scope}/dora_{site}_a"] = a.T
-    for scope, site, b in _sites(adapter, "lora_B.weight"):
+    for scope, site, b in _sites(tensors, "lora_B.weight"):
       own[f"{scope}/dora_{site}_b"] = b.T
-    for scope, site, m in _sites(adapter, "lora_magnitude_vector"):  # jpeft stores m - ||W||
-      own[f"{scope}/dora_{site}_magnitude"] = m - np.asarray(column_norm(plain[f"{scope}/{site}/kernel"]))
+    for scope, site, m in _sites(tensors, "lora_magnitude_vector"):
+      norm = 0 if plain is None else np.asarray(column_norm(plain[f"{scope}/{site}/kernel"]))
+      own[f"{scope}/dora_{site}_magnitude"] = m - norm
   elif method == "vera":
-    own["encoder/vera_a"], own["encoder/vera_b"] = adapter["base_model.vera_A"].T, adapter["base_model.vera_B"].T
+    if "base_model.vera_A" in tensors:  # frozen buffers: no gradient
+      own["encoder/vera_a"], own["encoder/vera_b"] = tensors["base_model.vera_A"].T, tensors["base_model.vera_B"].T
     for leaf in ("vera_lambda_b", "vera_lambda_d"):
-      for scope, site, value in _sites(adapter, leaf):
+      for scope, site, value in _sites(tensors, leaf):
         own[f"{scope}/vera_{site}_{leaf[len('vera_'):]}"] = value
   else:
-    for scope, site, scale in _sites(adapter, "ia3_l"):
+    for scope, site, scale in _sites(tensors, "ia3_l"):
       if site == "qkv":
         width = scale.shape[0] // 3
-        np.testing.assert_array_equal(scale[:width], 1.0)  # the fixture leaves peft's query scales at 1
         own[f"{scope}/ia3_kv_scale"] = scale[width:, 0]
       else:
         own[f"{scope}/ia3_ff_scale"] = scale[0]
-  return {**plain, **{k: jnp.asarray(v, jnp.float32) for k, v in own.items()}}
+  return {k: jnp.asarray(v, jnp.float32) for k, v in own.items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -77,14 +83,27 @@ def _model(method: str):
 
 
 @pytest.mark.parametrize("method", ["dora", "vera", "ia3"])
-def test_logits_and_merged_weights_equal_the_peft_library(method):
+def test_logits_gradients_and_merged_weights_equal_the_peft_library(method):
   model, methods = _model(method)
   plain = _plain()
-  params = partition.unflatten(jpeft_params(method, plain))
+  adapter = _peft_tensors(method, "adapter")
+  if method == "ia3":  # the fixture leaves peft's query scales at 1 (jpeft has none)
+    np.testing.assert_array_equal([v[:v.shape[0] // 3] for k, v in adapter.items() if ".qkv." in k], 1.0)
+  own = to_jpeft(method, adapter, plain)
+  params = partition.unflatten({**plain, **own})
   shapes = partition.flatten(jax.eval_shape(model.init, jax.random.key(0), REF["images"][:1])["params"])
   assert {k: v.shape for k, v in partition.flatten(params).items()} == {k: v.shape for k, v in shapes.items()}
-  logits = model.apply({"params": params}, REF["images"])
+
+  def loss(own):
+    logits = model.apply({"params": partition.unflatten({**plain, **own})}, REF["images"])
+    return jnp.sum(logits * REF["loss_weights"]), logits
+
+  grads, logits = jax.jit(jax.grad(loss, has_aux=True))(own)
   np.testing.assert_allclose(logits, REF[f"{method}/logits"], atol=1e-4, rtol=0)
+  expected_grads = to_jpeft(method, _peft_tensors(method, "grad"))
+  assert expected_grads and set(expected_grads) <= set(grads)
+  for path, expected in expected_grads.items():  # DoRA: the column norm is detached, as in peft
+    np.testing.assert_allclose(grads[path], expected, atol=1e-4, rtol=1e-4, err_msg=path)
 
   merged = partition.flatten(peft.merge(params, methods))
   start = f"{method}/merged/"
