@@ -52,7 +52,7 @@ def test_merge_factor_zero_is_the_backbone(name, images):
 
 @pytest.mark.parametrize("method", ["lora", "ssf", "repadapter", "fact_tt", "fact_tk", "bitfit", "layernorm",
                                     "difffit", "full", "linear", "selective", "lora+ssf+difffit",
-                                    "repadapter+lora", "ssf+fact_tk+bitfit", "dora+ssf", "vera+ia3"])
+                                    "repadapter+lora", "ssf+fact_tk+bitfit", "dora+vera+ia3"])
 def test_merged_plain_vit_matches_unmerged(method, images):
   model, methods, params = init(method)
   for merge_factor in (1.0, 0.6):
