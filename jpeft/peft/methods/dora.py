@@ -1,15 +1,17 @@
 """DoRA: weight-decomposed low-rank adaptation (Liu et al., ICML 2024), as the PyTorch PEFT library computes it.
 
 Where: every Dense of every block, the fused qkv, proj, fc1 and fc2 (peft's `LoraConfig(use_dora=True,
-target_modules=['qkv', 'proj', 'fc1', 'fc2'])` on a timm ViT; `targets` narrows it). For a Dense with kernel
-W [in, out] and bias b the adapted layer is
+target_modules=...)` on a timm ViT with those four block layers as targets, given as a regex because a bare
+'proj' also matches the patch embedding; `targets` narrows it). For a Dense with kernel W [in, out] and bias b
+the adapted layer is
 
-  y = b + m / ||W + B A|| * (z W + dropout(z) A B)        (A [in, r], B [r, out]; the norm per output column)
+  y = b + m / ||W + A B|| * (z W + dropout(z) A B)        (A [in, r], B [r, out]; the norm per output column)
 
 with peft's `lora_alpha = r` (scaling 1, as the study's LoRA has no alpha / r factor) and peft's detached norm:
 ||W + A B|| gets no gradient (DoRA, section 4.3). peft adds this to the base output as
 (m / n - 1) * (z W) + (m / n) * dropout(z) A B, computing z W from the dropped-out input while training with
-dropout, and so does this module.
+dropout, and so does this module (dropout 0.1 by default, as the study's LoRA; peft's default is 0). Since it
+reads z W from the Dense's output, list DoRA before other methods that change the same Dense's output.
 
 The magnitude m is stored as its offset from the pretrained column norm, `dora_<site>_magnitude` = m - ||W||,
 initialised to 0: peft initialises m to ||W|| from the loaded weights, but jpeft initialises methods before

@@ -13,6 +13,8 @@ per-channel products q_i k_i, so l_q * l_k is one scale that l_k alone expresses
 keys and values; it equals peft on the fused qkv with peft's query scales at 1 (what the tests check).
 Scales start at 1 (identity). With merge_factor s each scale is 1 + s * (l - 1); merging multiplies the k, v
 output columns of the qkv kernel and bias, and fc2's input rows (its bias stays), as peft's `merge_and_unload`.
+Both folds come after the other methods' rules on Dense outputs (merge_order 1), so in a composition that also
+changes the qkv output, list (IA)^3 after that method, as its fold assumes.
 
 Parameters: attn/ia3_kv_scale [2 D] (keys then values, the order of the fused output), mlp/ia3_ff_scale [mlp_dim].
 """

@@ -1,7 +1,8 @@
 """VeRA: vector-based random matrix adaptation (Kopiczko et al., ICLR 2024), as the PyTorch PEFT library computes it.
 
-Where: every Dense of every block, the fused qkv, proj, fc1 and fc2 (peft's `VeraConfig(target_modules=['qkv',
-'proj', 'fc1', 'fc2'])` on a timm ViT; `targets` narrows it). One frozen random pair is shared by all of them,
+Where: every Dense of every block, the fused qkv, proj, fc1 and fc2 (peft's `VeraConfig(target_modules=...)` on
+a timm ViT with those four block layers as targets, as a regex: a bare 'proj' also matches the patch embedding;
+`targets` narrows it). One frozen random pair is shared by all of them,
 sized for the largest input and output among the targets, and each Dense uses its top-left slice:
 
   y = z W + b + lambda_b * ((dropout(z) A[:in] * lambda_d) B[:, :out])     A [in_max, r], B [r, out_max]
