@@ -22,7 +22,8 @@ from jpeft.peft.methods.dora import column_norm
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 REF = dict(np.load(os.path.join(FIXTURES, "peft_library_reference.npz")))
 BASE = load_file(os.path.join(FIXTURES, "vit_mu8.safetensors"))
-HPARAMS = {"dora": {"rank": 3, "dropout": 0.0}, "vera": {"rank": 4}, "ia3": {}}
+# The fixture's peft configs (make_peft_library_reference.py): r = 3 and r = 4, no dropout.
+FIXTURE_HPARAMS = {"dora": {"rank": 3, "dropout": 0.0}, "vera": {"rank": 4}, "ia3": {}}
 PREFIX = "base_model.model.blocks."
 
 
@@ -78,7 +79,7 @@ def to_jpeft(method: str, tensors: dict, plain: dict = None) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _model(method: str):
-  methods = peft.build_methods(method, HPARAMS)
+  methods = peft.build_methods(method, FIXTURE_HPARAMS)
   return vit.create_model("mu/8", num_classes=5, methods=methods), methods
 
 
