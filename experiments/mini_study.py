@@ -51,6 +51,8 @@ def mini_grid():
       "boft": dict(block_size=(4,), butterfly_factor=(2,)),
       "loha": dict(rank=(4,)),
       "lokr": dict(rank=(8,)),
+      "dora": dict(rank=(8,)),
+      "vera": dict(rank=(256,)),
   }
   for method, fields in small.items():
     if method in grid:

@@ -111,6 +111,8 @@ class Mlp(nn.Module):
     for method in self.methods:
       h = method.dense(self, "fc1", z, h, ctx)
     a = _ACTIVATIONS[self.act](h)
+    for method in self.methods:
+      a = method.activation(self, a, ctx)
     y = nn.Dense(z.shape[-1], dtype=self.dtype, name="fc2")(a)
     for method in self.methods:
       y = method.dense(self, "fc2", a, y, ctx)

@@ -9,13 +9,15 @@ so a method's parameters live next to the weights they modify, e.g.
 Insertion points (see `jpeft/models/vit.py`):
   embed            patch-embedding output, [B, N, D] (before CLS and position embeddings)
   norm             a LayerNorm output: where in {'ln1', 'ln2', 'final'}, [B, T, D]
-  dense            a Dense output: where in {'qkv', 'proj', 'fc1', 'fc2'}, with its input z and output y
+  dense            a Dense output: where in {'qkv', 'proj', 'fc1', 'fc2'}, with its input z and output y; the
+                   Dense's own weights are `dense_weights(m, where)` (DoRA's column norm reads the kernel)
+  activation       the MLP's hidden activation a = act(fc1(z)) [B, T, mlp_dim] -> the input of fc2 ((IA)^3)
   before_sublayer  z = LN(x) -> z' fed to the sublayer (sequential-before adapters); where in {'attn', 'mlp'}
   after_sublayer   sublayer output h -> h' (sequential-after adapters, residual gammas), before drop path
   parallel         an extra residual branch computed from (x, z), added through its own drop path
   tokens           extra tokens inserted before a block (prompts, query tokens)
   pool             the pooled feature and the collected outputs of query tokens -> final feature
-A `dense` hook may read the frozen Dense's weights through `frozen_kernel` (methods that rewrite a weight,
+A `dense` hook may read the frozen Dense's weights through `dense_weights` (methods that rewrite a weight,
 e.g. OFT's rotation of W, need W itself, not only its output).
 The `shared` hook creates parameters once per encoder (shared across blocks, e.g. FacT's U and V); what it
 returns is handed to every block hook as `ctx.shared[method.name]`.
@@ -91,6 +93,13 @@ class TokenGroup:
 WISE_INTERPOLATE = "interpolate"
 WISE_MERGE_FACTOR = "merge_factor"
 
+
+def dense_weights(m, where: str) -> dict[str, Any]:
+  """{'kernel' [in, out], 'bias' [out]} of the Dense `where` that the `dense` hook called with module `m` follows
+  (the Dense has run by then, so its parameters exist at initialisation too)."""
+  return m.variables["params"][where]
+
+
 # Trainable groups. Each maps to its own learning-rate multiplier in the optimizer; FROZEN gets nothing.
 FROZEN = "frozen"
 HEAD = "head"
@@ -159,6 +168,9 @@ class Method:
   def dense(self, m, where: str, z, y, ctx: Context):
     return y
 
+  def activation(self, m, a, ctx: Context):
+    return a
+
   def before_sublayer(self, m, where: str, z, ctx: Context):
     return z
 
@@ -197,14 +209,6 @@ class Method:
   def hparams(self) -> dict[str, Any]:
     """The hyperparameter fields as a plain dict (what `build_methods` takes back)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-def frozen_kernel(m, where: str):
-  """The kernel [in, out] of the Dense `where` of module m (the Attention or Mlp), read in m's `dense` hook.
-
-  The Dense has run by the time its hook is called, so its parameters exist in m's scope at init as at apply.
-  """
-  return m.variables["params"][where]["kernel"]
 
 
 _REGISTRY: dict[str, type[Method]] = {}

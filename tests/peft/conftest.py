@@ -27,6 +27,8 @@ HPARAMS = {
     "vpt_shallow": {"num_tokens": 3},
     "vqt": {"num_tokens": 2},
     "selective": {"blocks": (1,), "parts": ("mlp",)},
+    "dora": {"rank": 3},
+    "vera": {"rank": 4},
 }
 
 

@@ -35,6 +35,7 @@ def test_every_grid_value_builds():
     ("fact_tt", {"fact_tt": {"rank": 2.5}}, r"rank=2.5 is invalid"),
     ("vpt_deep", {"vpt_deep": {"num_tokens": -5}}, r"num_tokens=-5 is invalid"),
     ("vqt", {"vqt": {"num_tokens": 0}}, r"num_tokens=0 is invalid"),
+    ("dora", {"dora": {"targets": ("qkv", "head")}}, r"targets=\('qkv', 'head'\) is invalid.*distinct Dense"),
     ("adapter", {"adapter": {"dropout": 1.5}}, r"dropout=1.5 is invalid"),
     ("repadapter", {"repadapter": {"bottleneck": 7}}, r"bottleneck=7 is invalid.*divisible"),
     ("convpass", {"convpass": {"conv_init": "zeros"}}, r"conv_init='zeros' is invalid.*identity"),

@@ -26,6 +26,17 @@ def test_identity_at_init(name, composed_init, images):
   np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
 
 
+def test_identity_at_init_dora_vera_ia3(images):
+  """Initialised together (one compilation; each is the identity, so their composition is): DoRA's B and
+  magnitude offset, VeRA's lambda_b are 0, (IA)^3's scales 1. The only non-plain frozen weights are VeRA's."""
+  model, methods, params = init("dora+vera+ia3", at_init=True)
+  flat = partition.flatten(params)
+  assert sorted(set(flat) - set(plain_params())) == sorted(
+      k for k in flat if any(m.label(tuple(k.split("/"))) == peft.PEFT for m in methods)) + [
+          "encoder/vera_a", "encoder/vera_b"]
+  np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
+
+
 def test_identity_at_init_convpass_xavier_conv(images):
   model, _, params = init("convpass", {"convpass": {"conv_init": "xavier"}}, at_init=True)
   np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
@@ -35,7 +46,7 @@ def _wise(rule):
   return sorted(name for name, cls in peft.registry().items() if cls.wise == rule)
 
 
-@pytest.mark.parametrize("name", _wise(peft.base.WISE_MERGE_FACTOR))
+@pytest.mark.parametrize("name", _wise(peft.base.WISE_MERGE_FACTOR) + ["dora+vera+ia3"])
 def test_merge_factor_zero_is_the_backbone(name, images):
   """What WiSE-FT relies on for the methods whose `wise` is merge_factor: 0 removes what they insert."""
   model, _, params = init(name)  # random, non-zero method parameters
@@ -58,7 +69,7 @@ def test_wise_rules_say_what_each_method_trains(images):
 
 @pytest.mark.parametrize("method", ["lora", "ssf", "repadapter", "fact_tt", "fact_tk", "bitfit", "layernorm",
                                     "difffit", "full", "linear", "selective", "lora+ssf+difffit",
-                                    "repadapter+lora", "ssf+fact_tk+bitfit"])
+                                    "repadapter+lora", "ssf+fact_tk+bitfit", "dora+vera+ia3"])
 def test_merged_plain_vit_matches_unmerged(method, images):
   model, methods, params = init(method)
   for merge_factor in (1.0, 0.6):

@@ -35,7 +35,7 @@ def _setup(method):
   return model, labels, trainable, frozen, tx, tx.init(trainable)
 
 
-@pytest.mark.parametrize("method", ["lora", "bitfit+ssf", "full"])
+@pytest.mark.parametrize("method", ["lora", "bitfit+ssf", "full", "dora+vera+ia3"])
 def test_optimizer_state_covers_exactly_the_trainable_parameters(method):
   _, labels, trainable, frozen, _, state = _setup(method)
   counts = peft.count_params(trainable, labels)

@@ -27,6 +27,7 @@ class DenseDelta(base.Method):
     targets: the Dense layers of every block the method changes, a subset of ('qkv', 'proj', 'fc1', 'fc2').
   """
   mergeable: ClassVar[bool] = True
+  wise: ClassVar[str] = base.WISE_MERGE_FACTOR  # merge_factor 0 is the backbone
   targets: tuple[str, ...] = SITES
 
   def validate(self):
@@ -49,7 +50,7 @@ class DenseDelta(base.Method):
   def dense(self, m, where, z, y, ctx):
     if where not in self.targets:
       return y
-    kernel = base.frozen_kernel(m, where)
+    kernel = base.dense_weights(m, where)["kernel"]
     p = self.create(m, where, *kernel.shape)
     return y + z @ self.delta(p, kernel, ctx.merge_factor).astype(z.dtype)
 
