@@ -37,5 +37,5 @@ setuptools.setup(
         "tifffile",  # eurosat (its module reads the .tif files of the multispectral config)
     ],
     # nbclient, nbformat, ipykernel: tests/test_notebooks.py executes every notebook under notebooks/.
-    extras_require={"test": ["pytest", "nbclient", "nbformat", "ipykernel"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"]},
 )
