@@ -15,6 +15,12 @@ import json
 import statistics
 import time
 
+try:  # before JAX and TensorFlow: timm pulls in triton, which crashed when loaded after them (torch 2.14)
+  import timm
+  import torch
+  TORCH_LINE = f"torch {torch.__version__}, timm {timm.__version__}"
+except ImportError as e:
+  torch, TORCH_LINE = None, f"timm side skipped: {e} (pip install torch timm to compare)"
 import jax
 from absl import app, flags
 
@@ -37,8 +43,6 @@ class TimmStep:
   """timm's ViT with the same method and optimizer; `run(n)` returns the seconds of n train steps."""
 
   def __init__(self, variant: str, method: str, batch_size: int, dtype: str):
-    import timm
-    import torch
     self.torch = torch
     self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = timm.create_model(TIMM_NAMES[variant], pretrained=False, num_classes=NUM_CLASSES, drop_path_rate=0.1)
@@ -101,13 +105,7 @@ def _jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measu
 
 def main(argv) -> None:
   del argv
-  try:
-    import timm  # noqa: F401
-    import torch
-    torch_line = f"torch {torch.__version__}, timm {timm.__version__}"
-  except ImportError as e:
-    torch, torch_line = None, f"timm side skipped: {e} (pip install torch timm to compare)"
-  print(f"jax {jax.__version__} on {jax.device_count()}x {jax.devices()[0].device_kind}; {torch_line}")
+  print(f"jax {jax.__version__} on {jax.device_count()}x {jax.devices()[0].device_kind}; {TORCH_LINE}")
   print(f"{'case':<12} {'method':<6} {'jpeft img/s':>12} {'timm img/s':>11} {'ratio':>6} {'jpeft compile_s':>16}")
   rows = []
   for case in _CASES.value:
