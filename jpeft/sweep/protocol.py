@@ -36,6 +36,7 @@ import numpy as np
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import runner, trial_log
 from jpeft.train import splits
+from jpeft.train.errors import ConfigError
 
 PREDICTIONS_DIR = "predictions"
 SUMMARY_FILE = "summary.jsonl"
@@ -117,9 +118,13 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
   Raises:
-    ConfigError: the workdir's trials were made under another base config.
+    ConfigError: the workdir's trials were made under another base config, or init_from is set.
     TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
   """
+  if config.init_from.workdir:  # every trial would silently start from the pretrained backbone instead
+    raise ConfigError(f"Config field 'init_from.workdir' = '{config.init_from.workdir}' is not supported by sweeps: "
+                      "each trial starts from the pretrained backbone and a fresh head. Drop it to sweep, or start "
+                      "single runs from that run with python -m jpeft.main.")
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   record = trial_log.open_log(config, workdir, write=lead)

@@ -135,3 +135,11 @@ def test_a_newly_registered_method_leaves_recorded_sweeps_valid(folder_root, tmp
   (tmp_path / trial_log.SWEEP_CONFIG_FILE).unlink()
   with pytest.raises(trial_log.TrialLogError, match="Line 1 of .* was made under another sweep config"):
     trial_log.open_log(changed, str(tmp_path))
+
+
+def test_a_sweep_refuses_init_from_before_writing_anything(folder_root, tmp_path):
+  config = load_config(dict(tiny_overrides(folder_root), **{"init_from.workdir": str(tmp_path / "some_run")}))
+  workdir = tmp_path / "sweep"
+  with pytest.raises(ConfigError, match="'init_from.workdir' .* is not supported by sweeps"):
+    _sweep(config, str(workdir))
+  assert not workdir.exists()
