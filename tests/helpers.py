@@ -1,6 +1,8 @@
 """Helpers shared by the training and sweep tests: a tiny learnable task in the processed-folder layout, and
 configs built from the base config (jpeft/config_base.py) as the CLI would build them."""
 import os
+import socket
+import subprocess
 
 import numpy as np
 import tensorflow as tf
@@ -51,3 +53,25 @@ def load_config(overrides: dict):
 def cli_args(config_overrides: dict) -> list[str]:
   """--config.x=value flags for `python -m jpeft.main` / `python -m jpeft.sweep`."""
   return [f"--config.{k}={'' if v is None else v}" for k, v in config_overrides.items()]
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 free now (for a jax.distributed coordinator)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_processes(args: list[str], num_processes: int, env: dict, cwd: str, timeout: int = 400) -> list:
+  """Runs `args` + --config.distributed.process_id=<i> for each i at once; asserts every one exits 0.
+  Returns each process's (stdout, stderr)."""
+  procs = [subprocess.Popen(args + [f"--config.distributed.process_id={i}"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
+  try:
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()  # no-op for a finished process; a hung one must not outlive the test
+  for p, (_, stderr) in zip(procs, outputs):
+    assert p.returncode == 0, stderr[-3000:]
+  return outputs

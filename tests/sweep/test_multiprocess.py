@@ -2,8 +2,6 @@
 one-process sweep: the trial axis is split over both processes' devices, and only process 0 writes."""
 import json
 import os
-import socket
-import subprocess
 import sys
 
 import numpy as np
@@ -11,12 +9,7 @@ import numpy as np
 from .conftest import REPO, load_config, tiny_overrides
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+from tests.helpers import free_port, run_processes
 
 
 def _rows(workdir) -> dict:
@@ -35,7 +28,7 @@ def test_two_process_sweep_matches_one(folder_root, tmp_path):
                      trial_batch=2, final=False, log=lambda _: None)
 
   two_dir = str(tmp_path / "two")
-  distributed = {"distributed.enabled": True, "distributed.coordinator_address": f"127.0.0.1:{_free_port()}",
+  distributed = {"distributed.enabled": True, "distributed.coordinator_address": f"127.0.0.1:{free_port()}",
                  "distributed.num_processes": 2}
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
   env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
@@ -43,15 +36,7 @@ def test_two_process_sweep_matches_one(folder_root, tmp_path):
           *[f"--config.{k}={v}" for k, v in dict(overrides, **distributed).items()], "--tasks=dtd",
           "--methods=lora", f"--workdir={two_dir}", "--trial_batch=2", "--nofinal", "--grid.lr=1e-3,1e-2",
           "--grid.wd=1e-4", "--grid.seeds=42", "--grid.lora.rank=4"]
-  procs = [subprocess.Popen(args + [f"--config.distributed.process_id={i}"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=400) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()  # no-op for a finished process; a hung one must not outlive the test
-  for p, (_, stderr) in zip(procs, outputs):
-    assert p.returncode == 0, stderr[-3000:]
+  outputs = run_processes(args, 2, env, REPO)
 
   one, two = _rows(one_dir), _rows(two_dir)
   assert len(one) == 2 and one.keys() == two.keys()

@@ -6,7 +6,6 @@ process and the collective checkpoint write.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,12 +13,7 @@ import numpy as np
 
 from .conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+from tests.helpers import free_port, run_processes
 
 
 def test_two_processes_match_one(folder_root, tmp_path):
@@ -27,22 +21,12 @@ def test_two_processes_match_one(folder_root, tmp_path):
   one = trainer.run(load_config(overrides), str(tmp_path / "one"))
 
   workdir = tmp_path / "two"
-  distributed = {"distributed.enabled": True, "distributed.coordinator_address": f"127.0.0.1:{_free_port()}",
+  distributed = {"distributed.enabled": True, "distributed.coordinator_address": f"127.0.0.1:{free_port()}",
                  "distributed.num_processes": 2}
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device per process
   env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen([sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py",
-                             f"--workdir={workdir}", *cli_args(dict(overrides, **distributed)),
-                             f"--config.distributed.process_id={i}"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=400) for p in procs]
-  finally:
-    for p in procs:
-      p.kill()  # no-op for a finished process; a hung one must not outlive the test
-  for p, (_, stderr) in zip(procs, outputs):
-    assert p.returncode == 0, stderr[-3000:]
+  outputs = run_processes([sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
+                           *cli_args(dict(overrides, **distributed))], 2, env, REPO)
   two = json.loads((workdir / "result.json").read_text())
 
   assert one["devices_per_launch"] == [1] and two["devices_per_launch"] == [2]
