@@ -70,6 +70,9 @@ def _config_files(argv: Sequence[str], dict_flags: Sequence[str]) -> dict[str, s
   return files
 
 
+_HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
+
+
 def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str] = ("config",)) -> list[str]:
   """absl's flag parsing; a missing or failing config file, an unknown `--<dict flag>.<field>` or a bad value
   exits 1 with one clear paragraph.
@@ -88,6 +91,11 @@ def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str]
       sys.exit(1)
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:
+    # absl prints --help / --helpfull and exits 1; asking for help is not a failure.
+    if e.code == 1 and _HELP_FLAGS.intersection(argv[1:]):
+      sys.exit(0)
+    raise
   except Exception as e:  # pylint: disable=broad-except  (the config file's code can raise anything)
     for name, path in files.items():
       failure = _config_file_failure(e, path)

@@ -81,6 +81,14 @@ def test_missing_or_broken_config_file_is_one_clear_error(tmp_path, content, mes
   assert not (tmp_path / "run").exists()
 
 
+def test_help_exits_zero_and_explains_the_flags(tmp_path):
+  # absl exits 1 after printing --help; asking for help must not look like a failure to a shell or a script.
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", "--help"], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "--workdir" in proc.stdout and "--config" in proc.stdout
+
+
 def test_unwritable_workdir_fails_cleanly(folder_root, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a directory")
