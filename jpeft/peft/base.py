@@ -123,6 +123,10 @@ class Method:
   # their hooks run in): rules on Dense outputs (0) fold before rules that rewrite a Dense's input
   # (before_sublayer) or scale a whole sublayer (after_sublayer) (1), whose fold reads the final Dense weights.
   merge_order: ClassVar[int] = 0
+  # Where the method must stand in a '+' composition, for its forward pass and its merge to agree (None: anywhere):
+  # 'first' when its rule reads the pretrained Dense weight or output (DoRA, OFT, BOFT), 'last' when its fold
+  # scales what every other method has added (IA3). `build_methods` refuses other orders.
+  composition_position: ClassVar[Optional[str]] = None
   # How WiSE-FT (`jpeft.wise`) ensembles the method's fine-tuned model with the zero-shot one, alpha in [0, 1].
   # Weights the pretrained model has (the head, unfrozen backbone weights) are always interpolated,
   # (1 - alpha) * start + alpha * fine-tuned. WISE_INTERPOLATE: the method trains nothing else. WISE_MERGE_FACTOR:

@@ -47,7 +47,22 @@ def build_methods(method: str, peft_config: Optional[Mapping] = None) -> tuple[b
       raise ValueError(f"Unknown hyperparameter(s) {unknown} for PEFT method '{name}'. Valid fields: "
                        f"{sorted(fields) or 'none (the method has no hyperparameters)'}.")
     methods.append(cls(**{k: _plain(v) for k, v in hparams.items()}))
+  _check_composition_order(names, known, method)
   return tuple(methods)
+
+
+def _check_composition_order(names: list[str], known: Mapping[str, type], method: str) -> None:
+  """A composition whose forward pass and merge would disagree (see `Method.composition_position`) is refused."""
+  for want, index in (("first", 0), ("last", len(names) - 1)):
+    placed = [n for n in names if known[n].composition_position == want]
+    if len(placed) > 1:
+      raise ValueError(f"PEFT methods {placed} in {method!r} must each come {want} in a composition (their "
+                       "forward pass and their merge only agree there), so they cannot be combined.")
+    if placed and names[index] != placed[0]:
+      fixed = [n for n in names if n != placed[0]]
+      fixed.insert(0 if want == "first" else len(fixed), placed[0])
+      raise ValueError(f"PEFT method '{placed[0]}' must come {want} in a composition (its forward pass and its "
+                       f"merge only agree there): write {'+'.join(fixed)!r} instead of {method!r}.")
 
 
 def default_hparams(name: str) -> dict[str, Any]:

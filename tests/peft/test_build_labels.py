@@ -19,6 +19,11 @@ def test_build_from_config_dict_and_roundtrip():
   assert peft.build_methods(described["method"], described["peft"]) == methods
 
 
+def test_order_sensitive_methods_compose_where_forward_and_merge_agree():
+  assert [m.name for m in peft.build_methods("dora+lora+ia3")] == ["dora", "lora", "ia3"]
+  assert [m.name for m in peft.build_methods("boft+ssf")] == ["boft", "ssf"]
+
+
 def test_every_grid_value_builds():
   for name, cls in peft.registry().items():
     for field, values in cls.grid.items():
@@ -42,6 +47,10 @@ def test_every_grid_value_builds():
     ("adaptformer", {"adaptformer": {"scale": float("nan")}}, r"scale=nan is invalid"),
     ("selective", {"selective": {"blocks": [-1]}}, r"blocks=\(-1,\) is invalid"),
     ("selective", {"selective": {"parts": ["attention"]}}, r"parts=\('attention',\) is invalid"),
+    ("lora+dora", {}, r"'dora' must come first.*'dora\+lora' instead"),
+    ("ssf+oft+bitfit", {}, r"'oft' must come first.*'oft\+ssf\+bitfit' instead"),
+    ("ia3+lora", {}, r"'ia3' must come last.*'lora\+ia3' instead"),
+    ("oft+boft", {}, r"\['oft', 'boft'\].*cannot be combined"),
 ])
 def test_bad_input_raises_a_clear_error(method, config, match):
   with pytest.raises(ValueError, match=match):

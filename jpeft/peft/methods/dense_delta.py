@@ -7,7 +7,7 @@ encoder/block_0/attn/qkv/kernel).
 
 Composition: the forward delta is computed from the pretrained kernel, the merge from the kernel as merged so far.
 For methods whose delta depends on W (OFT, BOFT) the two agree when they come first in the method string
-('oft+lora', 'boft+ssf'); LoHa's and LoKr's deltas do not depend on W and compose in any order.
+('oft+lora', 'boft+ssf'; `build_methods` refuses other orders); LoHa's and LoKr's deltas do not depend on W and compose in any order.
 """
 from __future__ import annotations
 

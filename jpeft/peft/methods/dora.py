@@ -11,7 +11,7 @@ with peft's `lora_alpha = r` (scaling 1, as the study's LoRA has no alpha / r fa
 ||W + A B|| gets no gradient (DoRA, section 4.3). peft adds this to the base output as
 (m / n - 1) * (z W) + (m / n) * dropout(z) A B, computing z W from the dropped-out input while training with
 dropout, and so does this module (dropout 0.1 by default, as the study's LoRA; peft's default is 0). Since it
-reads z W from the Dense's output, list DoRA before other methods that change the same Dense's output.
+reads z W from the Dense's output, DoRA comes first in a composition (`build_methods` refuses other orders).
 
 The magnitude m is stored as its offset from the pretrained column norm, `dora_<site>_magnitude` = m - ||W||,
 initialised to 0: peft initialises m to ||W|| from the loaded weights, but jpeft initialises methods before
@@ -49,6 +49,7 @@ class DoRA(base.Method):
   grid: ClassVar[dict] = {"rank": (1, 8, 16, 32)}
   mergeable: ClassVar[bool] = True
   wise: ClassVar[str] = base.WISE_MERGE_FACTOR  # merge_factor 0 is the backbone
+  composition_position: ClassVar[str] = "first"  # reads the pretrained z W from the Dense's output
   rank: int = 8
   dropout: float = 0.1
   targets: tuple[str, ...] = SITES

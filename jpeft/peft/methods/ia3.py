@@ -14,7 +14,7 @@ keys and values; it equals peft on the fused qkv with peft's query scales at 1 (
 Scales start at 1 (identity). With merge_factor s each scale is 1 + s * (l - 1); merging multiplies the k, v
 output columns of the qkv kernel and bias, and fc2's input rows (its bias stays), as peft's `merge_and_unload`.
 Both folds come after the other methods' rules on Dense outputs (merge_order 1), so in a composition that also
-changes the qkv output, list (IA)^3 after that method, as its fold assumes.
+changes the qkv output (IA)^3 comes last, as its fold assumes (`build_methods` refuses other orders).
 
 Parameters: attn/ia3_kv_scale [2 D] (keys then values, the order of the fused output), mlp/ia3_ff_scale [mlp_dim].
 """
@@ -36,6 +36,7 @@ class IA3(base.Method):
   wise: ClassVar[str] = base.WISE_MERGE_FACTOR  # merge_factor 0 is the backbone
   # The fc2 scale rewrites a Dense's input, so it folds after the rules on Dense outputs (see base.Method).
   merge_order: ClassVar[int] = 1
+  composition_position: ClassVar[str] = "last"
 
   def _scale(self, m, name, size, ctx):
     scale = m.param(name, nn.initializers.ones, (size,))

@@ -67,6 +67,7 @@ class OFT(DenseDelta):
   transform. The library's other options (coft, block_share, module_dropout) are left at their defaults (off).
   """
   name: ClassVar[str] = "oft"
+  composition_position: ClassVar[str] = "first"  # R acts on the pretrained kernel
   grid: ClassVar[dict] = {"block_size": (4, 8, 16, 32)}
   block_size: int = 32
   cayley_neumann: bool = True
@@ -124,6 +125,7 @@ class BOFT(DenseDelta):
   computes every m.)
   """
   name: ClassVar[str] = "boft"
+  composition_position: ClassVar[str] = "first"  # R acts on the pretrained kernel
   grid: ClassVar[dict] = {"block_size": (4, 8, 16), "butterfly_factor": (1, 2)}
   block_size: int = 4
   butterfly_factor: int = 1
