@@ -109,7 +109,7 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
     pass
 
 
-def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper) -> dict:
+def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None) -> dict:
   """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
   return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
               early_stopping=stopper.to_meta() if stopper else None,
