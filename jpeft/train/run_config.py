@@ -15,8 +15,8 @@ from jpeft.train.errors import ConfigError
 # silently mix two runs. Logging, checkpoint and eval intervals and data locations may change.
 RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "head_init", "zeroshot", "model",
                 "pretrained", "init_from", "optim", "data.image_size", "data.normalization", "data.augment",
-                "data.augment_final_only", "data.center_crop", "data.subset", "data.tune_split", "data.subset_index_file",
-                "data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing", "early_stopping")
+                "data.augment_final_only", "data.center_crop", "data.subset", "data.tune_split",
+                "data.subset_index_file", "data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing", "early_stopping")
 # Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
 # a run that failed it can be accepted by raising it and starting the same command again; rematerialisation
 # trades memory for time and computes the same numbers.

@@ -158,7 +158,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       results.save_init_head(workdir, setup.trainable, setup.labels)
     if restored:
       _, state, meta = restored
-      trainable, opt_state, step = state.get("last_trainable", state["trainable"]), state["opt_state"], int(state["step"])
+      # With a best item (early stopping) 'trainable' is the best parameters, 'last_trainable' where training was.
+      trainable, opt_state, step = state.get("last_trainable", state["trainable"]), state["opt_state"], state["step"]
+      step = int(step)
       if stopper and meta.get("early_stopping"):
         stopper.restore(meta["early_stopping"], state["trainable"] if "last_trainable" in state else None)
       train_key = jnp.asarray(state["rng"])
@@ -222,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   warnings = _check_skipped(config, skipped, step, workdir)
   if stopper:  # the result is the best parameters' (resumed or not)
     trainable = stopper.params
-  if last is None or stopper or watched is not eval_data:  # resumed from the final checkpoint, or last is not it
+  if last is None or stopper:  # resumed from the final checkpoint, or the last evaluation is not the result's
     last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
   shifted = {name: evaluation.evaluate(shift_step, trainable, frozen, data, hparams, batch_size, mesh)
              for name, data, shift_step in evaluation.shift_sets(config, setup.model, mesh)}

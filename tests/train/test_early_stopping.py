@@ -41,7 +41,8 @@ def test_training_stops_and_reports_the_best_parameters(stopped, folder_root):
   # The newest checkpoint (max_to_keep 1: the one of the stopping epoch) holds the best parameters, and mode
   # 'eval' scores them: the same test accuracy and logits as the run reported.
   evaluated = trainer.run(load_config(dict(_overrides(folder_root), mode="eval")), str(workdir))
-  assert evaluated["accuracy"] == result["accuracy"] and evaluated["step"] == result["steps"]
+  assert evaluated["accuracy"] == result["accuracy"]
+  assert (evaluated["step"], evaluated["epoch"]) == (es["best_step"], es["best_epoch"])
   np.testing.assert_array_equal(np.load(workdir / "eval_logits_test.npy"), np.load(workdir / "logits_test.npy"))
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), create=False)
   try:
