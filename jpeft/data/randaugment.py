@@ -10,7 +10,8 @@ one of timm's 15 ops uniformly (with replacement across layers) and applies it w
 Works on float32 [H, W, 3] images in [0, 255] (after resizing, before normalisation), with a stateless seed so a
 (seed, example) pair always gets the same ops. Geometric ops fill uncovered pixels with `fill` (timm: the
 normalisation's mean colour, grey 128 without one). Unlike timm's PIL ops, geometric ops interpolate bilinearly
-(PIL: the run's bicubic) and the arithmetic is in float, not uint8.
+(PIL: the run's bicubic) and the arithmetic is in float, not uint8: the ops equal timm's to one grey level where
+resampling does not differ (tests/fixtures/make_randaugment_reference.py).
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def _transform(image, matrix, fill=FILL):
 
 def rotate(image, degrees, fill=FILL):
   h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
-  a = -degrees * math.pi / 180.0
+  a = degrees * math.pi / 180.0  # PIL's direction: counter-clockwise on screen
   cx, cy = (w - 1) / 2, (h - 1) / 2
   cos, sin = tf.cos(a), tf.sin(a)
   return _transform(image, [cos, -sin, cx - cos * cx + sin * cy,
@@ -157,11 +158,11 @@ def shear_y(image, level, fill=FILL):
 
 
 def translate_x(image, pixels, fill=FILL):
-  return _transform(image, [1.0, 0.0, -pixels, 0.0, 1.0, 0.0, 0.0, 0.0], fill)
+  return _transform(image, [1.0, 0.0, pixels, 0.0, 1.0, 0.0, 0.0, 0.0], fill)  # as PIL: content moves left
 
 
 def translate_y(image, pixels, fill=FILL):
-  return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0], fill)
+  return _transform(image, [1.0, 0.0, 0.0, 0.0, 1.0, pixels, 0.0, 0.0], fill)
 
 
 def _ops(image, magnitude, sign, increasing=True, fill=FILL):

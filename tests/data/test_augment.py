@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from jpeft.data import color_jitter, preprocess, randaugment, random_erasing
+from tests.helpers import REPO
 
 SEED = tf.constant([7, 11], tf.int32)
 
@@ -56,9 +57,23 @@ def test_magnitude_zero_is_the_identity_of_the_magnitude_ops(sign):
   np.testing.assert_array_equal(randaugment.invert(image).numpy(), 255 - image.numpy())
 
 
-def test_geometric_ops_fill_with_the_given_colour():
-  out = randaugment.translate_x(_image(), 5.0, [123.0, 117.0, 104.0]).numpy()
-  np.testing.assert_allclose(out[:, :5], np.broadcast_to([123.0, 117.0, 104.0], (24, 5, 3)), atol=1e-3)
+def test_ops_equal_timms_and_torchvisions():
+  # tests/fixtures/make_randaugment_reference.py: timm's PIL ops at magnitude 9 (increasing), whole-pixel
+  # translations and a 90-degree rotation filled with the CLIP mean colour; torchvision's jitter adjustments.
+  ref = np.load(f'{REPO}/tests/fixtures/randaugment_reference.npz')
+  image = tf.constant(ref['image'].astype(np.float32))
+  sign = 1.0 if ref['enhance'] > 1 else -1.0  # the enhancement sign timm drew
+  fill = [123.0, 117.0, 104.0]
+  ops = dict(zip(OP_NAMES, randaugment._ops(image, 9.0, sign, increasing=True, fill=fill)))
+  ours = {name: ops[name]() for name in OP_NAMES if name not in ('rotate', 'shear_x', 'shear_y', 'translate_x',
+                                                                  'translate_y')}
+  ours.update(translate_x=randaugment.translate_x(image, 4.0, fill),
+              translate_y=randaugment.translate_y(image, -4.0, fill),
+              rotate=randaugment.rotate(image, 90.0, fill), jitter_brightness=randaugment.brightness(image, 1.3),
+              jitter_contrast=randaugment.contrast(image, 1.3), jitter_saturation=randaugment.color(image, 1.3))
+  for name, out in ours.items():
+    # PIL and torchvision compute in uint8 (truncating where jpeft rounds a float): one grey level apart.
+    np.testing.assert_allclose(np.round(out.numpy()), ref[name], atol=1, err_msg=name)
 
 
 def test_color_jitter_is_seeded_in_range_and_off_at_zero():
