@@ -31,6 +31,13 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.data.augment = ml_collections.FieldReference(None, field_type=str)
   config.data.augment_final_only = False  # the many-shot recipe: tune without augmentation, augment the final run
   config.data.center_crop = False  # eval (and unaugmented) images: resize short side to 256/224 x, centre crop
+  config.data.eval_resize = "short_side"  # with center_crop: short_side | square (256x256 first: the CLIP runs)
+  # Training augmentation besides `augment`'s tokens (jpeft/data/preprocess.py), on streamed splits: the policy
+  # of the 'randaug' token in timm's syntax, colour jitter strength (brightness, contrast, saturation; 0 = off)
+  # and the probability of random erasing (timm's 'pixel' mode, one box; 0 = off).
+  config.data.randaugment = "rand-m9-mstd0.5-inc1"
+  config.data.color_jitter = 0.0
+  config.data.random_erasing = 0.0
   # Many-shot (jpeft/data/manyshot.py): '' = the VTAB-1K splits; else a size of the task's protocol ('train500',
   # 'full'): tune trains on tuning split `tune_split` of that subset and evaluates its val, final trains on the
   # subset and evaluates test. subset_index_file: a .npy of training-set indices replacing the seeded draw.
@@ -102,6 +109,10 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   # Tasks in the same label space whose 'test' split the final evaluation also scores, each on the classes it
   # covers (distribution shifts: ('imagenet_v2', 'imagenet_sketch', 'imagenet_a', 'imagenet_r')).
   config.shift_tasks = ()
+  # Early stopping (jpeft/train/early_stopping.py): stop after `patience` evaluations (one every
+  # eval_every_epochs) without improvement of `metric` (accuracy | loss) on `split` ('' = the mode's eval split;
+  # else a split of the task held out of training, e.g. imagenet's 'val'), and report the best parameters.
+  config.early_stopping = ml_collections.ConfigDict(dict(patience=0, metric="accuracy", split=""))
 
   # Multi-host data parallelism: jax.distributed.initialize(...) before anything touches a device.
   # None values are auto-detected on TPU pods and SLURM / Open MPI clusters.

@@ -109,7 +109,8 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
                 center_crop: bool = False, num_epochs: Optional[int] = None,
                 shard_index: int = 0, num_shards: int = 1, shuffle_buffer: int = 10_000,
                 cache: Optional[bool] = None, download: bool = True,
-                resize_method: str = 'bicubic') -> tf.data.Dataset:
+                resize_method: str = 'bicubic', extra: preprocess.TrainAugment = preprocess.TrainAugment(),
+                eval_resize: str = 'short_side') -> tf.data.Dataset:
   """Batched, preprocessed examples of one split.
 
   Args:
@@ -136,6 +137,8 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
       CACHE_MAX_EXAMPLES examples.
     download: let TFDS download/prepare a missing dataset (source='tfds').
     resize_method: tf.image.resize method.
+    extra: RandAugment policy, colour jitter and random erasing of augmented images.
+    eval_resize: 'short_side' or 'square' resize before the eval centre crop.
 
   Returns:
     tf.data.Dataset of {'image': float32 [B, image_size, image_size, 3], 'label': int32 [B]};
@@ -165,7 +168,7 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
     image = preprocess.preprocess_image(
         example['image'], image_size=image_size, normalization=normalization, train=train,
         augment=augment, center_crop_eval=center_crop, resize_method=resize_method,
-        seed=tf.cast(ex_seed % (2**31 - 1), tf.int32))
+        seed=tf.cast(ex_seed % (2**31 - 1), tf.int32), extra=extra, eval_resize=eval_resize)
     return {'image': image, 'label': example['label']}
 
   ds = ds.enumerate().map(pp, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -178,8 +181,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                       folder_root: Optional[str] = None, image_size: int = 224,
                       normalization: str = 'none', center_crop: bool = False,
                       download: bool = True, resize_method: str = 'bicubic',
-                      batch_size: int = 256,
-                      cache_dir: Optional[str] = None) -> dict[str, np.ndarray]:
+                      batch_size: int = 256, cache_dir: Optional[str] = None,
+                      eval_resize: str = 'short_side') -> dict[str, np.ndarray]:
   """A whole split, preprocessed once, as arrays (the fast path for VTAB-1K-sized splits).
 
   1,000 images at 224x224 are 600 MB of float32: small enough to keep on the devices, so
@@ -197,7 +200,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
   if cache_dir:
     name = getattr(task, 'name', task)
     key = '_'.join(str(x) for x in (name, _split_key(split), source, image_size, normalization,
-                                     'cc' if center_crop else 'rs', resize_method))
+                                     ('cc' if eval_resize == 'short_side' else 'ccsq') if center_crop else 'rs',
+                                     resize_method))
     key = ''.join(c if c.isalnum() or c in '_-.' else '-' for c in key)
     paths = {k: os.path.join(cache_dir, f'{key}.{k}.npy') for k in ('image', 'label')}
     if all(os.path.exists(p) for p in paths.values()):
@@ -206,7 +210,7 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                                folder_root=folder_root, image_size=image_size,
                                normalization=normalization, center_crop=center_crop,
                                download=download, resize_method=resize_method,
-                               batch_size=batch_size)
+                               batch_size=batch_size, eval_resize=eval_resize)
     os.makedirs(cache_dir, exist_ok=True)
     for k, p in paths.items():  # Write then rename: readers never see a partial file.
       tmp = f'{p}.tmp{os.getpid()}.npy'
@@ -217,7 +221,7 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                    source=source, folder_root=folder_root, image_size=image_size,
                    normalization=normalization, center_crop=center_crop, num_epochs=1,
                    drop_remainder=False, download=download, resize_method=resize_method,
-                   cache=False)
+                   cache=False, eval_resize=eval_resize)
   images, labels = [], []
   for batch in tfds.as_numpy(ds):
     images.append(batch['image'])

@@ -11,6 +11,9 @@ tuning splits held out of that subset:
                                                         else 90/10 (one split)
                full                 the 25,200 pool     22,680 / 2,520                   40 / 5
   clevr_dist   full                 all 70,000          69,000 / 1,000 (held out)        40 / 4
+  imagenet     train100shot         100 per class       90 / 10 per class (one split)    100 / 10
+               (registered in `jpeft.data.shift`: never drawn from ImageNet's held-out 'val', which the
+               study's runs early-stop on; configs/clip_imagenet.py)
 
 Validation draws are class-balanced (1,000 = 10 per class on CIFAR) except on CLEVR, whose labels are derived
 from the scene (no `label` feature to balance on). RESISC45 has no official split: its test set is 140 per class

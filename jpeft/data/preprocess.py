@@ -8,6 +8,7 @@ Randomness uses stateless ops seeded by a per-example `seed` (int32 [2]) so a gi
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -28,6 +29,24 @@ RESIZE_METHODS = ('bicubic', 'bilinear', 'nearest', 'area', 'lanczos3')
 
 # Eval crop ratio: resize to 256 then centre-crop 224 (scaled to other sizes).
 CENTER_CROP_FRACTION = 224 / 256
+# How the centre-crop eval resizes first: the short side to 256, keeping the aspect ratio (torchvision
+# Resize(256), the many-shot runs), or the whole image to 256x256 (Resize((256, 256)), the study's CLIP runs).
+EVAL_RESIZES = ('short_side', 'square')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAugment:
+  """Training augmentation besides the `augment` tokens (config.data.randaugment / color_jitter /
+  random_erasing): the 'randaug' token's policy (timm syntax, `jpeft.data.randaugment`), colour jitter strength
+  (`jpeft.data.color_jitter`; 0 = off) and random erasing probability (`jpeft.data.random_erasing`; 0 = off).
+  Jitter and erasing apply to every augmented (training) image."""
+  randaugment: str = 'rand-m9-mstd0.5-inc1'
+  color_jitter: float = 0.0
+  random_erasing: float = 0.0
+
+  @classmethod
+  def from_config(cls, data_config) -> 'TrainAugment':
+    return cls(data_config.randaugment, data_config.color_jitter, data_config.random_erasing)
 
 
 def check_normalization(name: str) -> None:
@@ -103,7 +122,8 @@ def normalize(image: tf.Tensor, normalization: str = 'none') -> tf.Tensor:
 def preprocess_image(image: tf.Tensor, *, image_size: int = 224, normalization: str = 'none',
                      train: bool = False, augment: Optional[str] = None,
                      center_crop_eval: bool = False, resize_method: str = 'bicubic',
-                     seed: Optional[tf.Tensor] = None) -> tf.Tensor:
+                     seed: Optional[tf.Tensor] = None, extra: TrainAugment = TrainAugment(),
+                     eval_resize: str = 'short_side') -> tf.Tensor:
   """uint8 [H, W, 3] -> float32 [image_size, image_size, 3].
 
   Args:
@@ -112,11 +132,14 @@ def preprocess_image(image: tf.Tensor, *, image_size: int = 224, normalization: 
     normalization: key of NORMALIZATIONS; 'none' gives [0, 1].
     train: apply `augment` (ignored when False).
     augment: '+'-joined tokens: 'rrc' random-resized crop, 'hflip' / 'vflip' random flips,
-      'randaug' RandAugment(2, 9). None: plain resize (the study's VTAB-1K recipe).
-    center_crop_eval: when not training, resize the short side to image_size * 256 / 224
-      and take the central crop instead of resizing the whole image (many-shot eval).
+      'randaug' RandAugment (policy `extra.randaugment`). None: plain resize (the study's VTAB-1K recipe).
+    center_crop_eval: when not training, resize to image_size * 256 / 224 (see `eval_resize`) and take the
+      central crop instead of resizing the whole image (many-shot and CLIP eval).
     resize_method: tf.image.resize method; bicubic as the study.
     seed: int32 [2] stateless seed for the augmentations (required when augmenting).
+    extra: colour jitter and random erasing of augmented images, and the RandAugment policy. Order as timm's:
+      crop, flips, RandAugment, colour jitter, normalisation, random erasing.
+    eval_resize: 'short_side' (keep the aspect ratio) or 'square', before the centre crop.
   """
   ops = parse_augment(augment) if train else ()
   if ops and seed is None:
@@ -127,7 +150,11 @@ def preprocess_image(image: tf.Tensor, *, image_size: int = 224, normalization: 
     image = resize(random_resized_crop(image, next(seeds)), size, resize_method)
   elif center_crop_eval and not train:
     short = int(round(image_size / CENTER_CROP_FRACTION))
-    image = center_crop(resize_short_side(image, short, resize_method), image_size)
+    if eval_resize not in EVAL_RESIZES:
+      raise DataError(f"Unknown eval_resize '{eval_resize}'. Use one of {', '.join(EVAL_RESIZES)}.")
+    image = (resize(image, [short, short], resize_method) if eval_resize == 'square'
+             else resize_short_side(image, short, resize_method))
+    image = center_crop(image, image_size)
   else:
     image = resize(image, size, resize_method)
   image = tf.ensure_shape(image, size + [3])
@@ -137,5 +164,16 @@ def preprocess_image(image: tf.Tensor, *, image_size: int = 224, normalization: 
     image = tf.image.stateless_random_flip_up_down(image, next(seeds))
   if 'randaug' in ops:
     from jpeft.data import randaugment  # pylint: disable=g-import-not-at-top
-    image = randaugment.rand_augment(image, next(seeds))
-  return normalize(image, normalization)
+    stats = NORMALIZATIONS[normalization]
+    fill = randaugment.FILL if stats is None else [round(255 * m) for m in stats[0]]  # timm: the mean colour
+    image = randaugment.rand_augment(image, next(seeds), randaugment.parse_policy(extra.randaugment), fill)
+  # Seeds of their own (not from the split above), so adding them left the other ops' draws unchanged.
+  if ops and extra.color_jitter:
+    from jpeft.data import color_jitter  # pylint: disable=g-import-not-at-top
+    image = color_jitter.color_jitter(image, tf.random.experimental.stateless_fold_in(seed, 1), extra.color_jitter)
+  image = normalize(image, normalization)
+  if ops and extra.random_erasing:
+    from jpeft.data import random_erasing  # pylint: disable=g-import-not-at-top
+    image = random_erasing.random_erasing(image, tf.random.experimental.stateless_fold_in(seed, 2),
+                                          extra.random_erasing)
+  return image

@@ -12,6 +12,7 @@ import functools
 import importlib
 from typing import Optional
 
+from jpeft.data import manyshot
 from jpeft.data.errors import DataError
 from jpeft.data.tasks import Subset, Task, register_task
 
@@ -182,3 +183,11 @@ register_task(Task(name='imagenet_a', builder='imagenet_a:0.*.*', num_classes=10
 register_task(Task(name='imagenet_r', builder='imagenet_r:0.*.*', num_classes=1000,
                    group='shift', splits={'test': 'test'}, split_sizes={'test': 30000},
                    class_subset=ImagenetClassIndices(IMAGENET_R_WNIDS)))
+
+# The study's 100-shot ImageNet as a many-shot size (`config.data.subset='train100shot'`): mode 'final' trains on
+# `imagenet_kshot(100)` (seed 0, never drawn from 'val') and tests on the official validation set; the study
+# selects by early stopping on 'val' (configs/clip_imagenet.py). Mode 'tune' holds 10 per class out of the 100
+# (jpeft's tuning split; the study did not tune this way). Eval: resize then centre crop, CLIP normalisation.
+manyshot.register_many_shot(manyshot.ManyShot(
+    'imagenet', (manyshot.Size('train100shot', 100, val=10, tune_splits=1, epochs=100, warmup_epochs=10),),
+    test='validation', reserved=IMAGENET_VAL, augment='rrc+hflip+randaug', normalization='clip'))

@@ -118,13 +118,17 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
   Raises:
-    ConfigError: the workdir's trials were made under another base config, or init_from is set.
+    ConfigError: the workdir's trials were made under another base config, or init_from or early stopping is set.
     TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
   """
   if config.init_from.workdir:  # every trial would silently start from the pretrained backbone instead
     raise ConfigError(f"Config field 'init_from.workdir' = '{config.init_from.workdir}' is not supported by sweeps: "
                       "each trial starts from the pretrained backbone and a fresh head. Drop it to sweep, or start "
                       "single runs from that run with python -m jpeft.main.")
+  if config.early_stopping.patience:  # trials train their epochs in lockstep, each to the end
+    raise ConfigError(f"Config field 'early_stopping.patience' = {config.early_stopping.patience} is not supported "
+                      "by sweeps: their trials train every epoch and are selected by val accuracy (last and best "
+                      "epoch). Set it to 0 to sweep, or train single runs with python -m jpeft.main.")
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   record = trial_log.open_log(config, workdir, write=lead)

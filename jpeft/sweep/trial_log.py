@@ -42,6 +42,8 @@ SWEEP_DEFINING = ("seed", "merge_factor", "model", "pretrained", "optim", "data.
                   "data.normalization", "data.augment", "data.augment_final_only", "data.center_crop",
                   "data.subset", "data.subset_index_file", "eval_every_epochs")
 PER_TRIAL = ("optim.lr", "optim.wd")
+_ADDED_DEFINING = ("data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing",
+                   "early_stopping.patience", "early_stopping.metric", "early_stopping.split")
 
 
 class TrialLogError(RunError):
@@ -63,6 +65,9 @@ def sweep_defining_values(config) -> dict[str, Any]:
     values["head_init"] = config.head_init
   if config.head_init == "zeroshot":  # the zero-shot head's source, classes and templates define every trial's start
     values.update(run_config.defining_values(json.loads(config.to_json()), ("zeroshot",)))
+  # Fields added later count when not at their default, so sweeps recorded before them keep their hash.
+  current = run_config.defining_values(json.loads(config.to_json()), _ADDED_DEFINING)
+  values.update({k: v for k, v in current.items() if v != run_config.ADDED_FIELDS[k]})
   built = {}
   for name, cls in sorted(peft.registry().items()):
     given = config.peft[name].to_dict() if name in config.peft else {}

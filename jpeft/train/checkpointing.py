@@ -10,6 +10,11 @@ that filled up or a copy cut short) is skipped with a warning for the newest one
 `Checkpointer.restore_newest_intact`. Orbax writes each step into `<step>.orbax-checkpoint-tmp` and renames it
 when complete, so a process killed mid-write leaves no step that looks complete, only the tmp directory, which
 the next save of that step replaces.
+
+A run with early stopping (`jpeft.train.early_stopping`) also saves its best parameters so far as a third item,
+`best` ({path: array}, laid out as `state`'s trainable), in every checkpoint. `restore` then returns them as the
+state's 'trainable' (the model the run reports: what mode 'eval', WiSE-FT, `init_from` and export read) and the
+last parameters as 'last_trainable', which only resuming needs.
 """
 from __future__ import annotations
 
@@ -45,20 +50,23 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
-        item_names=("state", "meta"))
+        item_names=("state", "meta", "best"))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> None:
-    """state: {'trainable': {path: array}, 'opt_state': ScaleByAdamState, 'step': int, 'rng': key data}.
+  def save(self, step: int, state: dict[str, Any], meta: dict[str, Any], best: Optional[dict] = None) -> None:
+    """state: {'trainable': {path: array}, 'opt_state': ScaleByAdamState, 'step': int, 'rng': key data};
+    best: the best trainable parameters of a run with early stopping (meta['early_stopping'] describes them).
 
     The write is asynchronous; `wait` (or the next save) reports a failed write as CheckpointWriteError.
     """
     state = dict(state, opt_state=state["opt_state"]._asdict())
+    items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+    if best is not None:
+      items["best"] = ocp.args.StandardSave(best)
     try:
-      self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                       meta=ocp.args.JsonSave(meta)))
+      self._manager.save(step, args=ocp.args.Composite(**items))
     except OSError as e:
       raise CheckpointWriteError(self._write_message(step, e)) from e
 
@@ -69,15 +77,20 @@ class Checkpointer:
   def restore(self, step: int, like: Optional[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Restores (state, meta) at `step`; `like` is a state of the same structure (arrays or shape structs),
     whose shardings the restored arrays take, or None to read the state as saved (one-device arrays; how
-    `config.init_from` and `jpeft.export` read another run, whose shapes they check afterwards)."""
+    `config.init_from` and `jpeft.export` read another run, whose shapes they check afterwards). A checkpoint
+    with best parameters (early stopping) returns them as 'trainable' and the last ones as 'last_trainable'."""
     abstract = None
     if like is not None:
       like = dict(like, opt_state=like["opt_state"]._asdict())
       abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                   meta=ocp.args.JsonRestore()))
+    items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    if (self.read_meta(step).get("early_stopping") or {}).get("best"):
+      items["best"] = ocp.args.StandardRestore(None if abstract is None else abstract["trainable"])
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = dict(restored.state)
     state["opt_state"] = optax.ScaleByAdamState(**state["opt_state"])
+    if "best" in items:
+      state["last_trainable"], state["trainable"] = state["trainable"], dict(restored.best)
     return state, dict(restored.meta)
 
   def restore_newest_intact(self, like: Optional[dict[str, Any]], check_meta: Callable[[dict[str, Any]], None],

@@ -9,9 +9,9 @@ import jax
 import ml_collections
 
 from jpeft import peft
-from jpeft.data import manyshot, tasks
+from jpeft.data import manyshot, preprocess, randaugment, tasks
 from jpeft.models import vit
-from jpeft.train import optim
+from jpeft.train import early_stopping, optim
 from jpeft.train.errors import ConfigError
 from jpeft.train import model_setup
 from jpeft.train.model_setup import DTYPES
@@ -105,7 +105,41 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                                                 config.data.tune_split)
     except ValueError as e:
       raise ConfigError(f"Config field 'data.subset' / 'data.tune_split': {e}") from e
+  _check_augmentation(config.data)
+  _check_early_stopping(config)
   try:
     peft.build_methods(config.method, config.peft)
   except (ValueError, KeyError, TypeError) as e:
     raise ConfigError(f"Config field 'method' = {config.method!r} (with config.peft): {e}") from e
+
+
+def _check_augmentation(d) -> None:
+  _require(d.eval_resize in preprocess.EVAL_RESIZES, "data.eval_resize", d.eval_resize,
+           f"one of {preprocess.EVAL_RESIZES}")
+  _require(d.color_jitter >= 0, "data.color_jitter", d.color_jitter, "a non-negative strength (0 = off)")
+  _require(0 <= d.random_erasing <= 1, "data.random_erasing", d.random_erasing, "a probability in [0, 1] (0 = off)")
+  for field in ("color_jitter", "random_erasing"):
+    _require(not d[field] or bool(d.augment), f"data.{field}", d[field],
+             "0 when data.augment is None: it augments training images, set --config.data.augment (e.g. "
+             "'rrc+hflip') and --config.data.in_memory=False")
+  try:
+    randaugment.parse_policy(d.randaugment)
+  except ValueError as e:
+    raise ConfigError(f"Config field 'data.randaugment': {e}") from e
+
+
+def _check_early_stopping(config) -> None:
+  es = config.early_stopping
+  _require(isinstance(es.patience, int) and es.patience >= 0, "early_stopping.patience", es.patience,
+           "a non-negative integer (evaluations without improvement before stopping; 0 = off)")
+  _require(es.metric in early_stopping.METRICS, "early_stopping.metric", es.metric,
+           f"one of {tuple(early_stopping.METRICS)}")
+  if not es.split:
+    return
+  _require(es.patience > 0, "early_stopping.split", es.split, "'' while early_stopping.patience is 0 (off)")
+  splits = tasks.get_task(config.task).splits
+  _require(es.split in splits, "early_stopping.split", es.split,
+           f"'' (the mode's eval split) or a split of task '{config.task}': {sorted(splits)}")
+  _require(not (config.mode == "final" and es.split == "test"), "early_stopping.split", es.split,
+           "a split held out of training other than the test split the final run reports (selecting on it "
+           "would report an optimistic test accuracy), e.g. 'val' on imagenet")

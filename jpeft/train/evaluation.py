@@ -99,7 +99,8 @@ def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model
   """-> (state, meta) of the newest intact checkpoint in `workdir`, after checking that `config` describes its
   run (`run_config.EVAL_MAY_DIFFER` may differ), or, when `workdir` has none, of the run
   `config.init_from.workdir` names. state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
-  meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside."""
+  meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside. Under early stopping,
+  trainable is the best parameters (`jpeft.train.checkpointing`)."""
   _, trainable, opt_state = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
   like = dict(trainable=trainable, opt_state=opt_state, step=0,
               rng=sharding.replicate(jax.random.key_data(jax.random.PRNGKey(0)), mesh))
@@ -131,8 +132,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen,
                     Split.open(config, setup.task, split, spec),
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
+  # Under early stopping the checkpoint's parameters are its best ones: name their step and epoch.
+  best = (meta.get("early_stopping") or {}).get("best") or dict(step=int(state["step"]), epoch=meta["epoch"])
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
-             loss=result["loss"], step=int(state["step"]), epoch=meta["epoch"], workdir=os.path.abspath(workdir),
+             loss=result["loss"], step=best["step"], epoch=best["epoch"], workdir=os.path.abspath(workdir),
              init_from=meta.get("init_from"))
   if jax.process_index() == 0:
     results.save_predictions(workdir, split, result, prefix=results.EVAL_PREFIX)

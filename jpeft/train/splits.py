@@ -27,7 +27,7 @@ from jpeft.train.errors import ConfigError
 def _data_kwargs(config) -> dict:
   d = config.data
   return dict(data_dir=d.data_dir, source=d.source, folder_root=d.folder_root, image_size=d.image_size,
-              normalization=d.normalization, center_crop=d.center_crop)
+              normalization=d.normalization, center_crop=d.center_crop, eval_resize=d.eval_resize)
 
 
 def mode_splits(config, mode: Optional[str] = None) -> tuple[tuple[str, Any], tuple[str, Any]]:
@@ -209,7 +209,8 @@ class Split:
       ex_seed = tf.cast(tf.stack([tf.constant(seed, tf.int64), k]) % (2**31 - 1), tf.int32)
       image = preprocess.preprocess_image(image, image_size=d.image_size, normalization=d.normalization,
                                           train=augment is not None, augment=augment,
-                                          center_crop_eval=d.center_crop, seed=ex_seed)
+                                          center_crop_eval=d.center_crop, seed=ex_seed,
+                                          extra=preprocess.TrainAugment.from_config(d), eval_resize=d.eval_resize)
       return {"image": image, "label": tf.gather(labels, i)}
 
     ds = tf.data.Dataset.from_tensor_slices(index.astype(np.int64)).enumerate()

@@ -21,6 +21,11 @@ launches the run took (1 + resumes; each counted up to its last checkpoint, the 
 train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
 devices_per_launch (the global device count of each launch, over all jax processes); shift_accuracy: {'<task>_test':
 accuracy} of `config.shift_tasks` (scored on the classes each covers).
+
+With early stopping (`config.early_stopping.patience` > 0, `jpeft.train.early_stopping`) the periodic evaluations
+are of the watched split (`early_stopping.split`, default the eval split), training stops after `patience` of them
+without improvement, the eval split and shift tasks are scored with the best parameters, and result.json adds
+early_stopping: {split, metric, patience, best_epoch, best_step, best_value, stopped_epoch, reason}.
 """
 from __future__ import annotations
 
@@ -38,10 +43,10 @@ import tqdm
 from absl import logging
 
 from jpeft import workdir_lock
-from jpeft.train import (checkpointing, config_checks, evaluation, model_setup, optim, results, reuse,
-                         run_config, sharding, steps, writers)
+from jpeft.train import (checkpointing, config_checks, early_stopping, evaluation, model_setup, optim, results,
+                         reuse, run_config, sharding, steps, writers)
 from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
-from jpeft.train.splits import count_steps_per_epoch, open_mode
+from jpeft.train.splits import Split, count_steps_per_epoch, open_mode
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -104,9 +109,10 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
     pass
 
 
-def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from) -> dict:
+def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None) -> dict:
   """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
   return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
+              early_stopping=stopper.to_meta() if stopper else None,
               pretrained=model_setup.pretrained_name(config), method=config.method, variant=config.model.variant,
               style=config.model.style, seed=config.seed, mode=config.mode, task=config.task,
               config=config.to_json())
@@ -119,6 +125,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   setup = model_setup.build(config)
   train_data, eval_data = open_mode(config, setup.task, config.mode)
   eval_split = eval_data.name
+  # The split the periodic evaluations score: early stopping's, if it names one.
+  watched = Split.open(config, setup.task, config.early_stopping.split) if config.early_stopping.split else eval_data
+  stopper = early_stopping.EarlyStopping.from_config(config, watched.name)
   batch_size = config.optim.batch_size
   steps_per_epoch = count_steps_per_epoch(train_data, batch_size, config.task)
   total_steps = steps_per_epoch * config.optim.epochs
@@ -149,7 +158,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       results.save_init_head(workdir, setup.trainable, setup.labels)
     if restored:
       _, state, meta = restored
-      trainable, opt_state, step = state["trainable"], state["opt_state"], int(state["step"])
+      # With a best item (early stopping) 'trainable' is the best parameters, 'last_trainable' where training was.
+      trainable, opt_state, step = state.get("last_trainable", state["trainable"]), state["opt_state"], state["step"]
+      step = int(step)
+      if stopper and meta.get("early_stopping"):
+        stopper.restore(meta["early_stopping"], state["trainable"] if "last_trainable" in state else None)
       train_key = jnp.asarray(state["rng"])
       evals, skipped, earlier = meta["evals"], meta["skipped"], meta.get("progress", earlier)
       init_from = meta.get("init_from")
@@ -166,6 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []
     first_epoch = step // steps_per_epoch
     for epoch in range(first_epoch, config.optim.epochs):
+      if stopper and stopper.stopped:  # resumed after the checkpoint of the epoch that stopped it
+        break
       epoch_start = time.time()
       for batch in train_data.train_epoch(batch_size, config.seed, epoch):
         rng = jax.random.fold_in(train_key, step)
@@ -183,16 +198,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         timed_images += steps_per_epoch * batch_size
       done = epoch + 1
       if done % config.eval_every_epochs == 0 or done == config.optim.epochs:
-        last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
+        last = evaluation.evaluate(eval_step, trainable, frozen, watched, hparams, batch_size, mesh)
         evals.append(dict(epoch=done, accuracy=last["accuracy"], loss=last["loss"]))
         if writer:
-          writer.write(step, {f"{eval_split}/accuracy": last["accuracy"], f"{eval_split}/loss": last["loss"]},
+          writer.write(step, {f"{watched.name}/accuracy": last["accuracy"], f"{watched.name}/loss": last["loss"]},
                        epoch=done)
-      if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs:
+        if stopper:
+          stopper.observe(done, step, last, trainable)
+      if stopper and done == config.optim.epochs:
+        stopper.finish(done)
+      if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs or (stopper and stopper.stopped):
         progress = _progress(earlier, start_time, timed_images, timed_seconds)
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
                              rng=jax.random.key_data(train_key)),
-                 _meta(config, done, evals, skipped, progress, init_from))
+                  _meta(config, done, evals, skipped, progress, init_from, stopper),
+                  best=stopper.params if stopper else None)
     ckpt.wait()
   finally:
     if bar is not None:
@@ -202,7 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       writer.close()
 
   warnings = _check_skipped(config, skipped, step, workdir)
-  if last is None:  # resumed from the final checkpoint: only the evaluation is redone
+  if stopper:  # the result is the best parameters' (resumed or not)
+    trainable = stopper.params
+  if last is None or stopper:  # resumed from the final checkpoint, or the last evaluation is not the result's
     last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
   shifted = {name: evaluation.evaluate(shift_step, trainable, frozen, data, hparams, batch_size, mesh)
              for name, data, shift_step in evaluation.shift_sets(config, setup.model, mesh)}
@@ -219,7 +241,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 launches=len(progress["devices_per_launch"]),
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config), init_from=init_from,
-                shift_accuracy={name: out["accuracy"] for name, out in shifted.items()})
+                shift_accuracy={name: out["accuracy"] for name, out in shifted.items()},
+                **({"early_stopping": stopper.record()} if stopper else {}))
   try:
     if config.save_merged:  # every process: sharded arrays are gathered, and orbax's save (process 0 writes)
       # is a collective

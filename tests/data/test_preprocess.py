@@ -96,7 +96,7 @@ def test_randaugment_identities():
   np.testing.assert_allclose(randaugment.translate_x(image, 0.0), image, atol=1e-3)
   np.testing.assert_allclose(randaugment.posterize(image, 8), image)
   assert np.all(randaugment.solarize(tf.constant([10.0, 200.0]), 128.0).numpy() == [10.0, 55.0])
-  shifted = randaugment.translate_x(image, 3.0).numpy()
+  shifted = randaugment.translate_x(image, -3.0).numpy()
   np.testing.assert_allclose(shifted[:, 3:], image.numpy()[:, :-3], atol=1e-3)
   np.testing.assert_allclose(shifted[:, :3], 128.0)
   ramp = np.tile(np.arange(0, 100, 1.0)[:, None, None], [1, 30, 3])  # Values 0..99.

@@ -143,3 +143,11 @@ def test_a_sweep_refuses_init_from_before_writing_anything(folder_root, tmp_path
   with pytest.raises(ConfigError, match="'init_from.workdir' .* is not supported by sweeps"):
     _sweep(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_a_sweep_refuses_early_stopping_before_writing_anything(folder_root, tmp_path):
+  config = load_config(dict(tiny_overrides(folder_root), **{"early_stopping.patience": 3}))
+  workdir = tmp_path / "sweep"
+  with pytest.raises(ConfigError, match="'early_stopping.patience' = 3 is not supported by sweeps"):
+    _sweep(config, str(workdir))
+  assert not workdir.exists()
