@@ -86,6 +86,9 @@ def profile_timm(side, steps: int) -> dict:
 
 def main(argv) -> None:
   del argv
+  if torch is None:
+    raise SystemExit(f"profile_vs_timm needs torch and timm ({bench_vs_timm.TORCH_LINE}); for jpeft's side alone "
+                     "run python -m jpeft.bench.profile --config=<config>.")
   peaks = dict(jpeft=_matmul_peak(_jax_matmul), timm=_matmul_peak(_torch_matmul))
   print(f"matmul peak (float32 2048^3): XLA {peaks['jpeft']:.0f} GFLOP/s, torch {peaks['timm']:.0f} GFLOP/s")
   rows = []

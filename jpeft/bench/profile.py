@@ -28,8 +28,8 @@ from jpeft.bench import measure
 
 KINDS = ("matmul", "attention", "LayerNorm", "GELU", "dropout", "transposes/copies", "optimizer update", "other")
 
-# Opcodes that only move or view data.
-_MOVES = {"copy", "transpose", "bitcast", "reshape", "broadcast", "concatenate", "slice", "pad", "dynamic-slice",
+# Opcodes that only move or view data (and `fusion`, the wrapper of what it calls).
+_MOVES = {"fusion", "copy", "transpose", "bitcast", "reshape", "broadcast", "concatenate", "slice", "pad", "dynamic-slice",
           "dynamic-update-slice", "parameter", "constant", "tuple", "get-tuple-element", "reverse", "iota",
           "convert", "copy-start", "copy-done"}
 _RNG = {"rng-bit-generator", "shift-right-logical", "shift-left", "xor", "or"}  # threefry's bit mixing
