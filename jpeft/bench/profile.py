@@ -32,7 +32,7 @@ KINDS = ("matmul", "attention", "LayerNorm", "GELU", "dropout", "transposes/copi
 _MOVES = {"fusion", "copy", "transpose", "bitcast", "reshape", "broadcast", "concatenate", "slice", "pad", "dynamic-slice",
           "dynamic-update-slice", "parameter", "constant", "tuple", "get-tuple-element", "reverse", "iota",
           "convert", "copy-start", "copy-done"}
-_RNG = {"rng-bit-generator", "shift-right-logical", "shift-left", "xor", "or"}  # threefry's bit mixing
+_RNG = {"rng-bit-generator", "shift-right-logical", "shift-left", "xor"}  # threefry's bit mixing
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?\s([a-z][\w\-]*)\((.*)$")
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
 _CALLS = re.compile(r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
@@ -151,7 +151,8 @@ def profile_loop(loop, steps: int = 3) -> dict:
       kinds[kinds_of_ops[name]] += seconds
   top = sorted((name for name in per_op if name in kinds_of_ops), key=lambda name: -per_op[name])[:15]
   return dict(step_s=step_s, op_s=sum(kinds.values()), kinds=kinds,
-              top_ops=[[name, kinds_of_ops[name], per_op[name]] for name in top], flops=loop.gflops_per_image * loop.batch_size * 1e9)
+              top_ops=[[name, kinds_of_ops[name], per_op[name]] for name in top],
+              flops=loop.gflops_per_image * loop.batch_size * 1e9)
 
 
 def main(argv) -> None:
