@@ -43,13 +43,12 @@ class TimmStep:
   """timm's ViT with the same method and optimizer; `run(n)` returns the seconds of n train steps."""
 
   def __init__(self, variant: str, method: str, batch_size: int, dtype: str):
-    self.torch = torch
     self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = timm.create_model(TIMM_NAMES[variant], pretrained=False, num_classes=NUM_CLASSES, drop_path_rate=0.1)
     if method == "lora":
       model.requires_grad_(False)
       for block in model.blocks:
-        block.attn.qkv = _lora_qkv(torch, block.attn.qkv, LORA_RANK)
+        block.attn.qkv = _lora_qkv(block.attn.qkv, LORA_RANK)
       model.head.requires_grad_(True)
     self.model = model.to(self.device).train()
     self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
@@ -60,7 +59,7 @@ class TimmStep:
     self.autocast = dtype == "bfloat16"
 
   def run(self, steps: int) -> list[float]:
-    torch, times = self.torch, []
+    times = []
     for _ in range(steps):
       start = time.perf_counter()
       with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
@@ -76,7 +75,7 @@ class TimmStep:
     return times
 
 
-def _lora_qkv(torch, qkv, rank: int):
+def _lora_qkv(qkv, rank: int):
   """qkv(z) + B(A(dropout(z))), A kaiming-uniform and B zero as jpeft's LoRA (scale 1)."""
 
   class LoRAQKV(torch.nn.Module):
@@ -95,7 +94,7 @@ def _lora_qkv(torch, qkv, rank: int):
   return LoRAQKV()
 
 
-def _jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measure.TrainLoop:
+def jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measure.TrainLoop:
   config = config_base.get_config(method)
   config.task = "cifar100"  # 100 classes, as the timm side; no data is read
   config.model.variant, config.model.dtype, config.model.drop_path_rate = variant, dtype, 0.1
@@ -111,7 +110,7 @@ def main(argv) -> None:
   for case in _CASES.value:
     variant, batch_size = case.split(":")[0], int(case.split(":")[1])
     for method in _METHODS.value:
-      jpeft_side = _jpeft_loop(variant, method, batch_size, _DTYPE.value)
+      jpeft_side = jpeft_loop(variant, method, batch_size, _DTYPE.value)
       timm_side = TimmStep(variant, method, batch_size, _DTYPE.value) if torch else None
       sides = {"jpeft": jpeft_side, "timm": timm_side}
       times = {"jpeft": [], "timm": []}
