@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from absl import app, flags
 
+from jpeft import cli
 from jpeft.train.errors import ConfigError
 
 STUDY_SHIFTS = ("imagenet_v2_test", "imagenet_sketch_test", "imagenet_a_test", "imagenet_r_test")
@@ -129,4 +130,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("runs")
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.robustness_table", ()))
