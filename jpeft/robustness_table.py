@@ -111,10 +111,6 @@ def run(workdirs: Sequence[str], out_dir: Optional[str]) -> dict[str, str]:
   return write(out_dir or workdirs[0], table, sets)
 
 
-_RUNS = flags.DEFINE_list("runs", None, "Finished training runs (their --workdir), comma-separated; one row each.")
-_OUT = flags.DEFINE_string("out", None, "Output folder for robustness.{md,csv} (default: the first run's workdir).")
-
-
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass options as --flag=value.")
@@ -129,5 +125,8 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  # Defined only when run as a program: tests import this module beside other CLIs with an --out flag.
+  _RUNS = flags.DEFINE_list("runs", None, "Finished training runs (their --workdir), comma-separated; one row each.")
+  _OUT = flags.DEFINE_string("out", None, "Output folder for robustness.{md,csv} (default: the first run's workdir).")
   flags.mark_flag_as_required("runs")
   app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.robustness_table", ()))

@@ -39,20 +39,6 @@ PEAK_TFLOPS = (
     ("TPU v4", {"bfloat16": 275.0, "float32": 275.0}),
 )
 
-_VARIANTS = flags.DEFINE_list("variants", ["B/16"], "ViT variants, e.g. S/16,B/16,L/16.")
-_METHODS = flags.DEFINE_list("methods", ["lora", "full"], "PEFT methods (registered names).")
-_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes (parameters stay float32).")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Global batch sizes.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Image side in pixels.")
-_REMAT = flags.DEFINE_bool("remat", False, "Recompute each block's activations in the backward pass "
-                           "(config.model.remat: less memory, about a third more FLOPs).")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per case.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
-_PEAK = flags.DEFINE_float("peak_tflops", None, "Dense peak TFLOP/s per device for the compute dtype; "
-                           "default: looked up from the device kind (see PEAK_TFLOPS).")
-_OUT = flags.DEFINE_string("out", None, "Also write the rows as JSON to this file.")
-
-
 def peak_tflops(device_kind: str, dtype: str) -> Optional[float]:
   """Dense peak TFLOP/s of one device of `device_kind` for compute `dtype`, or None if unknown."""
   for kind, peaks in PEAK_TFLOPS:
@@ -106,4 +92,17 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  # Flags only when run as a program: tests import this module beside other CLIs with an --out flag.
+  _VARIANTS = flags.DEFINE_list("variants", ["B/16"], "ViT variants, e.g. S/16,B/16,L/16.")
+  _METHODS = flags.DEFINE_list("methods", ["lora", "full"], "PEFT methods (registered names).")
+  _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes (parameters stay float32).")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Global batch sizes.")
+  _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Image side in pixels.")
+  _REMAT = flags.DEFINE_bool("remat", False, "Recompute each block's activations in the backward pass "
+                             "(config.model.remat: less memory, about a third more FLOPs).")
+  _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per case.")
+  _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
+  _PEAK = flags.DEFINE_float("peak_tflops", None, "Dense peak TFLOP/s per device for the compute dtype; "
+                             "default: looked up from the device kind (see PEAK_TFLOPS).")
+  _OUT = flags.DEFINE_string("out", None, "Also write the rows as JSON to this file.")
   app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.bench.mfu"))
