@@ -12,7 +12,6 @@ rows of their own, for orientation: they are the study's runs, not these. WiSE-F
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import Optional, Sequence
 from absl import app, flags
 
 from jpeft import cli
+from jpeft.train import results
 from jpeft.train.errors import ConfigError
 
 STUDY_SHIFTS = ("imagenet_v2_test", "imagenet_sketch_test", "imagenet_a_test", "imagenet_r_test")
@@ -47,15 +47,15 @@ def rows(workdirs: Sequence[str]) -> tuple[list[dict], list[str]]:
   """(one row per run, the column names of its sets: eval split first, then the shifted sets). A row holds
   'method', 'run', 'task', one accuracy (fraction) per set, 'shift_mean', 'best_epoch' and 'stopped_epoch' (None
   without early stopping). ConfigError if the runs scored different shifted sets."""
-  results = [(w, load(w)) for w in workdirs]
-  if not results:
+  runs = [(w, load(w)) for w in workdirs]
+  if not runs:
     raise ConfigError("--runs names no run: pass finished runs' workdirs, comma-separated.")
-  shifts = list(results[0][1]["shift_accuracy"])
+  shifts = list(runs[0][1]["shift_accuracy"])
   out = []
-  for workdir, result in results:
+  for workdir, result in runs:
     if list(result["shift_accuracy"]) != shifts:
       raise ConfigError(f"'{workdir}' scored the shifted sets {list(result['shift_accuracy'])}, but "
-                        f"'{results[0][0]}' scored {shifts}: tabulate runs with the same config.shift_tasks.")
+                        f"'{runs[0][0]}' scored {shifts}: tabulate runs with the same config.shift_tasks.")
     stopping = result.get("early_stopping") or {}
     row = dict(method=result["method"], run=workdir, task=result["task"], in_distribution=result["accuracy"],
                **result["shift_accuracy"],
@@ -85,10 +85,7 @@ def write(out_dir: str, table: list[dict], sets: list[str]) -> dict[str, str]:
   study = _study_rows(table, sets)
   every = table + study
   columns = ["method", *sets, "shift_mean", "best_epoch", "stopped_epoch", "run"]
-  with open(paths["csv"], "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({k: row.get(k) for k in columns} for row in every)
+  results.write_csv(paths["csv"], every, columns)
   pct = lambda v: "" if v is None else f"{100 * v:.2f}"
   names = [f"{table[0]['task']} (eval split)", *(s[:-len("_test")] if s.endswith("_test") else s for s in sets[1:])]
   lines = ["Accuracy (%) of each run's reported parameters (the best ones under early stopping) on its eval split "

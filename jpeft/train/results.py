@@ -6,8 +6,10 @@ replaces the files of its training.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
+from typing import Iterable, Sequence
 
 import jax
 import numpy as np
@@ -26,6 +28,16 @@ def write_json(path: str, obj: dict) -> None:
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)  # atomic: a crash never leaves a half-written result
+
+
+def write_csv(path: str, rows: Iterable[dict], columns: Sequence[str]) -> None:
+  """A table as CSV, one row per dict with `columns` in order (a missing key: empty cell), written atomically."""
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows({k: row.get(k) for k in columns} for row in rows)
+  os.replace(tmp, path)
 
 
 def save_predictions(workdir: str, split: str, evaluation: dict, prefix: str = "") -> None:

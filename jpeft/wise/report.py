@@ -2,7 +2,6 @@
 accuracy over the shifted sets, one curve per run from alpha = 0 (the zero-shot model) to alpha = 1."""
 from __future__ import annotations
 
-import csv
 import os
 from typing import Sequence
 
@@ -34,10 +33,7 @@ def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, 
   paths = {kind: os.path.join(out_dir, f"wise.{kind}") for kind in ("json", "csv", "md", "png")}
   columns = ["method", "alpha", "merge_factor", *sets, "in_distribution", "shift_mean", "run"]
   results.write_json(paths["json"], dict(sets=list(sets), rows=list(rows)))
-  with open(paths["csv"], "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({k: row.get(k) for k in columns} for row in rows)
+  results.write_csv(paths["csv"], rows, columns)
   pct = lambda v: "" if v is None else f"{100 * v:.1f}"
   lines = [f"WiSE-FT: accuracy (%) of (1 - alpha) * start + alpha * fine-tuned. In distribution: `{sets[0]}`; "
            f"shifted: {', '.join(f'`{s}`' for s in sets[1:]) or 'none'}. alpha = 0 is the zero-shot model.", "",
