@@ -83,15 +83,16 @@ class Checkpointer:
     if like is not None:
       like = dict(like, opt_state=like["opt_state"]._asdict())
       abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    items = dict(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
-    if (self.read_meta(step).get("early_stopping") or {}).get("best"):
+    meta = self.read_meta(step)  # read once: it says whether there is a 'best' item to restore
+    items = dict(state=ocp.args.StandardRestore(abstract))
+    if (meta.get("early_stopping") or {}).get("best"):
       items["best"] = ocp.args.StandardRestore(None if abstract is None else abstract["trainable"])
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     state = dict(restored.state)
     state["opt_state"] = optax.ScaleByAdamState(**state["opt_state"])
     if "best" in items:
       state["last_trainable"], state["trainable"] = state["trainable"], dict(restored.best)
-    return state, dict(restored.meta)
+    return state, meta
 
   def restore_newest_intact(self, like: Optional[dict[str, Any]], check_meta: Callable[[dict[str, Any]], None],
                             set_aside_damaged: bool) -> Optional[tuple[int, dict[str, Any], dict[str, Any]]]:
