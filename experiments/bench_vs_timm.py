@@ -94,12 +94,17 @@ def _lora_qkv(qkv, rank: int):
   return LoRAQKV()
 
 
-def jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measure.TrainLoop:
+def jpeft_config(variant: str, method: str, batch_size: int, dtype: str):
+  """The base recipe for `method` set to the timm side's step."""
   config = config_base.get_config(method)
   config.task = "cifar100"  # 100 classes, as the timm side; no data is read
   config.model.variant, config.model.dtype, config.model.drop_path_rate = variant, dtype, 0.1
   config.optim.batch_size, config.data.image_size = batch_size, IMAGE_SIZE
-  return measure.TrainLoop(config)
+  return config
+
+
+def jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measure.TrainLoop:
+  return measure.TrainLoop(jpeft_config(variant, method, batch_size, dtype))
 
 
 def main(argv) -> None:

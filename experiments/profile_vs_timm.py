@@ -8,24 +8,23 @@ profiler (`jpeft.bench.profile`: trace events per HLO op, sorted into kinds from
 torch's profiler (each aten op's self time, sorted by name; everything under `Optimizer.*` is the optimizer).
 Milliseconds per step; `ops` is their sum, which on CPU can exceed the step's wall time for jpeft, whose thunk
 runtime runs independent ops on several threads at once (torch runs one op at a time, each on all threads).
-`matmul-bound` is the step's FLOPs (XLA's count, the same model for both) at each framework's measured matmul
-peak (a 2048^3 float32 product): how fast the step could be if everything but the matmuls were free.
+`matmul-bound` is the time of the step's own matmuls (`experiments/matmul_bound.py`: every matmul of the step,
+each shape timed alone in XLA and in torch, the best of --repeats runs): how fast the step could be if
+everything but the matmuls were free, at the speed each framework reaches on these shapes.
 """
 import collections
 import json
-import time
 
 import bench_vs_timm  # first: imports torch before JAX (see there)
 from bench_vs_timm import torch
-import jax
-import jax.numpy as jnp
+import matmul_bound
 import numpy as np
 from absl import app, flags
 
 from jpeft import cli
 from jpeft.bench import profile
 
-# --cases, --methods and --out are bench_vs_timm's flags (it defines them on import).
+# --cases, --methods and --out are bench_vs_timm's flags, --repeats matmul_bound's (defined on import).
 _STEPS = flags.DEFINE_integer("steps", 3, "Profiled steps per side (after 2 warmup steps).")
 FLAGS = flags.FLAGS
 
@@ -39,26 +38,6 @@ _TORCH_KINDS = (  # (kind, substrings of aten op names), first match wins
                            "reshape", "expand", "as_strided", "unbind", "select", "slice", "split", "stack",
                            "empty", "zeros", "fill_", "zero_", "flatten", "unsqueeze", "squeeze")),
 )
-
-
-def _matmul_peak(fn, n: int = 2048) -> float:
-  """GFLOP/s of the best of 3 float32 [n, n] x [n, n] products run by fn(a, b) (blocking)."""
-  a = np.random.default_rng(0).uniform(-1, 1, (n, n)).astype(np.float32)
-  fn(a, a)
-  best = float("inf")
-  for _ in range(3):
-    start = time.perf_counter()
-    fn(a, a)
-    best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best / 1e9
-
-
-def _jax_matmul(a, b):
-  return jax.block_until_ready(jax.jit(jnp.matmul)(a, b))
-
-
-def _torch_matmul(a, b):
-  return torch.from_numpy(a) @ torch.from_numpy(b)
 
 
 def _torch_kind(event) -> str:
@@ -89,8 +68,6 @@ def main(argv) -> None:
   if torch is None:
     raise SystemExit(f"profile_vs_timm needs torch and timm ({bench_vs_timm.TORCH_LINE}); for jpeft's side alone "
                      "run python -m jpeft.bench.profile --config=<config>.")
-  peaks = dict(jpeft=_matmul_peak(_jax_matmul), timm=_matmul_peak(_torch_matmul))
-  print(f"matmul peak (float32 2048^3): XLA {peaks['jpeft']:.0f} GFLOP/s, torch {peaks['timm']:.0f} GFLOP/s")
   rows = []
   for case in FLAGS.cases:
     variant, batch_size = case.split(":")[0], int(case.split(":")[1])
@@ -104,10 +81,10 @@ def main(argv) -> None:
       timm.run(2)
       timm_side = profile_timm(timm, _STEPS.value)
       del timm
-      for name, side in (("jpeft", jpeft_side), ("timm", timm_side)):
-        side["matmul_bound_s"] = flops / peaks[name] / 1e9
+      bound, _ = matmul_bound.bound_seconds(matmul_bound.step_matmuls(variant, batch_size, method), FLAGS.repeats)
+      jpeft_side["matmul_bound_s"], timm_side["matmul_bound_s"] = bound["xla"], bound["torch"]
       rows.append(dict(variant=variant, batch_size=batch_size, method=method, gflops_per_step=flops / 1e9,
-                       matmul_peak_gflops=peaks, jpeft=jpeft_side, timm=timm_side))
+                       jpeft=jpeft_side, timm=timm_side))
       print(f"\n{variant} batch {batch_size} {method}: {flops / 1e9:.0f} GFLOP per step; ms per step")
       print(f"{'kind':<20} {'jpeft':>8} {'timm':>8}")
       for kind in profile.KINDS:

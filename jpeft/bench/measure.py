@@ -66,8 +66,8 @@ def _measure(name: str, fn, args: tuple, batch_size: int, steps: int, warmup: in
               gflops_per_image=_flops(lowered) / batch_size / 1e9)
 
 
-def prepare(config) -> dict:
-  """Builds `config`'s model, optimizer state and a synthetic batch on every local device.
+def prepare(config, devices=None) -> dict:
+  """Builds `config`'s model, optimizer state and a synthetic batch on every local device (or on `devices`).
 
   Returns dict(eval=(fn, args), train=(fn, args, carry), train_jit=<jit kwargs>, batch_size, summary, trainable,
   total): the step functions with their arguments, ready for `_measure` or `TrainLoop`, in the trainer's layout
@@ -77,7 +77,7 @@ def prepare(config) -> dict:
   config.pretrained.name, config.pretrained.path = "", None  # random weights: same speed, no download
   config_checks.validate_config(config)
   setup = model_setup.build(config)
-  mesh = sharding.make_mesh(config.sharding.param_axis_size)
+  mesh = sharding.make_mesh(config.sharding.param_axis_size, devices)
   batch_size, size = config.optim.batch_size, config.data.image_size
   rng = np.random.default_rng(0)
   batch = sharding.shard_batch({"image": rng.uniform(0, 1, (batch_size, size, size, 3)).astype(np.float32),
@@ -98,14 +98,15 @@ def prepare(config) -> dict:
                                     sharding.replicated(mesh))),
       batch_size=batch_size, trainable=num_trainable, total=total,
       summary=(f"{config.model.variant} {config.method} batch {batch_size} image {size} {config.model.dtype} "
-               f"on {jax.device_count()}x {jax.devices()[0].device_kind}; trainable {num_trainable:,} of {total:,}"))
+               f"on {mesh.size}x {jax.devices()[0].device_kind}; trainable {num_trainable:,} of {total:,}"))
 
 
 class TrainLoop:
-  """The compiled train step of `prepare(config)`, run a few steps at a time (to interleave with another side)."""
+  """The compiled train step of `prepare(config, devices)`, run a few steps at a time (to interleave with another
+  side)."""
 
-  def __init__(self, config):
-    prepared = prepare(config)
+  def __init__(self, config, devices=None):
+    prepared = prepare(config, devices)
     fn, self._args, self._carry = prepared["train"]
     self.batch_size = prepared["batch_size"]
     self.trainable, self.total, self.summary = prepared["trainable"], prepared["total"], prepared["summary"]

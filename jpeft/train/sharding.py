@@ -24,11 +24,13 @@ DATA_AXIS = "data"
 PARAM_AXIS = "param"
 
 
-def make_mesh(param_axis_size: int = 1) -> Mesh:
-  """A mesh over all devices of all processes: device_count / param_axis_size along 'data' x param_axis_size
-  along 'param' (which must divide the device count; checked when the config is validated)."""
-  return jax.make_mesh((jax.device_count() // param_axis_size, param_axis_size), (DATA_AXIS, PARAM_AXIS),
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+def make_mesh(param_axis_size: int = 1, devices=None) -> Mesh:
+  """A mesh over all devices of all processes (or `devices`, for benchmarks comparing device counts):
+  device count / param_axis_size along 'data' x param_axis_size along 'param' (which must divide the device
+  count; checked when the config is validated)."""
+  count = len(devices) if devices is not None else jax.device_count()
+  return jax.make_mesh((count // param_axis_size, param_axis_size), (DATA_AXIS, PARAM_AXIS),
+                       axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
