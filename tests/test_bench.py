@@ -1,7 +1,14 @@
 """jpeft.bench: the measuring code runs, and its FLOP count sees what PEFT skips."""
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
 from jpeft.bench import measure, mfu, profile
+
+_REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _mini(method: str):
@@ -35,3 +42,25 @@ def test_profile_sorts_every_traced_op_into_a_kind():
                                              ("TPU v5 lite", "bfloat16", 197.0), ("cpu", "float32", None)])
 def test_peak_lookup(kind, dtype, peak):
   assert mfu.peak_tflops(kind, dtype) == peak
+
+
+_DEVICES_SCRIPT = """
+import jax
+from jpeft.bench import measure, mfu
+assert jax.device_count() == 2, jax.devices()
+config = mfu.case_config("mu/8", "lora", "float32", batch_size=4, image_size=32, remat=False)
+config.task = "mini_count"
+loop = measure.TrainLoop(config, jax.devices()[:1])
+assert loop.summary.split(" on ")[1].startswith("1x"), loop.summary
+assert len(loop.run(1)) == 1
+assert {d for s in jax.tree.leaves(loop.compiled.input_shardings) for d in s.device_set} == {jax.devices()[0]}
+"""
+
+
+def test_train_loop_on_a_subset_of_devices():
+  """With 2 devices, `devices=[first]` trains on that one alone (experiments/cpu_levers.py compares one- and
+  two-device steps in one process); all devices, the default, is tests/train/test_multidevice.py's."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run([sys.executable, "-c", _DEVICES_SCRIPT], cwd=_REPO, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
