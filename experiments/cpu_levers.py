@@ -9,7 +9,8 @@ Each lever is a jpeft side: `default` (the config as it is, on one device), or `
 while the side is built and compiled (`jax_default_prng_impl=unsafe_rbg`: the PRNG of the step's dropout and
 drop path), any other `key=value` sets a config field (`model.dtype=bfloat16`). All sides and timm's step
 (bench_vs_timm's) alternate in rounds, so load from other processes hits them alike; each side's images/s is
-the median over its steps, ratios are to timm's and to jpeft's default. Its rows (with the load average) go to --out as JSON.
+the median over its steps, ratios are to timm's and to jpeft's default. Its rows (with the load average) go to
+--out as JSON.
 """
 import ast
 import json
