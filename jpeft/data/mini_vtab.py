@@ -16,8 +16,8 @@ VTAB-1K split rules (train800 = train[:800], val200 = validation[:200], test = t
   mini_structured   mini_ori        8        object orientation bin         dsprites_ori
 
 The groups are named 'mini_<group>' so that `list_tasks('natural')` keeps meaning the real VTAB set.
-A separate upstream task (`UPSTREAM`: 48 classes, which of 6 shapes or 42 stroke glyphs the main object is, on
-random backdrops in random colours, with distractors) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
+A separate upstream task (`UPSTREAM`: 72 classes, shape x hue bin of the main object x kind of
+backdrop, with distractors) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
 `ROBUSTNESS_TASKS` are the offline robustness study's: `mini_shapes` (the upstream scenes, labelled by shape) and
 four test-only shifted sets of it (`jpeft/data/mini/shapes.py`); `prepare()` builds them only when named.
 
@@ -67,15 +67,16 @@ MINI_TASKS: dict[str, MiniTask] = {t.name: t for t in (
     MiniTask('mini_ori', 'mini_structured', ori.ORI_BINS, ori.render_ori,
              'Orientation of one dart, 8 bins of 45 degrees.'),
 )}
-UPSTREAM = MiniTask('mini_upstream', 'upstream', upstream.NUM_CLASSES, upstream.render_upstream,
-                    'Pre-training task of the shipped backbone: which of 6 shapes or 42 stroke glyphs the main object '
-                    'is; its colour and the backdrop are random.')
+UPSTREAM = MiniTask('mini_upstream', 'upstream',
+                    len(upstream.UPSTREAM_SHAPES) * upstream.HUE_BINS * len(upstream.BACKDROPS),
+                    upstream.render_upstream, 'Pre-training task of the shipped backbone: shape x hue of the main '
+                    'object x kind of backdrop.')
 # The offline robustness study (`jpeft/data/mini/shapes.py`): an in-distribution task whose classes are sets of
 # upstream classes, and test-only shifted sets of it (one change each), as ImageNet and V2 / Sketch / A / R.
 _SHIFTED = dict(group='mini_shift', splits=('test',))
 ROBUSTNESS_TASKS: dict[str, MiniTask] = {t.name: t for t in (
     MiniTask('mini_shapes', 'mini_robustness', shapes.NUM_CLASSES, shapes.render_shapes,
-             'Shape of the main object in upstream-like scenes (6 classes, each one upstream class).',
+             'Shape of the main object in upstream-like scenes (6 classes, each 12 upstream classes).',
              upstream_classes=shapes.UPSTREAM_CLASSES),
     MiniTask('mini_shapes_backdrop', num_classes=shapes.NUM_CLASSES, render=shapes.render_backdrop,
              description='mini_shapes on unseen backdrops: gradients, crowds of distractors.', **_SHIFTED),

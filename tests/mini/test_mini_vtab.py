@@ -67,22 +67,15 @@ def test_ori_label_matches_the_direction_of_the_drawn_dart():
   assert checked > 80
 
 
-def test_upstream_label_is_the_drawn_object_and_its_colour_is_the_recorded_random_hue():
+def test_upstream_label_is_shape_hue_and_backdrop_of_the_drawn_scene():
   for s in mini_vtab.samples(mini_vtab.UPSTREAM.name, 'train', 100):
-    shapes = upstream.UPSTREAM_SHAPES
-    assert s.factors['object'] == (shapes[s.label] if s.label < len(shapes) else f'glyph{s.label - len(shapes)}')
+    shape_hue, backdrop = divmod(s.label, 3)
+    shape, hue_bin = divmod(shape_hue, 4)
     inner = ndimage.binary_erosion(s.mask)
     r, g, b = np.median(s.image[inner if inner.any() else s.mask], axis=0) / 255.0
-    measured = colorsys.rgb_to_hsv(r, g, b)[0]  # from the pixels
-    assert min(abs(measured - s.factors['hue']), 1 - abs(measured - s.factors['hue'])) < 0.06
-    assert s.factors['backdrop'] in upstream.BACKDROPS
-
-
-def test_upstream_glyphs_are_distinct_stroke_sets():
-  assert len(upstream.GLYPHS) == upstream.NUM_GLYPHS == mini_vtab.UPSTREAM.num_classes - len(upstream.UPSTREAM_SHAPES)
-  strokes = [set(g) for g in upstream.GLYPHS]
-  assert all(3 <= len(g) <= 5 and g <= set(range(len(upstream.STROKES))) for g in strokes)
-  assert min(len(a ^ b) for i, a in enumerate(strokes) for b in strokes[i + 1:]) >= 3
+    assert int(colorsys.rgb_to_hsv(r, g, b)[0] * 4) % 4 == hue_bin  # measured from the pixels
+    assert upstream.UPSTREAM_SHAPES[shape] == s.factors['shape']
+    assert ('plain', 'clutter', 'texture')[backdrop] == s.factors['backdrop']
 
 
 def test_digits_come_from_disjoint_sklearn_ranges_with_their_labels():

@@ -26,12 +26,12 @@ def test_registered_shifted_sets_share_the_label_space_and_have_only_test():
   assert set(labels) == {0, 1, 2, 3}
 
 
-def test_each_class_stands_for_the_upstream_class_of_its_shape():
+def test_each_class_stands_for_its_shape_in_every_hue_and_backdrop():
   groups = get_task("mini_shapes").upstream_classes
-  assert groups == tuple((label,) for label in range(6))
-  for s in mini_vtab.samples(mini_vtab.UPSTREAM.name, "train", 60):  # upstream labels 0-5 draw those shapes
-    if s.label < 6:
-      assert s.factors["object"] == shapes.UPSTREAM_SHAPES[s.label]
+  assert sorted(c for g in groups for c in g) == list(range(mini_vtab.UPSTREAM.num_classes))
+  for label, group in enumerate(groups):
+    # Upstream label = (shape * 4 + hue bin) * 3 + backdrop.
+    assert {c // 12 for c in group} == {label} and len(group) == 12
 
 
 def test_upstream_head_is_a_zero_shot_classifier_of_the_shipped_backbone():
@@ -39,7 +39,7 @@ def test_upstream_head_is_a_zero_shot_classifier_of_the_shipped_backbone():
   config.task, config.head_init = "mini_shapes", "upstream"
   head = model_setup.initial_head(config, get_task("mini_shapes"))
   upstream = np.load(config_base.MINI_BACKBONE)
-  np.testing.assert_allclose(head["kernel"][:, 2], upstream["head/kernel"][:, 2], atol=1e-7)
+  np.testing.assert_allclose(head["kernel"][:, 2], upstream["head/kernel"][:, 24:36].mean(1), atol=1e-7)
   model = vit.create_model("mini/8", num_classes=6)
   shapes_ = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   params = dict(checkpoints.load_pretrained(config_base.MINI_BACKBONE, target=shapes_), head=head)
