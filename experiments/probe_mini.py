@@ -3,7 +3,9 @@ r"""Linear probe of a mini backbone on every Mini VTAB task: the cheap screen of
 Logistic regression on frozen features of train800 (its L2 strength chosen on val200 from {0.01, 0.1, 1}), scored on
 test, for two features of each backbone: the CLS token after the final LayerNorm (what the heads read) and the mean
 of the patch tokens after it (GAP); `--backbones=pixels` probes the raw pixels, `random` a randomly initialised
-`mini/8`. Writes one CSV row per (backbone, feature, task):
+`mini/8`. `--blocks=0,2` adds the CLS token and the patch-token mean after those blocks (0-based, before the final
+LayerNorm; features 'cls_b0', 'gap_b0', ...), to see where in the depth a task's information is. Writes one CSV row
+per (backbone, feature, task):
 
   python experiments/probe_mini.py --backbones=jpeft/assets/mini-ViT_8.npz,random,pixels --out=/tmp/probe.csv
 """
@@ -21,11 +23,13 @@ from sklearn.preprocessing import StandardScaler
 
 from jpeft.checkpoints import load_pretrained
 from jpeft.data import mini_vtab
-from jpeft.models.vit import Encoder, create_model
+from jpeft.models.vit import Block, Encoder, create_model
 
 
-def features(backbone: str, images: np.ndarray, variant: str = 'mini/8') -> dict[str, np.ndarray]:
-  """{'cls': [N, D], 'gap': [N, D]} of uint8 images [N, 32, 32, 3] ('pixels': {'pixels': [N, 3072]})."""
+def features(backbone: str, images: np.ndarray, blocks: tuple[int, ...] = (),
+             variant: str = 'mini/8') -> dict[str, np.ndarray]:
+  """{'cls': [N, D], 'gap': [N, D], 'cls_b<k>', 'gap_b<k>' for k in blocks} of uint8 images [N, 32, 32, 3]
+  ('pixels': {'pixels': [N, 3072]})."""
   if backbone == 'pixels':
     return {'pixels': images.reshape(len(images), -1).astype(np.float32) / 255.0}
   model = create_model(variant, num_classes=0)
@@ -37,14 +41,19 @@ def features(backbone: str, images: np.ndarray, variant: str = 'mini/8') -> dict
   @jax.jit
   def run(x):
     cls, state = model.apply({'params': params}, x.astype(jnp.float32) / 255.0,
-                             capture_intermediates=lambda mdl, _: isinstance(mdl, Encoder))
-    tokens = state['intermediates']['encoder']['__call__'][0][0][:, 1:]
+                             capture_intermediates=lambda mdl, _: isinstance(mdl, (Encoder, Block)))
+    found = state['intermediates']['encoder']
+    tokens = found['__call__'][0][0][:, 1:]
     mean, var = tokens.mean(-1, keepdims=True), tokens.var(-1, keepdims=True)
     normed = (tokens - mean) / jnp.sqrt(var + 1e-6) * params['norm']['scale'] + params['norm']['bias']
-    return cls, normed.mean(1)
+    out = {'cls': cls, 'gap': normed.mean(1)}
+    for k in blocks:
+      after = found[f'block_{k}']['__call__'][0]
+      out[f'cls_b{k}'], out[f'gap_b{k}'] = after[:, 0], after[:, 1:].mean(1)
+    return out
 
   outs = [run(images[i:i + 500]) for i in range(0, len(images), 500)]
-  return {'cls': np.concatenate([o[0] for o in outs]), 'gap': np.concatenate([o[1] for o in outs])}
+  return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
 
 
 def probe(train, val, test) -> float:
@@ -76,7 +85,9 @@ def main(argv=None) -> None:
   parser.add_argument('--tasks', default=','.join(mini_vtab.MINI_TASKS))
   parser.add_argument('--out', required=True, help='CSV path (rows are appended)')
   parser.add_argument('--cache', default='/tmp/mini_probe_data', help='generated task arrays')
+  parser.add_argument('--blocks', default='', help='also probe the tokens after these blocks (0-based), e.g. 1,3')
   args = parser.parse_args(argv)
+  blocks = tuple(int(k) for k in args.blocks.split(',') if k)
   os.makedirs(args.cache, exist_ok=True)
   new = not os.path.exists(args.out)
   with open(args.out, 'a', newline='') as f:
@@ -86,7 +97,7 @@ def main(argv=None) -> None:
     for backbone in args.backbones.split(','):
       for task in args.tasks.split(','):
         data = task_data(task, args.cache)
-        feats = {s: features(backbone, data[s][0]) for s in data}
+        feats = {s: features(backbone, data[s][0], blocks) for s in data}
         for kind in feats['train']:
           acc = probe(*[(feats[s][kind], data[s][1]) for s in ('train', 'validation', 'test')])
           writer.writerow([backbone, kind, task, f'{100 * acc:.1f}'])
