@@ -12,7 +12,9 @@ is skipped with a message. jpeft never imports torch; this script does, in the s
 On a GPU, bfloat16 means jpeft's `model.dtype=bfloat16` (float32 master weights) and torch autocast to bf16.
 """
 import json
+import os
 import statistics
+import sys
 import time
 
 try:  # before JAX and TensorFlow: timm pulls in triton, which crashed when loaded after them (torch 2.14)
@@ -107,8 +109,21 @@ def jpeft_loop(variant: str, method: str, batch_size: int, dtype: str) -> measur
   return measure.TrainLoop(jpeft_config(variant, method, batch_size, dtype))
 
 
+def check_out_path(path) -> None:
+  """Fails before any measuring when --out cannot be written as a file (minutes of benchmark would be lost)."""
+  if not path:
+    return
+  if os.path.isdir(path):
+    sys.exit(f"bench: error: --out={path} is a directory; --out takes a JSON file's path, e.g. "
+             f"--out={os.path.join(path, 'rows.json')}.")
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    sys.exit(f"bench: error: the directory of --out={path} ({parent}) does not exist; create it first.")
+
+
 def main(argv) -> None:
   del argv
+  check_out_path(_OUT.value)
   print(f"jax {jax.__version__} on {jax.device_count()}x {jax.devices()[0].device_kind}; {TORCH_LINE}")
   print(f"{'case':<12} {'method':<6} {'jpeft img/s':>12} {'timm img/s':>11} {'ratio':>6} {'jpeft compile_s':>16}")
   rows = []

@@ -64,6 +64,7 @@ def lever_loop(lever: str, variant: str, method: str, batch_size: int) -> measur
 
 def main(argv) -> None:
   del argv
+  bench_vs_timm.check_out_path(FLAGS.out)
   print(f"jax {jax.__version__} on {jax.device_count()}x {jax.devices()[0].device_kind}; {bench_vs_timm.TORCH_LINE}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load {os.getloadavg()}", flush=True)
   rows = []
