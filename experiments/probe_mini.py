@@ -26,14 +26,13 @@ from jpeft.data import mini_vtab
 from jpeft.models.vit import Block, Encoder, create_model
 
 
-def features(backbone: str, images: np.ndarray, blocks: tuple[int, ...] = (),
-             variant: str = 'mini/8') -> dict[str, np.ndarray]:
-  """{'cls': [N, D], 'gap': [N, D], 'cls_b<k>', 'gap_b<k>' for k in blocks} of uint8 images [N, 32, 32, 3]
-  ('pixels': {'pixels': [N, 3072]})."""
+def extractor(backbone: str, blocks: tuple[int, ...] = (), variant: str = 'mini/8'):
+  """A function of uint8 images [N, 32, 32, 3] giving {'cls': [N, D], 'gap': [N, D], 'cls_b<k>', 'gap_b<k>' for k
+  in blocks} ('pixels': {'pixels': [N, 3072]}). The backbone is loaded and compiled once, for every split and task."""
   if backbone == 'pixels':
-    return {'pixels': images.reshape(len(images), -1).astype(np.float32) / 255.0}
+    return lambda images: {'pixels': images.reshape(len(images), -1).astype(np.float32) / 255.0}
   model = create_model(variant, num_classes=0)
-  dummy = jnp.zeros((1,) + images.shape[1:])
+  dummy = jnp.zeros((1, 32, 32, 3))
   params = model.init(jax.random.PRNGKey(0), dummy)['params']
   if backbone != 'random':
     params = load_pretrained(backbone, target=jax.eval_shape(lambda: params))
@@ -52,8 +51,10 @@ def features(backbone: str, images: np.ndarray, blocks: tuple[int, ...] = (),
       out[f'cls_b{k}'], out[f'gap_b{k}'] = after[:, 0], after[:, 1:].mean(1)
     return out
 
-  outs = [run(images[i:i + 500]) for i in range(0, len(images), 500)]
-  return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
+  def features(images: np.ndarray) -> dict[str, np.ndarray]:
+    outs = [run(images[i:i + 500]) for i in range(0, len(images), 500)]
+    return {name: np.concatenate([o[name] for o in outs]) for name in outs[0]}
+  return features
 
 
 def probe(train, val, test) -> float:
@@ -68,15 +69,10 @@ def probe(train, val, test) -> float:
   return float(best[1].score(scaler.transform(test[0]), test[1]))
 
 
-def task_data(name: str, cache: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  path = os.path.join(cache, f'{name}.npz')
-  if not os.path.exists(path):
-    arrays = {}
-    for split, n in (('train', 800), ('validation', 200), ('test', 1000)):
-      arrays[f'{split}_x'], arrays[f'{split}_y'] = mini_vtab.generate(name, split, n)
-    np.savez(path, **arrays)
-  data = np.load(path)
-  return {s: (data[f'{s}_x'], data[f'{s}_y']) for s in ('train', 'validation', 'test')}
+def task_data(name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """{split: (uint8 images, labels)}: train800, the generated validation 200, test 1000."""
+  return {split: mini_vtab.generate(name, split, n) for split, n in (('train', 800), ('validation', 200),
+                                                                       ('test', 1000))}
 
 
 def main(argv=None) -> None:
@@ -84,22 +80,23 @@ def main(argv=None) -> None:
   parser.add_argument('--backbones', required=True, help="comma-separated .npz paths, 'random', 'pixels'")
   parser.add_argument('--tasks', default=','.join(mini_vtab.MINI_TASKS))
   parser.add_argument('--out', required=True, help='CSV path (rows are appended)')
-  parser.add_argument('--cache', default='/tmp/mini_probe_data', help='generated task arrays')
   parser.add_argument('--blocks', default='', help='also probe the tokens after these blocks (0-based), e.g. 1,3')
   args = parser.parse_args(argv)
   blocks = tuple(int(k) for k in args.blocks.split(',') if k)
-  os.makedirs(args.cache, exist_ok=True)
+  # Generated once per run, in memory (43 MB for the 7 tasks): a disk cache keyed by task name would serve stale
+  # images after a generator change.
+  data = {task: task_data(task) for task in args.tasks.split(',')}
   new = not os.path.exists(args.out)
   with open(args.out, 'a', newline='') as f:
     writer = csv.writer(f)
     if new:
       writer.writerow(['backbone', 'feature', 'task', 'test_accuracy'])
     for backbone in args.backbones.split(','):
-      for task in args.tasks.split(','):
-        data = task_data(task, args.cache)
-        feats = {s: features(backbone, data[s][0], blocks) for s in data}
+      features = extractor(backbone, blocks)
+      for task, splits in data.items():
+        feats = {s: features(images) for s, (images, _) in splits.items()}
         for kind in feats['train']:
-          acc = probe(*[(feats[s][kind], data[s][1]) for s in ('train', 'validation', 'test')])
+          acc = probe(*[(feats[s][kind], splits[s][1]) for s in ('train', 'validation', 'test')])
           writer.writerow([backbone, kind, task, f'{100 * acc:.1f}'])
           f.flush()
           print(f'{backbone} {kind} {task}: {100 * acc:.1f}', flush=True)
