@@ -7,7 +7,9 @@ Each lever is a jpeft side: `default` (the config as it is, on one device), or `
 `devices=N` trains data-parallel over the first N local devices (on CPU, start the process with
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` to have them), `jax_<option>=value` sets a JAX option
 while the side is built and compiled (`jax_default_prng_impl=unsafe_rbg`: the PRNG of the step's dropout and
-drop path), any other `key=value` sets a config field (`model.dtype=bfloat16`). All sides and timm's step
+drop path), `xla_<option>=value` compiles the side's step with that XLA debug option (`jax.jit`'s
+compiler_options; repeated enums by full name: `xla_cpu_use_onednn=True+xla_cpu_experimental_onednn_fusion_type=
+LIBRARY_FUSION_TYPE_DOT`, oneDNN matmuls), any other `key=value` sets a config field (`model.dtype=bfloat16`). All sides and timm's step
 (bench_vs_timm's) alternate in rounds, so load from other processes hits them alike; each side's images/s is
 the median over its steps, ratios are to timm's and to jpeft's default. Its rows (with the load average) go to
 --out as JSON.
@@ -32,7 +34,7 @@ FLAGS = flags.FLAGS
 
 def lever_loop(lever: str, variant: str, method: str, batch_size: int) -> measure.TrainLoop:
   config = bench_vs_timm.jpeft_config(variant, method, batch_size, "float32")
-  devices, jax_options = 1, {}
+  devices, jax_options, xla_options = 1, {}, {}
   for setting in lever.split("+") if lever != "default" else []:
     key, value = setting.split("=", 1)
     try:
@@ -43,6 +45,8 @@ def lever_loop(lever: str, variant: str, method: str, batch_size: int) -> measur
       devices = value
     elif key.startswith("jax_"):
       jax_options[key] = value
+    elif key.startswith("xla_"):
+      xla_options[key] = value
     else:
       node = config
       *path, leaf = key.split(".")
@@ -56,7 +60,7 @@ def lever_loop(lever: str, variant: str, method: str, batch_size: int) -> measur
   try:  # the side's key and program are made under its JAX options; the compiled program keeps them
     for key, value in jax_options.items():
       jax.config.update(key, value)
-    return measure.TrainLoop(config, jax.devices()[:devices])
+    return measure.TrainLoop(config, jax.devices()[:devices], compiler_options=xla_options or None)
   finally:
     for key, value in previous.items():
       jax.config.update(key, value)

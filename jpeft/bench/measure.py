@@ -11,6 +11,7 @@ Row fields:
 """
 import statistics
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -103,15 +104,16 @@ def prepare(config, devices=None) -> dict:
 
 class TrainLoop:
   """The compiled train step of `prepare(config, devices)`, run a few steps at a time (to interleave with another
-  side)."""
+  side); `compiler_options`: XLA options for its `jax.jit` (benchmarks comparing XLA settings in one process)."""
 
-  def __init__(self, config, devices=None):
+  def __init__(self, config, devices=None, compiler_options: Optional[dict] = None):
     prepared = prepare(config, devices)
     fn, self._args, self._carry = prepared["train"]
     self.batch_size = prepared["batch_size"]
     self.trainable, self.total, self.summary = prepared["trainable"], prepared["total"], prepared["summary"]
     start = time.perf_counter()
-    lowered = jax.jit(fn, donate_argnums=(0, 1), **prepared["train_jit"]).lower(*self._args)
+    lowered = jax.jit(fn, donate_argnums=(0, 1), compiler_options=compiler_options,
+                      **prepared["train_jit"]).lower(*self._args)
     self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - start
     self.gflops_per_image = _flops(lowered) / self.batch_size / 1e9
