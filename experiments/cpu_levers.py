@@ -9,10 +9,10 @@ Each lever is a jpeft side: `default` (the config as it is, on one device), or `
 while the side is built and compiled (`jax_default_prng_impl=unsafe_rbg`: the PRNG of the step's dropout and
 drop path), `xla_<option>=value` compiles the side's step with that XLA debug option (`jax.jit`'s
 compiler_options; repeated enums by full name: `xla_cpu_use_onednn=True+xla_cpu_experimental_onednn_fusion_type=
-LIBRARY_FUSION_TYPE_DOT`, oneDNN matmuls), any other `key=value` sets a config field (`model.dtype=bfloat16`). All sides and timm's step
-(bench_vs_timm's) alternate in rounds, so load from other processes hits them alike; each side's images/s is
-the median over its steps, ratios are to timm's and to jpeft's default. Its rows (with the load average) go to
---out as JSON.
+LIBRARY_FUSION_TYPE_DOT`, oneDNN matmuls), any other `key=value` sets a config field (`model.dtype=bfloat16`).
+All sides and timm's step (bench_vs_timm's) alternate in rounds, so load from other processes hits them alike;
+each side's images/s is the median over its steps, ratios are to timm's and to jpeft's default. Its rows (with
+the load average) go to --out as JSON.
 """
 import ast
 import json
