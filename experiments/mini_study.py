@@ -2,7 +2,7 @@
 
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
       [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
-      [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla]
+      [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla] [--backbone=candidate.npz]
 
 Base config: the demo's (`jpeft.config_base.demo_config`, what configs/demo.py runs: the shipped `mini/8`
 backbone pre-trained on Mini VTAB's upstream task, 32x32 images, no network needed). Protocol as the study's
@@ -71,6 +71,8 @@ _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together p
 _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
                              "Methods also run from random initialisation (rows '<method> (random init)'), to "
                              "show how much of the accuracy the pre-trained backbone carries.")
+_BACKBONE = flags.DEFINE_string("backbone", None, "A mini/8 backbone .npz to fine-tune instead of the shipped one "
+                                 "(a candidate from experiments/pretrain_mini.py).")
 _COMPILATION_CACHE = cli.define_compilation_cache_flag()
 
 
@@ -78,6 +80,8 @@ def main(argv) -> None:
   del argv
   cli.quiet_logging_unless_asked()
   config = config_base.demo_config()
+  if _BACKBONE.value:
+    config.pretrained.path = _BACKBONE.value
   config.optim.epochs = _EPOCHS.value
   config.optim.warmup_epochs = min(1, _EPOCHS.value)
   config.eval_every_epochs = _EPOCHS.value

@@ -18,6 +18,7 @@ VTAB-1K split rules (train800 = train[:800], val200 = validation[:200], test = t
 The groups are named 'mini_<group>' so that `list_tasks('natural')` keeps meaning the real VTAB set.
 A separate upstream task (`UPSTREAM`: 72 classes, shape x hue bin of the main object x kind of
 backdrop, with distractors) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
+`UPSTREAM_GEOMETRY` (which of 48 objects x backdrop, colour a nuisance) is a second-stage label for candidates.
 `ROBUSTNESS_TASKS` are the offline robustness study's: `mini_shapes` (the upstream scenes, labelled by shape) and
 four test-only shifted sets of it (`jpeft/data/mini/shapes.py`); `prepare()` builds them only when named.
 
@@ -41,7 +42,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from jpeft.data.errors import DataError
-from jpeft.data.mini import cells, count, digits, draw, loc, objects, ori, shapes, textures, upstream
+from jpeft.data.mini import (cells, count, digits, draw, loc, objects, ori, shapes, textures, upstream,
+                             upstream_geometry)
 from jpeft.data.mini.draw import MiniTask, Sample
 from jpeft.data.tasks import Task, register_task, standard_splits
 
@@ -71,6 +73,11 @@ UPSTREAM = MiniTask('mini_upstream', 'upstream',
                     len(upstream.UPSTREAM_SHAPES) * upstream.HUE_BINS * len(upstream.BACKDROPS),
                     upstream.render_upstream, 'Pre-training task of the shipped backbone: shape x hue of the main '
                     'object x kind of backdrop.')
+# A second-stage label for candidate backbones (issue 14; `experiments/pretrain_mini.py --upstream`).
+UPSTREAM_GEOMETRY = MiniTask('mini_upstream_geometry', 'upstream', upstream_geometry.NUM_CLASSES,
+                             upstream_geometry.render_geometry, 'Which of 6 shapes or 42 stroke glyphs the main '
+                             'object is x kind of backdrop; its colour is random.')
+UPSTREAM_TASKS = {t.name: t for t in (UPSTREAM, UPSTREAM_GEOMETRY)}
 # The offline robustness study (`jpeft/data/mini/shapes.py`): an in-distribution task whose classes are sets of
 # upstream classes, and test-only shifted sets of it (one change each), as ImageNet and V2 / Sketch / A / R.
 _SHIFTED = dict(group='mini_shift', splits=('test',))
@@ -92,12 +99,12 @@ _GENERATED = {**MINI_TASKS, **ROBUSTNESS_TASKS}
 
 
 def get_mini_task(name: str) -> MiniTask:
-  """The generated task `name` (Mini VTAB, robustness or 'mini_upstream'); DataError if unknown."""
-  if name == UPSTREAM.name:
-    return UPSTREAM
+  """The generated task `name` (Mini VTAB, robustness or an upstream task); DataError if unknown."""
+  if name in UPSTREAM_TASKS:
+    return UPSTREAM_TASKS[name]
   if name not in _GENERATED:
-    raise DataError(f"Unknown Mini VTAB task '{name}'. Known: {', '.join(_GENERATED)} and "
-                    f"'{UPSTREAM.name}'.")
+    raise DataError(f"Unknown Mini VTAB task '{name}'. Known: {', '.join(_GENERATED)} and the upstream tasks "
+                    f"{', '.join(UPSTREAM_TASKS)}.")
   return _GENERATED[name]
 
 
