@@ -1,5 +1,6 @@
 """Helpers shared by the training and sweep tests: a tiny learnable task in the processed-folder layout, and
 configs built from the base config (jpeft/config_base.py) as the CLI would build them."""
+import importlib.util
 import os
 import socket
 import subprocess
@@ -10,6 +11,15 @@ import tensorflow as tf
 from jpeft import config_base
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_module(relative_path: str):
+  """A repository file that is not part of the package (an experiments script, a config file) as a module."""
+  name = os.path.splitext(os.path.basename(relative_path))[0]
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative_path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 NUM_CLASSES = 4  # labels used out of dtd's 47; enough to see learning
 SPLIT_SIZES = {"train800": 64, "val200": 32, "train800val200": 96, "test": 48}
 

@@ -1,6 +1,5 @@
 """The notebook API (jpeft.api): the same configs as the config files, one tiny run end to end on the shipped
 mini backbone and a generated Mini VTAB task, and `import jpeft` staying free of JAX and TensorFlow."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,8 +14,7 @@ from jpeft import config_base
 from jpeft.data import tasks
 from jpeft.models import vit
 from jpeft.train import run_config, splits
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO, load_module
 
 
 def _defining(config):
@@ -34,9 +32,7 @@ def test_make_config_is_what_the_config_files_build():
   demo = config_base.demo_config()
   assert _defining(jpeft.make_config("mini/8", "lora")) == _defining(demo)
   # ViT-B_16 + lora on dtd: configs/vtab_lora.py.
-  spec = importlib.util.spec_from_file_location("vtab_lora", os.path.join(REPO, "configs", "vtab_lora.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_module("configs/vtab_lora.py")
   assert _defining(jpeft.make_config("ViT-B_16", "lora", "dtd")) == _defining(module.get_config())
   # Overrides: a dict updates the named fields of a sub-config only.
   config = jpeft.make_config("ViT-B_16", "lora", optim=dict(lr=1e-2), peft=dict(lora=dict(rank=4)), seed=3)

@@ -1,15 +1,12 @@
 """XLA:CPU's oneDNN matmuls as a benchmark lever: `measure.TrainLoop(compiler_options=)` compiles the train step
 with them (experiments/cpu_levers.py's `xla_*` levers), and experiments/onednn_check.py reports a case that kills
 its process instead of dying with it."""
-import importlib.util
-import os
 import subprocess
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("onednn_check", os.path.join(_REPO, "experiments", "onednn_check.py"))
-onednn_check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(onednn_check)
+from tests.helpers import REPO, load_module
+
+onednn_check = load_module("experiments/onednn_check.py")
 
 # In a child process: a oneDNN program that fails to compile kills its process (SIGILL on jaxlib 0.10.2).
 _TRAIN_LOOP_SCRIPT = """
@@ -33,7 +30,7 @@ print("same parameters")
 
 def test_train_loop_compiles_with_onednn_and_trains_the_same_parameters():
   script = _TRAIN_LOOP_SCRIPT.replace("ONEDNN_OPTIONS", repr(onednn_check.ONEDNN))
-  proc = subprocess.run([sys.executable, "-c", script], cwd=_REPO, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0 and "same parameters" in proc.stdout, proc.stderr[-3000:]
 
 

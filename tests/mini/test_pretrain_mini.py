@@ -1,5 +1,4 @@
 """experiments/pretrain_mini.py: a second stage starts from an earlier backbone with a new head for its label."""
-import importlib.util
 import json
 import os
 
@@ -7,11 +6,9 @@ import numpy as np
 
 import jpeft
 from jpeft.data import mini_vtab
+from tests.helpers import load_module
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'pretrain_mini.py')
-_spec = importlib.util.spec_from_file_location('pretrain_mini', _PATH)
-pretrain_mini = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pretrain_mini)
+pretrain_mini = load_module('experiments/pretrain_mini.py')
 ASSET = os.path.join(os.path.dirname(jpeft.__file__), 'assets', 'mini-ViT_8.npz')
 
 

@@ -1,16 +1,13 @@
 """experiments/probe_mini.py: frozen features of a mini backbone and the val-selected logistic-regression probe."""
-import importlib.util
 import os
 
 import numpy as np
 
 import jpeft
 from jpeft.data import mini_vtab
+from tests.helpers import load_module
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments', 'probe_mini.py')
-_spec = importlib.util.spec_from_file_location('probe_mini', _PATH)
-probe_mini = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe_mini)
+probe_mini = load_module('experiments/probe_mini.py')
 ASSET = os.path.join(os.path.dirname(jpeft.__file__), 'assets', 'mini-ViT_8.npz')
 
 

@@ -1,19 +1,13 @@
 """Every registered method has configs/vtab_<method>.py, built on the base config (jpeft/config_base.py), with every field."""
-import importlib.util
-import os
 
 import pytest
 
 from jpeft import peft
-
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+from tests.helpers import load_module
 
 
 def _load(name):
-  spec = importlib.util.spec_from_file_location(f"vtab_{name}", os.path.join(CONFIGS, f"vtab_{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_module(f"configs/vtab_{name}.py").get_config()
 
 
 @pytest.mark.parametrize("name", sorted(peft.registry()))

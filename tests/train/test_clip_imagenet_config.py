@@ -1,17 +1,14 @@
 """configs/clip_imagenet.py builds, for every method it names, a config that passes the config checks (no data,
 no weights, no device work) and carries the study's protocol."""
-import importlib.util
 
 import pytest
 
 from jpeft.data import shift
 from jpeft.train import config_checks
 from jpeft.train.splits import mode_splits
-from tests.helpers import REPO
+from tests.helpers import load_module
 
-_SPEC = importlib.util.spec_from_file_location("clip_imagenet", f"{REPO}/configs/clip_imagenet.py")
-clip_imagenet = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(clip_imagenet)
+clip_imagenet = load_module("configs/clip_imagenet.py")
 
 
 @pytest.mark.parametrize("method", list(clip_imagenet.METHODS))
