@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from jpeft.data.mini.draw import (IMAGE_SIZE, Sample, hsv_to_rgb, background, SHAPE_NAMES, finish,
-                                  downsample_mask, paint, place, draw_shape, rotated)
-from jpeft.data.mini.upstream import BACKDROPS, UPSTREAM_SHAPES
+from jpeft.data.mini.draw import Sample, downsample_mask, draw_shape, finish, hsv_to_rgb, paint, rotated
+from jpeft.data.mini.upstream import BACKDROPS, UPSTREAM_SHAPES, scene
 
 
 # Objects 0-5 are `UPSTREAM_SHAPES` (`mini_shapes`' classes); glyphs follow.
@@ -60,20 +59,15 @@ def render_geometry(rng: np.random.Generator, split: str) -> Sample:
   obj = int(rng.integers(NUM_OBJECTS))
   backdrop_id = int(rng.integers(len(BACKDROPS)))
   backdrop = BACKDROPS[backdrop_id]
-  canvas = background(rng, backdrop)
-  radius = rng.uniform(6.0, 11.0)
-  small = list(rng.uniform(2.0, 3.5, int(rng.integers(0, 3))))
-  centres = place(rng, [radius] + small) or [(IMAGE_SIZE / 2, IMAGE_SIZE / 2)]
-  for (cx, cy), r in zip(centres[1:], small):
-    draw_shape(canvas, rng, SHAPE_NAMES[int(rng.integers(len(SHAPE_NAMES)))], cx, cy, r)
+  canvas, centre, radius = scene(rng, backdrop, (6.0, 11.0))
   hue = rng.random()
   colour = hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0))
   if obj < len(UPSTREAM_SHAPES):
     name = UPSTREAM_SHAPES[obj]
-    mask = draw_shape(canvas, rng, name, *centres[0], radius, colour)
+    mask = draw_shape(canvas, rng, name, *centre, radius, colour)
   else:
     name = f'glyph{obj - len(UPSTREAM_SHAPES)}'
-    u, v = rotated(*centres[0], rng.uniform(-0.35, 0.35), radius)
+    u, v = rotated(*centre, rng.uniform(-0.35, 0.35), radius)
     mask = glyph_mask(u, v, GLYPHS[obj - len(UPSTREAM_SHAPES)], rng.uniform(0.12, 0.22))
     paint(canvas, mask, colour)
   return Sample(finish(canvas, rng), obj * len(BACKDROPS) + backdrop_id, downsample_mask(mask),
