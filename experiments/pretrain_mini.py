@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jpeft.checkpoints import load_pretrained, merge_into, save_npz
+from jpeft.checkpoints import CheckpointError, load_pretrained, merge_into, save_npz
 from jpeft.data import mini_vtab
 from jpeft.models.vit import create_model, decode_variant
 
@@ -90,7 +90,11 @@ def main(argv=None) -> dict:
   model = create_model(args.variant, num_classes=task.num_classes)
   params = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((1,) + train_x.shape[1:]))['params']
   if args.init:  # a later stage: the backbone from an earlier one, a fresh head for this label
-    params, fresh = merge_into(params, load_pretrained(args.init, target=jax.eval_shape(lambda: params)))
+    try:
+      backbone = load_pretrained(args.init, target=jax.eval_shape(lambda: params))
+    except CheckpointError as e:
+      raise SystemExit(f'pretrain_mini: error: --init={args.init}: {e}') from None
+    params, fresh = merge_into(params, backbone)
     print(f'backbone from {args.init}; fresh: {fresh}', flush=True)
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, args.warmup_steps, args.steps, args.lr * 0.01)
   tx = optax.adamw(schedule, weight_decay=args.wd)
