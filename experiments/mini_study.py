@@ -3,6 +3,7 @@
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
       [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
       [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla] [--backbone=candidate.npz]
+      [--grid.final_seeds=42,43]
 
 Base config: the demo's (`jpeft.config_base.demo_config`, what configs/demo.py runs: the shipped `mini/8`
 backbone pre-trained on Mini VTAB's upstream task, 32x32 images, no network needed). Protocol as the study's

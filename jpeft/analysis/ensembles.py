@@ -178,7 +178,7 @@ def findings(result: dict) -> list[str]:
                  f"seed ({len(result['seeds'])} (task, method) seed pairs); two methods gain {_points(pair_gain)} "
                  f"on the same tasks, so mixing methods {verdict} mixing seeds here.")
   else:
-    lines.append("No seed control: the sweep has one seed per method (run it with --grid.seeds=42,43 for one).")
+    lines.append("No seed control: the sweep has one seed per method (rerun it with --grid.final_seeds=42,43 for one).")
   return lines
 
 

@@ -95,6 +95,21 @@ class Trial:
                 wd=self.wd, hparams=dict(self.hparams), seed=self.seed, tune_split=self.tune_split)
 
 
+def _check_seeds(name: str, seeds: tuple) -> None:
+  for seed in seeds:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+      raise GridError(f"Grid entry '{name}' has the value {seed!r}: seeds must be non-negative integers.")
+
+
+def final_seeds(grid: Mapping) -> tuple[int, ...]:
+  """The seeds the selected setting is retrained with: `grid.final_seeds`, or the tuning seeds if that is empty
+  or absent. Raises GridError on a negative or non-integer seed."""
+  values = grid.get("final_seeds") if hasattr(grid, "get") else None
+  seeds = _values("final_seeds", values) if values else _values("seeds", grid["seeds"])
+  _check_seeds("final_seeds" if values else "seeds", seeds)
+  return tuple(int(s) for s in dict.fromkeys(seeds))
+
+
 def _values(name: str, values: Any) -> tuple:
   values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
   if not values:
@@ -105,12 +120,16 @@ def _values(name: str, values: Any) -> tuple:
 def default_grid() -> ml_collections.ConfigDict:
   """The study's grid for every registered method, as the `--grid` flag's defaults.
 
-  Fields: lr, wd, seeds (tuples) and one sub-dict per method {field: tuple of values} from the method's `grid`.
+  Fields: lr, wd, seeds (tuples), final_seeds (a tuple; empty: the tuning seeds) and one sub-dict per method
+  {field: tuple of values} from the method's `grid`.
   """
   grid = ml_collections.ConfigDict()
   grid.lr = STUDY_LR
   grid.wd = STUDY_WD
   grid.seeds = STUDY_SEEDS
+  # More final seeds than tuning seeds give a test spread and seed ensembles (the control of jpeft.analysis)
+  # at the cost of one training per seed, without changing which setting is selected.
+  grid.final_seeds = ()
   for name, cls in sorted(peft.registry().items()):
     grid[name] = {field: tuple(values) for field, values in cls.grid.items()}
   return grid
@@ -130,15 +149,13 @@ def expand(task: str, method: str, grid: Mapping, tune_splits: int = 1) -> list[
       does not have.
   """
   lrs, wds, seeds = (_values(k, grid[k]) for k in ("lr", "wd", "seeds"))
+  _check_seeds("seeds", seeds)
   for lr in lrs:
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
       raise GridError(f"Grid entry 'lr' has the value {lr!r}: learning rates must be positive finite numbers.")
   for wd in wds:
     if not (isinstance(wd, (int, float)) and wd >= 0 and math.isfinite(wd)):
       raise GridError(f"Grid entry 'wd' has the value {wd!r}: weight decays must be non-negative finite numbers.")
-  for seed in seeds:
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-      raise GridError(f"Grid entry 'seeds' has the value {seed!r}: seeds must be non-negative integers.")
   known = peft.registry()
   axes: list[tuple[str, tuple]] = []
   for name in method.split("+"):

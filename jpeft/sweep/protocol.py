@@ -5,7 +5,8 @@ For each (task, method):
      `config.data.subset`: on each of the size's tuning splits, `jpeft.data.manyshot`);
   2. select the hyperparameter setting with the best val200 accuracy at the last epoch, averaged over seeds
      and tuning splits (diverged trials excluded; ties go to the first setting in grid order);
-  3. final  retrain that setting on train800val200 with every seed, evaluate test: mean and spread.
+  3. final  retrain that setting on train800val200 with every seed (`grid.final_seeds` if set, else the tuning
+     seeds), evaluate test: mean and spread.
 
 Every finished trial is appended as one JSON line to `<workdir>/trials.jsonl` (flushed and fsynced per
 chunk); a restarted sweep reads it and trains only the trials that have no row yet. `summary.jsonl` gets one
@@ -24,6 +25,7 @@ filesystem: the others read it to resume).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -129,6 +131,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     raise ConfigError(f"Config field 'early_stopping.patience' = {config.early_stopping.patience} is not supported "
                       "by sweeps: their trials train every epoch and are selected by val accuracy (last and best "
                       "epoch). Set it to 0 to sweep, or train single runs with python -m jpeft.main.")
+  grid_lib.final_seeds(grid)  # a bad seed stops the sweep before any training, not after the first tune stage
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   record = trial_log.open_log(config, workdir, write=lead)
@@ -152,7 +155,8 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
       winner = select(tune_rows)
       final_rows: list[dict] = []
       if winner is not None and final:
-        finals = [t for t in trials if t.config_key == winner and t.tune_split == 0]  # one per seed
+        setting = next(t for t in trials if t.config_key == winner and t.tune_split == 0)
+        finals = [dataclasses.replace(setting, seed=seed) for seed in grid_lib.final_seeds(grid)]
         todo = [t for t in finals if not record.has("final", t)]
         log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
             f"{len(finals)} seeds, "

@@ -48,6 +48,14 @@ def test_bad_grid_values_are_named(entry, value, needle):
     grid.expand("dtd", "lora", _grid(**{entry: value}))
 
 
+def test_final_seeds_default_to_the_tuning_seeds_and_are_checked():
+  assert grid.final_seeds(_grid(seeds=(1, 2))) == (1, 2)
+  assert grid.final_seeds(_grid(seeds=(1,), final_seeds=(1, 7, 7))) == (1, 7)
+  assert grid.final_seeds({"seeds": (3,)}) == (3,)  # a grid made by hand, without the field
+  with pytest.raises(grid.GridError, match="'final_seeds' has the value -1"):
+    grid.final_seeds(_grid(final_seeds=(-1,)))
+
+
 def test_unknown_grid_field_and_method_are_named():
   g = _grid()
   g.lora.alpha = (1,)

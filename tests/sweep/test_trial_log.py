@@ -62,12 +62,34 @@ def test_rows_of_another_config_are_refused(tmp_path, other, made):
     trial_log.TrialLog(str(path), lambda row: HASH)
 
 
-def _tiny_grid(lrs):
-  return apply_overrides(grid.default_grid(), {"lr": lrs, "wd": (1e-4,), "seeds": (42,)})
+def _tiny_grid(lrs, final_seeds=()):
+  return apply_overrides(grid.default_grid(), {"lr": lrs, "wd": (1e-4,), "seeds": (42,), "final_seeds": final_seeds})
 
 
-def _sweep(config, workdir, lrs=(1e-2,), log=lambda message: None):
-  return protocol.run_sweep(config, ["dtd"], ["linear"], _tiny_grid(lrs), workdir, 2, final=False, log=log)
+def _sweep(config, workdir, lrs=(1e-2,), log=lambda message: None, final=False, final_seeds=()):
+  return protocol.run_sweep(config, ["dtd"], ["linear"], _tiny_grid(lrs, final_seeds), workdir, 2, final=final,
+                            log=log)
+
+
+def test_more_final_seeds_retrain_the_same_setting_and_keep_the_first(folder_root, tmp_path):
+  """A rerun with --grid.final_seeds adds final trainings of the selected setting: no tune trial, the seed-42
+  final untouched, a test spread and one predictions file per seed (the seed control of jpeft.analysis)."""
+  workdir = str(tmp_path)
+  config = load_config(tiny_overrides(folder_root))
+  (first,) = _sweep(config, workdir, lrs=(1e-2, 1e-3), final=True)
+  rows = open(os.path.join(workdir, trial_log.TRIALS_FILE)).read()
+  messages = []
+  (more,) = _sweep(config, workdir, lrs=(1e-2, 1e-3), final=True, final_seeds=(42, 43), log=messages.append)
+  assert "2 already finished, training 0" in messages[0] and "x 2 seeds, training 1" in messages[1]
+  assert more["selected"] == first["selected"] and more["val_accuracy"] == first["val_accuracy"]
+  assert first["seeds"] == [42] and more["seeds"] == [42, 43]
+  finals = [json.loads(line) for line in open(os.path.join(workdir, trial_log.TRIALS_FILE))
+            if json.loads(line)["stage"] == "final"]
+  assert [r["seed"] for r in finals] == [42, 43] and open(os.path.join(workdir, trial_log.TRIALS_FILE)).read()[
+      :len(rows)] == rows
+  assert more["test_accuracy"] == pytest.approx((finals[0]["accuracy"] + finals[1]["accuracy"]) / 2)
+  for seed in (42, 43):
+    assert os.path.exists(protocol.predictions_path(workdir, "dtd", "linear", seed))
 
 
 def test_rerun_under_another_config_is_refused_and_a_wider_grid_resumes(folder_root, tmp_path):
