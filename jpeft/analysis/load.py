@@ -128,12 +128,16 @@ def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
       summary = by_pair.get((task, method))
       stages: dict[str, dict[int, dict]] = {"final": {}, "tune": {}}
       for row in rows.get((task, method), []):
-        if summary is not None and "predictions" in row and _setting(row) == summary["selected"]:
+        if summary is not None and _setting(row) == summary["selected"]:
           stages[row["stage"]][row["seed"]] = row
-      if summary is None or not summary["seeds"] or any(s not in stages["final"] for s in summary["seeds"]):
+      final = {s: stages["final"][s] for s in (summary or {}).get("seeds", [])
+               if "predictions" in stages["final"].get(s, {})}
+      if summary is None or not summary["seeds"] or len(final) < len(summary["seeds"]):
         missing.append(f"{task}/{method}")
-      chosen[(task, method)] = {k: {s: v[s] for s in (summary or {}).get("seeds", []) if s in v}
-                                for k, v in stages.items()}
+      # The tuning seeds can be fewer than the final ones (--grid.final_seeds); val200 is usable only if every
+      # tuning seed of the selected setting saved its predictions.
+      tune = stages["tune"] if all("predictions" in r for r in stages["tune"].values()) else {}
+      chosen[(task, method)] = {"final": final, "tune": tune}
   if missing:
     raise AnalysisError(f"The sweep in {workdir} has no saved test predictions for {', '.join(missing)} (not "
                         "swept, every trial diverged, run with --nofinal, or made before jpeft saved "
@@ -142,7 +146,7 @@ def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
   out = []
   for task in tasks:
     test = {m: {s: _load(workdir, r) for s, r in chosen[(task, m)]["final"].items()} for m in methods}
-    with_val = all(len(chosen[(task, m)]["tune"]) == len(chosen[(task, m)]["final"]) for m in methods)
+    with_val = all(chosen[(task, m)]["tune"] for m in methods)
     val = ({m: {s: _load(workdir, r) for s, r in chosen[(task, m)]["tune"].items()} for m in methods}
            if with_val else None)
     out.append(TaskPredictions(task, _split(task, "test", test),

@@ -27,7 +27,8 @@ def write_sweep(workdir: str, tasks: dict) -> str:
   """Writes a finished sweep with the given predictions; returns `workdir`.
 
   tasks: {task: {'labels': [N], 'test': {method: {seed: [N, C]}}, and optionally 'val_labels': [V],
-    'val': {method: {seed: [V, C]}}}} (no 'val': a sweep made before val200 predictions were saved).
+    'val': {method: {seed: [V, C]}}}} (no 'val': a sweep made before val200 predictions were saved; fewer
+    val seeds than test seeds: a sweep with more final seeds than tuning seeds).
   """
   os.makedirs(workdir, exist_ok=True)
   summaries, rows = [], []
@@ -35,7 +36,7 @@ def write_sweep(workdir: str, tasks: dict) -> str:
     for method, seeds in data["test"].items():
       for seed, logits in seeds.items():
         rows.append(_row(task, method, seed, "final", logits, data["labels"], workdir))
-        if "val" in data:
+        if seed in data.get("val", {}).get(method, {}):
           rows.append(_row(task, method, seed, "tune", data["val"][method][seed], data["val_labels"], workdir))
       summaries.append(dict(task=task, method=method, selected=dict(SETTING), seeds=list(seeds)))
   with open(os.path.join(workdir, trial_log.TRIALS_FILE), "w") as f:

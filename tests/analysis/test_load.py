@@ -40,6 +40,27 @@ def test_loads_what_was_written(tmp_path):
     np.testing.assert_array_equal(tp.test.primary("lora"), data[tp.task]["test"]["lora"][42])
 
 
+def test_more_final_seeds_than_tuning_seeds_keep_val(tmp_path):
+  """--grid.final_seeds=42,43 over one tuning seed: test has both seeds, val200 the tuned one; a tuning seed whose
+  val200 file was never saved (a sweep older than that) leaves the task without val."""
+  data = _tasks(np.random.default_rng(3), seeds=(42, 43))
+  for task in data.values():
+    task["val"] = {m: {42: seeds[42]} for m, seeds in task["val"].items()}
+  workdir = write_sweep(str(tmp_path / "s"), data)
+  for tp in load.load_sweep(workdir):
+    assert list(tp.test.logits["lora"]) == [42, 43] and list(tp.val.logits["lora"]) == [42]
+    np.testing.assert_array_equal(tp.val.primary("adapter"), data[tp.task]["val"]["adapter"][42])
+  trials = os.path.join(workdir, trial_log.TRIALS_FILE)
+  rows = [json.loads(line) for line in open(trials)]
+  for row in rows:
+    if row["stage"] == "tune" and row["task"] == "mini_cells" and row["method"] == "ssf":
+      del row["predictions"]
+  with open(trials, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  count, cells = load.load_sweep(workdir)
+  assert count.val is not None and cells.val is None
+
+
 def test_sweep_without_val_predictions_still_analysed(tmp_path):
   workdir = write_sweep(str(tmp_path / "s"), _tasks(np.random.default_rng(2), with_val=False))
   assert all(tp.val is None for tp in load.load_sweep(workdir))

@@ -8,6 +8,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, jaccard_score
 
 from jpeft.analysis import agreement, calibration, confident, ensembles, report
+from jpeft.analysis.load import Split, TaskPredictions
 
 
 def _predictions(seed: int, n: int = 300, num_classes: int = 5, right: float = 0.6):
@@ -160,6 +161,27 @@ def test_ensemble_of_complementary_methods_fixes_both():
     assert ensembles.accuracy(member.argmax(-1), labels) == 0.5
   for rule in ensembles.RULES:
     assert ensembles.accuracy(ensembles.combine([a, b], rule), labels) == 1.0
+
+
+def test_seed_control_compares_seed_pairs_with_pairs_of_close_accuracy():
+  """a and b: 50% each and complementary (their pair: 100%); c: 90%, 40 points from both; each method's two seeds
+  are identical (a seed pair gains 0). Only (a, b) is close, so mixing methods beats mixing seeds, though the
+  mean over all pairs, pulled down by c's lopsided pairs, is lower than for (a, b) alone."""
+  labels = np.zeros(10, int)
+  a = np.array([[4.0, 0.0]] * 5 + [[0.0, 0.5]] * 5)
+  c = np.array([[3.0, 0.0]] * 9 + [[0.0, 3.0]])
+  test = Split(labels=labels, logits={"a": {1: a, 2: a}, "b": {1: a[::-1], 2: a[::-1]}, "c": {1: c, 2: c}})
+  result = ensembles.analyse([TaskPredictions("mini_count", test, None)], ["a", "b", "c"])
+  assert [r["softmax"] - r["best_member"] for r in result["seeds"]] == [0.0, 0.0, 0.0]
+  assert [(r["a"], r["b"]) for r in ensembles.close_pairs(result["pairs"])] == [("a", "b")]
+  (line,) = [f for f in ensembles.findings(result) if f.startswith("Control")]
+  assert "gain +0.0 points over the better seed (3 (task, method) seed pairs)" in line
+  assert "within 2 points of each other gain +50.0 (1 pairs)" in line and "beats mixing seeds" in line
+
+
+def test_close_pairs_threshold():
+  rows = [dict(acc_a=0.50, acc_b=0.52), dict(acc_a=0.50, acc_b=0.53), dict(acc_a=0.61, acc_b=0.60)]
+  assert ensembles.close_pairs(rows) == [rows[0], rows[2]]
 
 
 def test_ensemble_of_identical_members_is_the_member():
