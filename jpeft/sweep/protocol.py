@@ -131,7 +131,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     raise ConfigError(f"Config field 'early_stopping.patience' = {config.early_stopping.patience} is not supported "
                       "by sweeps: their trials train every epoch and are selected by val accuracy (last and best "
                       "epoch). Set it to 0 to sweep, or train single runs with python -m jpeft.main.")
-  grid_lib.final_seeds(grid)  # a bad seed stops the sweep before any training, not after the first tune stage
+  final_seeds = grid_lib.final_seeds(grid)  # checked here: a bad seed stops the sweep before any training
   os.makedirs(workdir, exist_ok=True)
   lead = jax.process_index() == 0
   record = trial_log.open_log(config, workdir, write=lead)
@@ -156,11 +156,10 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
       final_rows: list[dict] = []
       if winner is not None and final:
         setting = next(t for t in trials if t.config_key == winner and t.tune_split == 0)
-        finals = [dataclasses.replace(setting, seed=seed) for seed in grid_lib.final_seeds(grid)]
+        finals = [dataclasses.replace(setting, seed=seed) for seed in final_seeds]
         todo = [t for t in finals if not record.has("final", t)]
         log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
-            f"{len(finals)} seeds, "
-            f"training {len(todo)}")
+            f"{len(finals)} seeds, training {len(todo)}")
         runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data,
                           runners=runners)
         final_rows = [record.get("final", t) for t in finals]
