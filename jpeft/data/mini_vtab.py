@@ -16,9 +16,9 @@ VTAB-1K split rules (train800 = train[:800], val200 = validation[:200], test = t
   mini_structured   mini_ori        8        object orientation bin         dsprites_ori
 
 The groups are named 'mini_<group>' so that `list_tasks('natural')` keeps meaning the real VTAB set.
-A separate upstream task (`UPSTREAM`: 72 classes, shape x hue bin of the main object x kind of
-backdrop, with distractors) pre-trains the shipped backbone (`experiments/pretrain_mini.py`); it is not a downstream task.
-`UPSTREAM_GEOMETRY` (which of 48 objects x backdrop, colour a nuisance) is a second-stage label for candidates.
+Two separate upstream tasks pre-train the shipped backbone (`experiments/pretrain_mini.py`), neither a downstream
+task: `UPSTREAM` (72 classes, shape x hue bin of the main object x kind of backdrop, with distractors), then
+`UPSTREAM_GEOMETRY` (144 classes, which of 48 objects x backdrop, colour a nuisance; its head is the shipped one).
 `ROBUSTNESS_TASKS` are the offline robustness study's: `mini_shapes` (the upstream scenes, labelled by shape) and
 four test-only shifted sets of it (`jpeft/data/mini/shapes.py`); `prepare()` builds them only when named.
 
@@ -71,9 +71,9 @@ MINI_TASKS: dict[str, MiniTask] = {t.name: t for t in (
 )}
 UPSTREAM = MiniTask('mini_upstream', 'upstream',
                     len(upstream.UPSTREAM_SHAPES) * upstream.HUE_BINS * len(upstream.BACKDROPS),
-                    upstream.render_upstream, 'Pre-training task of the shipped backbone: shape x hue of the main '
-                    'object x kind of backdrop.')
-# A second-stage label for candidate backbones (issue 14; `experiments/pretrain_mini.py --upstream`).
+                    upstream.render_upstream, 'First pre-training stage of the shipped backbone: shape x hue of '
+                    'the main object x kind of backdrop.')
+# The shipped backbone's second stage (issue 14; `experiments/pretrain_mini.py --upstream --init`).
 UPSTREAM_GEOMETRY = MiniTask('mini_upstream_geometry', 'upstream', upstream_geometry.NUM_CLASSES,
                              upstream_geometry.render_geometry, 'Which of 6 shapes or 42 stroke glyphs the main '
                              'object is x kind of backdrop; its colour is random.')

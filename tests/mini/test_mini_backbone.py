@@ -34,7 +34,9 @@ def test_asset_loads_through_the_importer_and_reproduces_its_upstream_accuracy()
   target = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
   params = load_pretrained(ASSET, target=target, style='vit', keep_head=True)
   # The first 500 of the recorded upstream test images (same generator, seed and split).
-  images, labels = mini_vtab.generate(mini_vtab.UPSTREAM.name, 'test', 500, seed=record['seed'])
+  upstream_task = record['upstream_task'].split(':')[0]
+  assert mini_vtab.UPSTREAM_TASKS[upstream_task].num_classes == record['num_classes']
+  images, labels = mini_vtab.generate(upstream_task, 'test', 500, seed=record['seed'])
   logits = jax.jit(model.apply)({'params': params}, images.astype(np.float32) / 255.0)
   accuracy = float(np.mean(np.argmax(logits, -1) == labels))
   assert accuracy > 10 / record['num_classes']  # far above chance: the weights were really trained

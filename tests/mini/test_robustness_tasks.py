@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 
 from jpeft import checkpoints, config_base
 from jpeft.data import get_task, list_tasks, mini_vtab
-from jpeft.data.mini import shapes
+from jpeft.data.mini import shapes, upstream_geometry
 from jpeft.models import vit
 from jpeft.train import model_setup
 
@@ -26,12 +26,17 @@ def test_registered_shifted_sets_share_the_label_space_and_have_only_test():
   assert set(labels) == {0, 1, 2, 3}
 
 
-def test_each_class_stands_for_its_shape_in_every_hue_and_backdrop():
+def test_each_class_stands_for_its_shape_on_every_backdrop():
   groups = get_task("mini_shapes").upstream_classes
-  assert sorted(c for g in groups for c in g) == list(range(mini_vtab.UPSTREAM.num_classes))
+  # The shipped head's label (mini_upstream_geometry) = object * 3 + backdrop; objects 0-5 are the six shapes.
+  assert sorted(c for g in groups for c in g) == list(range(18))
   for label, group in enumerate(groups):
-    # Upstream label = (shape * 4 + hue bin) * 3 + backdrop.
-    assert {c // 12 for c in group} == {label} and len(group) == 12
+    assert {c // 3 for c in group} == {label} and len(group) == 3
+  rng = np.random.default_rng(0)
+  for _ in range(30):  # the generator agrees: a drawn shape's label falls in its group
+    sample = upstream_geometry.render_geometry(rng, "test")
+    if sample.factors["object"] in shapes.UPSTREAM_SHAPES:
+      assert sample.label in groups[shapes.UPSTREAM_SHAPES.index(sample.factors["object"])]
 
 
 def test_upstream_head_is_a_zero_shot_classifier_of_the_shipped_backbone():
@@ -39,7 +44,8 @@ def test_upstream_head_is_a_zero_shot_classifier_of_the_shipped_backbone():
   config.task, config.head_init = "mini_shapes", "upstream"
   head = model_setup.initial_head(config, get_task("mini_shapes"))
   upstream = np.load(config_base.MINI_BACKBONE)
-  np.testing.assert_allclose(head["kernel"][:, 2], upstream["head/kernel"][:, 24:36].mean(1), atol=1e-7)
+  assert upstream["head/kernel"].shape == (128, mini_vtab.UPSTREAM_GEOMETRY.num_classes)
+  np.testing.assert_allclose(head["kernel"][:, 2], upstream["head/kernel"][:, 6:9].mean(1), atol=1e-7)
   model = vit.create_model("mini/8", num_classes=6)
   shapes_ = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
   params = dict(checkpoints.load_pretrained(config_base.MINI_BACKBONE, target=shapes_), head=head)

@@ -1,9 +1,10 @@
 """`mini_shapes` and its distribution shifts: the offline stand-in for ImageNet and V2 / Sketch / A / R.
 
 `mini_shapes` asks which of the six upstream shapes the main object is, in scenes drawn like the upstream
-pre-training task (`upstream.py`: backdrop plain / clutter / texture, 0-2 distractors, a saturated bright
-object of any hue), so each of its classes is a set of 12 upstream classes (`UPSTREAM_CLASSES`: every hue bin and
-backdrop of that shape) and the upstream classifier is its zero-shot head, as CLIP's text head is ImageNet's.
+pre-training tasks (`upstream.py`: backdrop plain / clutter / texture, 0-2 distractors, a saturated bright
+object of any hue), so each of its classes is a set of 3 classes of the shipped backbone's upstream head
+(`UPSTREAM_CLASSES`: that shape on every backdrop kind, in `upstream_geometry.py`'s label; its 42 glyph objects
+stand for none) and the upstream classifier is its zero-shot head, as CLIP's text head is ImageNet's.
 The shifted test sets keep the label and change one thing each:
 
   mini_shapes_backdrop  backdrops the backbone never saw (two-colour gradients, crowds of 4-7 distractors)
@@ -20,12 +21,12 @@ import numpy as np
 
 from jpeft.data.mini.draw import (HI, IMAGE_SIZE, SHAPES, Sample, background, downsample_mask, draw_shape, finish,
                                   hsv_to_rgb, paint, place, random_colour, rotated)
-from jpeft.data.mini.upstream import BACKDROPS, HUE_BINS, UPSTREAM_SHAPES
+from jpeft.data.mini.upstream import BACKDROPS, UPSTREAM_SHAPES
 
 NUM_CLASSES = len(UPSTREAM_SHAPES)
-# Upstream labels are (shape * HUE_BINS + hue bin) * len(BACKDROPS) + backdrop (see upstream.py).
-UPSTREAM_CLASSES = tuple(tuple((s * HUE_BINS + h) * len(BACKDROPS) + b for h in range(HUE_BINS)
-                               for b in range(len(BACKDROPS))) for s in range(NUM_CLASSES))
+# The shipped backbone's head is `mini_upstream_geometry`'s: label = object * len(BACKDROPS) + backdrop, objects
+# 0-5 being `UPSTREAM_SHAPES` (see upstream_geometry.py).
+UPSTREAM_CLASSES = tuple(tuple(s * len(BACKDROPS) + b for b in range(len(BACKDROPS))) for s in range(NUM_CLASSES))
 # circle, square, triangle, cross: the shapes whose outline alone still tells them apart on 32 px.
 SKETCH_CLASSES = (0, 1, 2, 3)
 

@@ -1,4 +1,4 @@
-"""`mini_upstream`, the pre-training task of the shipped mini backbone (shape x hue x backdrop)."""
+"""`mini_upstream`, the first pre-training stage of the shipped mini backbone (shape x hue x backdrop)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,9 +1,10 @@
-"""`mini_upstream_geometry`: which of 48 objects x kind of backdrop, colour a nuisance (issue 14's candidate).
+"""`mini_upstream_geometry`: which of 48 objects x kind of backdrop, colour a nuisance.
 
-The second stage of a candidate backbone: the shipped backbone (pre-trained on `upstream.py`'s shape x hue x
+The second pre-training stage of the shipped backbone: the first stage (pre-trained on `upstream.py`'s shape x hue x
 backdrop label) trained on, with a new head, for this label (`experiments/pretrain_mini.py
---upstream=mini_upstream_geometry --init=jpeft/assets/mini-ViT_8.npz`). From random initialisation it does not
-train (see `render_upstream`); after the first stage it does. Results: experiments/results/mini_backbone/."""
+--upstream=mini_upstream_geometry --init=<stage 1>.npz`; both commands are in `jpeft/assets/mini-ViT_8.json`). From
+random initialisation it does not train (see `render_geometry`); after the first stage it does, and its features
+transfer far better (issue 14; experiments/results/mini_backbone/)."""
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +52,7 @@ def render_geometry(rng: np.random.Generator, split: str) -> Sample:
   """Label = object * 3 + backdrop kind (plain, clutter, texture), where the object
   is which of 48 the main one (radius 6-11) is: a shape of `UPSTREAM_SHAPES` at any rotation (0-5) or a stroke
   glyph of `GLYPHS`, upright within 20 degrees (6-47). Its colour (any hue, saturation and value 0.7-1) and 0-2
-  smaller distractor shapes are random nuisances, so colour never pays: the shipped backbone, labelled by shape x
+  smaller distractor shapes are random nuisances, so colour never pays: the first stage alone, labelled by shape x
   hue bin x backdrop, learnt hue to 98% and shape to 48%, and its features were below raw pixels on mini_digits,
   mini_loc and mini_ori. The backdrop stays in the label because, measured, an object-only label does not train from scratch:
   the loss stays at chance for 400 steps, with no easy signal to break the symmetry."""
