@@ -13,6 +13,11 @@ a rerun under another base config never reports the old trials as its own, the r
                                cannot be edited unnoticed, and sweep_config.json deleted or edited by hand
                                changes nothing). Registering a new method changes no existing row's hash.
 
+The backbone is named by its path in those values, so `sweep_config.json` also records the SHA-256 of the
+pretrained file (`pretrained_sha256`) when `pretrained.path` or `.name` is a local file: a rerun after that file
+changed (another jpeft release's mini backbone, a re-exported checkpoint) is refused rather than mixing trials of
+two backbones under one path. Named checkpoints that jpeft downloads are not hashed: each name is one file.
+
 Only the hash goes into the rows, not the values: a row stays short, and a mismatch is explained by
 sweep_config.json, which holds the values. Widening a sweep (more tasks, methods or grid values) keeps the base
 config, so it resumes; a sweep under another base config needs its own workdir (as the mini study's
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 from jpeft import peft
@@ -33,6 +39,7 @@ from jpeft.train.errors import ConfigError, RunError
 TRIALS_FILE = "trials.jsonl"
 SWEEP_CONFIG_FILE = "sweep_config.json"
 HASH_FIELD = "sweep_config"  # the row field holding the sweep config's hash
+PRETRAINED_DIGEST_FIELD = "pretrained_sha256"  # in sweep_config.json: the backbone file's SHA-256
 
 # The base config's fields that every trial's result depends on: `run_config.RUN_DEFINING` without what each
 # trial sets (task, mode, method, optim.lr, optim.wd; peft is added by `sweep_defining_values` without the
@@ -74,6 +81,19 @@ def sweep_defining_values(config) -> dict[str, Any]:
     built[name] = {k: v for k, v in {**peft.default_hparams(name), **given}.items() if k not in cls.grid}
   values.update(run_config.leaves(json.loads(json.dumps(built)), "peft"))  # tuples as JSON lists, as recorded
   return values
+
+
+def pretrained_digest(config) -> Optional[str]:
+  """SHA-256 (hex) of the pretrained checkpoint file when config.pretrained names a local file, else None."""
+  name = config.pretrained.path or config.pretrained.name
+  path = os.path.expanduser(name) if name else ""
+  if not os.path.isfile(path):
+    return None
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 24), b""):
+      digest.update(block)
+  return digest.hexdigest()
 
 
 def config_hash(values: dict[str, Any]) -> str:
@@ -183,16 +203,19 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
   rows in memory only, so one process writes each file.
 
   Raises:
-    ConfigError: sweep_config.json records other run-defining values (all differing fields are named).
+    ConfigError: sweep_config.json records other run-defining values (all differing fields are named), or
+      another SHA-256 of the pretrained file.
     TrialLogError: see `TrialLog`.
   """
   values = sweep_defining_values(config)
+  digest = pretrained_digest(config)
   path = os.path.join(workdir, SWEEP_CONFIG_FILE)
-  recorded = None
+  record, recorded = None, None
   if os.path.exists(path):
     try:
       with open(path) as f:
-        recorded = dict(json.load(f)["values"])
+        record = json.load(f)
+      recorded = dict(record["values"])
     except (ValueError, TypeError, KeyError) as e:
       raise ConfigError(f"'{path}' is unreadable ({type(e).__name__}: {e}). Delete it and rerun: it is written "
                         "again from this config, and each trial row's config hash still keeps rows of another "
@@ -204,7 +227,25 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
           f"The sweep workdir '{workdir}' holds trials made under another config ({path}): {listed}. Its "
           "finished trials would be reported as this config's. Rerun with the values recorded there, or pass a "
           "new --workdir for a sweep with this config.")
+    made_from = record.get(PRETRAINED_DIGEST_FIELD)
+    if made_from and digest and made_from != digest:
+      raise ConfigError(
+          f"The sweep workdir '{workdir}' holds trials made from the pretrained checkpoint "
+          f"'{config.pretrained.path or config.pretrained.name}' when its SHA-256 was {made_from[:16]}..., but the "
+          f"file there now hashes to {digest[:16]}... ({path}): it has changed since (a new jpeft's mini backbone, "
+          "a re-exported checkpoint), so its finished trials would be reported as this backbone's. Pass a new "
+          "--workdir for this backbone, or put back the file the trials were made from.")
   log = TrialLog(os.path.join(workdir, TRIALS_FILE), lambda row: method_hash(values, row["method"]), write)
-  if recorded is None and write:
-    results.write_json(path, dict(hash=config_hash(values), values=values))
+  if write and recorded is None:
+    results.write_json(path, dict(hash=config_hash(values), values=values, **{PRETRAINED_DIGEST_FIELD: digest}))
+  elif write and digest and not record.get(PRETRAINED_DIGEST_FIELD):
+    # A sweep recorded before digests were: what its trials used is unknowable, so warn when the file is newer
+    # than the record, and guard its reruns from now on.
+    backbone = os.path.expanduser(config.pretrained.path or config.pretrained.name)
+    if os.path.getmtime(backbone) > os.path.getmtime(path):
+      print(f"warning: the sweep in '{workdir}' was recorded before sweeps recorded their backbone's SHA-256, and "
+            f"'{backbone}' was modified after it: if its content changed (e.g. jpeft's mini backbone did on "
+            "2026-11-30), the finished trials come from another backbone. Pass a new --workdir to be sure.",
+            file=sys.stderr)
+    results.write_json(path, dict(record, **{PRETRAINED_DIGEST_FIELD: digest}))
   return log

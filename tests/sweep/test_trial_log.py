@@ -1,12 +1,15 @@
 """The sweep's record: torn and corrupt lines of trials.jsonl, rows of another config, and a rerun of a workdir
 under another base config (refused) or a wider grid (resumed)."""
+import hashlib
 import json
 import os
 import re
+import shutil
 
+import numpy as np
 import pytest
 
-from .conftest import load_config, tiny_overrides
+from .conftest import BACKBONE, load_config, tiny_overrides
 from jpeft import peft
 from jpeft.sweep import grid, protocol, trial_log
 from jpeft.train.errors import ConfigError
@@ -157,6 +160,39 @@ def test_a_newly_registered_method_leaves_recorded_sweeps_valid(folder_root, tmp
   (tmp_path / trial_log.SWEEP_CONFIG_FILE).unlink()
   with pytest.raises(trial_log.TrialLogError, match="Line 1 of .* was made under another sweep config"):
     trial_log.open_log(changed, str(tmp_path))
+
+
+def test_a_changed_backbone_file_at_the_same_path_is_refused(folder_root, tmp_path, capsys):
+  """The backbone is named by its path in the config; its bytes are recorded too, so a rerun after the file
+  changed (a new jpeft's mini backbone at the same path) does not mix trials of two backbones."""
+  backbone = tmp_path / "backbone.npz"
+  shutil.copy(BACKBONE, backbone)
+  config = load_config(dict(tiny_overrides(folder_root), **{"pretrained.path": str(backbone)}))
+  workdir = str(tmp_path / "sweep")
+  os.makedirs(workdir)
+  trial_log.open_log(config, workdir)
+  recorded = json.loads((tmp_path / "sweep" / trial_log.SWEEP_CONFIG_FILE).read_text())
+  assert recorded[trial_log.PRETRAINED_DIGEST_FIELD] == hashlib.sha256(backbone.read_bytes()).hexdigest()
+  trial_log.open_log(config, workdir)  # same file: resumes
+
+  arrays = dict(np.load(backbone))
+  arrays["cls"] = arrays["cls"] + 1.0  # another backbone, same path and shapes
+  np.savez(backbone, **arrays)
+  with pytest.raises(ConfigError, match=r"trials made from the pretrained checkpoint .*backbone.npz.* when its "
+                     r"SHA-256 was [0-9a-f]{16}\.\.\., but the file there now hashes to [0-9a-f]{16}"):
+    trial_log.open_log(config, workdir)
+  assert json.loads((tmp_path / "sweep" / trial_log.SWEEP_CONFIG_FILE).read_text()) == recorded  # untouched
+
+  # A sweep recorded before digests existed resumes, warned when the file is newer, and is guarded from then on.
+  del recorded[trial_log.PRETRAINED_DIGEST_FIELD]
+  record_file = tmp_path / "sweep" / trial_log.SWEEP_CONFIG_FILE
+  record_file.write_text(json.dumps(recorded))
+  os.utime(backbone, (record_file.stat().st_mtime + 60,) * 2)
+  trial_log.open_log(config, workdir)
+  assert re.search(r"warning: the sweep in .* was recorded before .*backbone.npz' was modified after it",
+                   capsys.readouterr().err)
+  now = json.loads((tmp_path / "sweep" / trial_log.SWEEP_CONFIG_FILE).read_text())
+  assert now == dict(recorded, **{trial_log.PRETRAINED_DIGEST_FIELD: hashlib.sha256(backbone.read_bytes()).hexdigest()})
 
 
 def test_a_sweep_refuses_init_from_before_writing_anything(folder_root, tmp_path):
