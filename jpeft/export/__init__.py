@@ -139,7 +139,8 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") ->
   Returns:
     The paths written.
   Raises:
-    ExportError (bad format, a method that does not merge into timm's ViT), ConfigError (no checkpoint),
+    ExportError (bad format, a method that does not merge into timm's ViT), ConfigError (no checkpoint, or for
+    'timm' a pretrained file that changed since the run recorded its SHA-256),
     CheckpointError (the backbone the run points to cannot be read; needed for 'timm' only).
   """
   if format not in FORMATS:
@@ -155,6 +156,7 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") ->
     return [path]
   if not all(m.mergeable for m in methods):
     timm_state_dict({}, methods)  # raises the ExportError before the backbone is loaded for nothing
+  model_setup.check_pretrained(config, saved.meta, workdir)
   setup = model_setup.build(config)  # the frozen backbone the run trained against
   tensors = timm_state_dict(partition.combine(saved.trainable, setup.frozen), methods, config.merge_factor)
   name, kwargs = timm_architecture(config.model.variant, config.model.style, config.data.image_size,

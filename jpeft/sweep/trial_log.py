@@ -33,13 +33,13 @@ from typing import Any, Callable, Optional, Sequence
 
 from jpeft import peft
 from jpeft.sweep import grid as grid_lib
-from jpeft.train import results, run_config
+from jpeft.train import model_setup, results, run_config
 from jpeft.train.errors import ConfigError, RunError
 
 TRIALS_FILE = "trials.jsonl"
 SWEEP_CONFIG_FILE = "sweep_config.json"
 HASH_FIELD = "sweep_config"  # the row field holding the sweep config's hash
-PRETRAINED_DIGEST_FIELD = "pretrained_sha256"  # in sweep_config.json: the backbone file's SHA-256
+PRETRAINED_DIGEST_FIELD = model_setup.PRETRAINED_DIGEST  # in sweep_config.json: the backbone file's SHA-256
 
 # The base config's fields that every trial's result depends on: `run_config.RUN_DEFINING` without what each
 # trial sets (task, mode, method, optim.lr, optim.wd; peft is added by `sweep_defining_values` without the
@@ -81,19 +81,6 @@ def sweep_defining_values(config) -> dict[str, Any]:
     built[name] = {k: v for k, v in {**peft.default_hparams(name), **given}.items() if k not in cls.grid}
   values.update(run_config.leaves(json.loads(json.dumps(built)), "peft"))  # tuples as JSON lists, as recorded
   return values
-
-
-def pretrained_digest(config) -> Optional[str]:
-  """SHA-256 (hex) of the pretrained checkpoint file when config.pretrained names a local file, else None."""
-  name = config.pretrained.path or config.pretrained.name
-  path = os.path.expanduser(name) if name else ""
-  if not os.path.isfile(path):
-    return None
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 24), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def config_hash(values: dict[str, Any]) -> str:
@@ -208,7 +195,7 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
     TrialLogError: see `TrialLog`.
   """
   values = sweep_defining_values(config)
-  digest = pretrained_digest(config)
+  digest = model_setup.pretrained_digest(config)
   path = os.path.join(workdir, SWEEP_CONFIG_FILE)
   record, recorded = None, None
   if os.path.exists(path):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+import hashlib
+import os
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,42 @@ class Setup:
 def pretrained_name(config) -> Optional[str]:
   """The path if set, else the name; None or '' means random init (the from-scratch baseline)."""
   return config.pretrained.path or config.pretrained.name or None
+
+
+# Checkpoint meta / sweep_config.json key: the SHA-256 of the pretrained file the run's frozen weights came from.
+PRETRAINED_DIGEST = "pretrained_sha256"
+
+
+def pretrained_digest(config) -> Optional[str]:
+  """SHA-256 (hex) of the pretrained checkpoint when `pretrained_name(config)` is a local file, else None.
+
+  Checkpoints hold the trainable parameters only: a resumed run, WiSE-FT, export and init_from read the frozen
+  backbone from that path again, so its bytes are recorded, not only its name. Named checkpoints that jpeft
+  downloads are not hashed (each name is one file)."""
+  name = pretrained_name(config)
+  path = os.path.expanduser(name) if name else ""
+  if not os.path.isfile(path):
+    return None
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 24), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def check_pretrained(config, meta: Mapping, where: str, digest: Optional[str] = None) -> None:
+  """Raises ConfigError when the run in `where` recorded (`meta[PRETRAINED_DIGEST]`) another SHA-256 of its
+  pretrained file than that file has now (`digest`, computed if not given). Runs recorded before digests pass."""
+  recorded = meta.get(PRETRAINED_DIGEST)
+  if not recorded:
+    return
+  digest = digest or pretrained_digest(config)
+  if digest and digest != recorded:
+    raise ConfigError(
+        f"The run in '{where}' was trained on the pretrained checkpoint '{pretrained_name(config)}' when its "
+        f"SHA-256 was {recorded[:16]}..., but the file there now hashes to {digest[:16]}...: it has changed since "
+        "(a new jpeft's mini backbone, a re-exported checkpoint), and the run's frozen weights would be read from "
+        "the new file, mixing two backbones. Put back the file the run was trained on, or train the run again.")
 
 
 HEAD_INITS = ("random", "upstream", "zeroshot")

@@ -24,7 +24,7 @@ import optax
 from absl import logging
 
 from jpeft.peft import base
-from jpeft.train import checkpointing, run_config
+from jpeft.train import checkpointing, model_setup, run_config
 from jpeft.train.errors import ConfigError
 
 # Fields of the source's config that must equal the new run's: they decide what the trained parameters mean.
@@ -88,6 +88,7 @@ def check_compatible(config, source: SavedRun) -> None:
         f"{', '.join(f'{name} = {new!r}' for name, _, new in differ)}. A run can start from another only with "
         f"the same backbone, methods and model ({', '.join(INIT_DEFINING)}); set these fields as the source run "
         "had them, or leave init_from.workdir empty to start from the pretrained backbone.")
+  model_setup.check_pretrained(config, source.meta, source.workdir)
 
 
 def take_params(source: SavedRun, fresh: dict, labels: dict, keep_head: bool) -> tuple[dict, bool]:

@@ -109,11 +109,13 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
     pass
 
 
-def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None) -> dict:
+def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None,
+          pretrained_digest=None) -> dict:
   """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
   return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
               early_stopping=stopper.to_meta() if stopper else None,
-              pretrained=model_setup.pretrained_name(config), method=config.method, variant=config.model.variant,
+              pretrained=model_setup.pretrained_name(config), **{model_setup.PRETRAINED_DIGEST: pretrained_digest},
+              method=config.method, variant=config.model.variant,
               style=config.model.style, seed=config.seed, mode=config.mode, task=config.task,
               config=config.to_json())
 
@@ -123,6 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   start_time = time.time()
   lead = jax.process_index() == 0
   setup = model_setup.build(config)
+  digest = model_setup.pretrained_digest(config)
   train_data, eval_data = open_mode(config, setup.task, config.mode)
   eval_split = eval_data.name
   # The split the periodic evaluations score: early stopping's, if it names one.
@@ -151,8 +154,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   earlier = dict(wall_s=0.0, timed_images=0, timed_seconds=0.0, devices_per_launch=[])
   try:
     like = dict(trainable=trainable, opt_state=opt_state, step=0, rng=jax.random.key_data(train_key))
-    restored = ckpt.restore_newest_intact(
-        like, lambda meta: run_config.check_same_run(config, meta["config"], workdir), set_aside_damaged=lead)
+    def check_meta(meta):
+      run_config.check_same_run(config, meta["config"], workdir)
+      model_setup.check_pretrained(config, meta, workdir, digest)
+
+    restored = ckpt.restore_newest_intact(like, check_meta, set_aside_damaged=lead)
     if lead:  # what a killed process logged after its last checkpoint is replayed now: log it once
       writers.drop_after(workdir, restored[0] if restored else 0)
       results.save_init_head(workdir, setup.trainable, setup.labels)
@@ -211,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress = _progress(earlier, start_time, timed_images, timed_seconds)
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
                              rng=jax.random.key_data(train_key)),
-                  _meta(config, done, evals, skipped, progress, init_from, stopper),
+                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest),
                   best=stopper.params if stopper else None)
     ckpt.wait()
   finally:

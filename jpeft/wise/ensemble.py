@@ -45,14 +45,14 @@ class Run:
   step: int
 
 
-def _checkpoint_config(workdir: str) -> ml_collections.ConfigDict:
+def _checkpoint_meta(workdir: str) -> dict:
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
   try:
     latest = ckpt.latest_step()
     if latest is None:
       raise ConfigError(f"WiSE-FT needs a finished run, but '{workdir}' holds no checkpoint. Pass the --workdir "
                         "of a training run (python -m jpeft.main ... --workdir=<dir>).")
-    return ml_collections.ConfigDict(json.loads(ckpt.read_meta(latest)["config"]))
+    return ckpt.read_meta(latest)
   finally:
     ckpt.close()
 
@@ -60,8 +60,11 @@ def _checkpoint_config(workdir: str) -> ml_collections.ConfigDict:
 def load_run(workdir: str) -> Run:
   """Rebuilds the run in `workdir` from its newest checkpoint's config.
 
-  Raises ConfigError if there is no checkpoint, no init_head.npz, or a method has no zero-shot end."""
-  config = _checkpoint_config(workdir)
+  Raises ConfigError if there is no checkpoint, no init_head.npz, a method has no zero-shot end, or the pretrained
+  file has changed since the run recorded it."""
+  meta = _checkpoint_meta(workdir)
+  config = ml_collections.ConfigDict(json.loads(meta["config"]))
+  model_setup.check_pretrained(config, meta, workdir)  # the zero-shot end and the frozen weights come from the file
   setup = model_setup.build(config)
   unsupported = [m.name for m in setup.methods if m.wise is None]
   if unsupported:
