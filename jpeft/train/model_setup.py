@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from typing import Any, Callable, Mapping, Optional
 
 import jax
@@ -72,9 +73,17 @@ def pretrained_digest(config) -> Optional[str]:
 
 def check_pretrained(config, meta: Mapping, where: str, digest: Optional[str] = None) -> None:
   """Raises ConfigError when the run in `where` recorded (`meta[PRETRAINED_DIGEST]`) another SHA-256 of its
-  pretrained file than that file has now (`digest`, computed if not given). Runs recorded before digests pass."""
+  pretrained file than that file has now (`digest`, computed if not given). Runs checkpointed before digests
+  pass, with a warning on stderr when the file is newer than their last checkpoint."""
   recorded = meta.get(PRETRAINED_DIGEST)
   if not recorded:
+    name = pretrained_name(config)
+    path, saved = os.path.expanduser(name) if name else "", os.path.join(where, "checkpoints")
+    if os.path.isfile(path) and os.path.isdir(saved) and os.path.getmtime(path) > os.path.getmtime(saved):
+      print(f"warning: the run in '{where}' was checkpointed before runs recorded their backbone's SHA-256, and "
+            f"'{path}' was modified after its last checkpoint: if its content changed (e.g. jpeft's mini backbone "
+            "did on 2026-11-30), the frozen weights read from it now are not the ones the run trained against. "
+            "Train the run again in a new --workdir to be sure.", file=sys.stderr)
     return
   digest = digest or pretrained_digest(config)
   if digest and digest != recorded:

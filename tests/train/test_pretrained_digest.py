@@ -3,6 +3,8 @@ pretrained path again: a run records its file's SHA-256, and resuming, WiSE-FT, 
 file that changed since (as the shipped mini backbone did, at the same path)."""
 import hashlib
 import json
+import os
+import re
 import shutil
 
 import numpy as np
@@ -50,3 +52,20 @@ def test_a_run_refuses_a_pretrained_file_changed_since_it_trained(folder_root, t
   assert again["accuracy"] == first["accuracy"]
   assert json.loads((workdir / "result.json").read_text())["accuracy"] == first["accuracy"]
   wise.run([str(workdir)], [0.0, 1.0], out_dir=str(tmp_path / "wise"))
+
+
+def test_a_run_checkpointed_before_digests_warns_when_the_file_is_newer(folder_root, tmp_path, monkeypatch, capsys):
+  backbone = tmp_path / "backbone.npz"
+  shutil.copy(FIXTURE_BACKBONE, backbone)
+  overrides = tiny_overrides(folder_root, **{"pretrained.path": str(backbone), "optim.epochs": 2})
+  workdir = tmp_path / "run"
+  with monkeypatch.context() as patch:  # as jpeft did before runs recorded the digest
+    patch.setattr(model_setup, "pretrained_digest", lambda config: None)
+    trainer.run(load_config(overrides), str(workdir))
+  wise.run([str(workdir)], [0.0], out_dir=str(tmp_path / "wise_before"))
+  assert "warning" not in capsys.readouterr().err  # the file is older than the checkpoints
+  later = (workdir / "checkpoints").stat().st_mtime + 60
+  os.utime(backbone, (later, later))
+  wise.run([str(workdir)], [0.0], out_dir=str(tmp_path / "wise_after"))
+  assert re.search(r"warning: the run in .* was checkpointed before .*backbone.npz' was modified after its last "
+                   r"checkpoint", capsys.readouterr().err)
