@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from typing import Any, Callable, Optional, Sequence
 
 from jpeft import peft
@@ -228,11 +227,6 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
   elif write and digest and not record.get(PRETRAINED_DIGEST_FIELD):
     # A sweep recorded before digests were: what its trials used is unknowable, so warn when the file is newer
     # than the record, and guard its reruns from now on.
-    backbone = os.path.expanduser(config.pretrained.path or config.pretrained.name)
-    if os.path.getmtime(backbone) > os.path.getmtime(path):
-      print(f"warning: the sweep in '{workdir}' was recorded before sweeps recorded their backbone's SHA-256, and "
-            f"'{backbone}' was modified after it: if its content changed (e.g. jpeft's mini backbone did on "
-            "2026-11-30), the finished trials come from another backbone. Pass a new --workdir to be sure.",
-            file=sys.stderr)
+    model_setup.warn_if_modified_after(config, path, f"the sweep in '{workdir}' was recorded")
     results.write_json(path, dict(record, **{PRETRAINED_DIGEST_FIELD: digest}))
   return log

@@ -71,19 +71,24 @@ def pretrained_digest(config) -> Optional[str]:
   return digest.hexdigest()
 
 
+def warn_if_modified_after(config, record: str, what: str) -> None:
+  """Warns on stderr when the pretrained file is newer than `record` (a file or folder written when `what`
+  happened, before jpeft recorded SHA-256 digests): its content may have changed since, unnoticed."""
+  name = pretrained_name(config)
+  path = os.path.expanduser(name) if name else ""
+  if os.path.isfile(path) and os.path.exists(record) and os.path.getmtime(path) > os.path.getmtime(record):
+    print(f"warning: {what} before jpeft recorded its backbone's SHA-256, and '{path}' was modified after that: if "
+          "its content changed (e.g. jpeft's mini backbone did on 2026-11-30), what was trained there came from "
+          "another backbone than the one read now. Use a new --workdir to be sure.", file=sys.stderr)
+
+
 def check_pretrained(config, meta: Mapping, where: str, digest: Optional[str] = None) -> None:
   """Raises ConfigError when the run in `where` recorded (`meta[PRETRAINED_DIGEST]`) another SHA-256 of its
   pretrained file than that file has now (`digest`, computed if not given). Runs checkpointed before digests
   pass, with a warning on stderr when the file is newer than their last checkpoint."""
   recorded = meta.get(PRETRAINED_DIGEST)
   if not recorded:
-    name = pretrained_name(config)
-    path, saved = os.path.expanduser(name) if name else "", os.path.join(where, "checkpoints")
-    if os.path.isfile(path) and os.path.isdir(saved) and os.path.getmtime(path) > os.path.getmtime(saved):
-      print(f"warning: the run in '{where}' was checkpointed before runs recorded their backbone's SHA-256, and "
-            f"'{path}' was modified after its last checkpoint: if its content changed (e.g. jpeft's mini backbone "
-            "did on 2026-11-30), the frozen weights read from it now are not the ones the run trained against. "
-            "Train the run again in a new --workdir to be sure.", file=sys.stderr)
+    warn_if_modified_after(config, os.path.join(where, "checkpoints"), f"the run in '{where}' was checkpointed")
     return
   digest = digest or pretrained_digest(config)
   if digest and digest != recorded:

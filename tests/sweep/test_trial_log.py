@@ -189,7 +189,7 @@ def test_a_changed_backbone_file_at_the_same_path_is_refused(folder_root, tmp_pa
   record_file.write_text(json.dumps(recorded))
   os.utime(backbone, (record_file.stat().st_mtime + 60,) * 2)
   trial_log.open_log(config, workdir)
-  assert re.search(r"warning: the sweep in .* was recorded before .*backbone.npz' was modified after it",
+  assert re.search(r"warning: the sweep in .* was recorded before .*backbone.npz' was modified after that",
                    capsys.readouterr().err)
   now = json.loads((tmp_path / "sweep" / trial_log.SWEEP_CONFIG_FILE).read_text())
   assert now == dict(recorded, **{trial_log.PRETRAINED_DIGEST_FIELD: hashlib.sha256(backbone.read_bytes()).hexdigest()})
