@@ -217,7 +217,7 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
     if made_from and digest and made_from != digest:
       raise ConfigError(
           f"The sweep workdir '{workdir}' holds trials made from the pretrained checkpoint "
-          f"'{config.pretrained.path or config.pretrained.name}' when its SHA-256 was {made_from[:16]}..., but the "
+          f"'{model_setup.pretrained_name(config)}' when its SHA-256 was {made_from[:16]}..., but the "
           f"file there now hashes to {digest[:16]}... ({path}): it has changed since (a new jpeft's mini backbone, "
           "a re-exported checkpoint), so its finished trials would be reported as this backbone's. Pass a new "
           "--workdir for this backbone, or put back the file the trials were made from.")

@@ -54,14 +54,19 @@ def pretrained_name(config) -> Optional[str]:
 PRETRAINED_DIGEST = "pretrained_sha256"
 
 
+def _pretrained_file(config) -> str:
+  """`pretrained_name(config)` as a local path ('' for random init; need not exist)."""
+  name = pretrained_name(config)
+  return os.path.expanduser(name) if name else ""
+
+
 def pretrained_digest(config) -> Optional[str]:
   """SHA-256 (hex) of the pretrained checkpoint when `pretrained_name(config)` is a local file, else None.
 
   Checkpoints hold the trainable parameters only: a resumed run, WiSE-FT, export and init_from read the frozen
   backbone from that path again, so its bytes are recorded, not only its name. Named checkpoints that jpeft
   downloads are not hashed (each name is one file)."""
-  name = pretrained_name(config)
-  path = os.path.expanduser(name) if name else ""
+  path = _pretrained_file(config)
   if not os.path.isfile(path):
     return None
   digest = hashlib.sha256()
@@ -74,8 +79,7 @@ def pretrained_digest(config) -> Optional[str]:
 def warn_if_modified_after(config, record: str, what: str) -> None:
   """Warns on stderr when the pretrained file is newer than `record` (a file or folder written when `what`
   happened, before jpeft recorded SHA-256 digests): its content may have changed since, unnoticed."""
-  name = pretrained_name(config)
-  path = os.path.expanduser(name) if name else ""
+  path = _pretrained_file(config)
   if os.path.isfile(path) and os.path.exists(record) and os.path.getmtime(path) > os.path.getmtime(record):
     print(f"warning: {what} before jpeft recorded its backbone's SHA-256, and '{path}' was modified after that: if "
           "its content changed (e.g. jpeft's mini backbone did on 2026-11-30), what was trained there came from "
