@@ -1,7 +1,7 @@
 """DoRA, VeRA and (IA)^3 against the PyTorch PEFT library: logits, gradients, merged weights, ViT-B/16 counts.
 
 The fixture (tests/fixtures/peft_library_reference.npz, made by make_peft_library_reference.py with torch, timm
-and peft 0.21.2) wraps the timm ViT of vit_mu8.safetensors with each method, adapter weights random and non-zero.
+and peft 0.22.0) wraps the timm ViT of vit_mu8.safetensors with each method, adapter weights random and non-zero.
 Here the same weights are mapped to jpeft's parameter names by the layouts the method modules document.
 """
 import functools
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from safetensors.numpy import load_file
 
 from jpeft import peft
@@ -143,3 +144,28 @@ def test_vit_b16_trainable_counts_equal_the_peft_library(name):
 def test_ia3_on_the_fused_qkv_drops_only_peft_query_scales():
   """peft on timm's fused qkv also scales the queries: 12 blocks x 768 more than the paper's sites."""
   assert int(REF["counts/ia3_timm_fused_qkv"]) - _vit_b16_trainable_without_head("ia3", {}) == 12 * 768
+
+
+def test_vera_projections_are_drawn_as_the_library_draws_them():
+  """VeRA's frozen A, B for ViT-B/16 at r = 256 have the shapes, bounds and spread of peft's own draw
+  (kaiming-uniform, gain sqrt(2): U(+-sqrt(6 / fan_in)), fan_in = in_max for A and r for B); torch's A (r, in_max)
+  and B (out_max, r) are jpeft's transposes. A torch-Linear draw (U(+-1/sqrt(fan_in))) has a std 6x smaller."""
+  vera = peft.build_methods("vera", {"vera": {"rank": 256}})[0]
+  ctx = peft.base.Context(layer=None, depth=12, width=768, mlp_dim=3072, num_heads=12, merge_factor=1.0,
+                          deterministic=True)
+
+  class Shared(nn.Module):
+    @nn.compact
+    def __call__(self):
+      return vera.shared(self, ctx)
+
+  a, b = jax.jit(lambda: Shared().init_with_output(jax.random.key(7))[0])()
+  for which, ours in (("A", np.asarray(a).T), ("B", np.asarray(b).T)):  # to torch's layout
+    assert list(ours.shape) == REF[f"vera_init/{which}/shape"].tolist(), which
+    bound = float(REF[f"vera_init/{which}/bound"])
+    fan_in = ours.shape[1]
+    np.testing.assert_allclose(bound, np.sqrt(6 / fan_in), rtol=1e-3)  # the library's rule, read off its draw
+    assert np.abs(ours).max() <= np.sqrt(6 / fan_in) * (1 + 1e-6)
+    np.testing.assert_allclose(np.abs(ours).max(), bound, rtol=1e-2, err_msg=which)
+    np.testing.assert_allclose(ours.std(), float(REF[f"vera_init/{which}/std"]), rtol=1e-2, err_msg=which)
+    assert abs(ours.mean() - float(REF[f"vera_init/{which}/mean"])) < 0.01 * bound, which

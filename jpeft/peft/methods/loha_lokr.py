@@ -1,5 +1,5 @@
 """LyCORIS low-rank deltas: LoHa (Hadamard product of two low-rank matrices; Hyeon-Woo et al., 2022, FedPara) and
-LoKr (Kronecker product; Yeh et al., 2024), as the PyTorch `peft` library (0.21.2, `peft/tuners/loha`,
+LoKr (Kronecker product; Yeh et al., 2024), as the PyTorch `peft` library (0.22.0, `peft/tuners/loha`,
 `peft/tuners/lokr`) applies them to a timm ViT with target_modules = blocks.*.{attn.qkv, attn.proj, mlp.fc1,
 mlp.fc2}: the fused qkv, the attention output projection and both MLP layers of every block (`targets`).
 

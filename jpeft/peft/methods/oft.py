@@ -1,7 +1,7 @@
 """Orthogonal fine-tuning: OFT (Qiu et al., 2023) and BOFT, its butterfly factorisation (Liu et al., 2024).
 
 Both rotate the input of a frozen Dense by a learned orthogonal matrix R [in, in], y = (z R) W + b, i.e. the
-kernel becomes R W. As the PyTorch `peft` library (0.21.2, `peft/tuners/oft`, `peft/tuners/boft`) applies them to
+kernel becomes R W. As the PyTorch `peft` library (0.22.0, `peft/tuners/oft`, `peft/tuners/boft`) applies them to
 a timm ViT with target_modules = blocks.*.{attn.qkv, attn.proj, mlp.fc1, mlp.fc2}: the fused qkv, the attention
 output projection and both MLP layers of every block (`targets`), each with its own R. Parameter layouts are the
 library's, so its state dict loads as is (BOFT's per-output scale is stored flat, [out] instead of [out, 1]).

@@ -7,9 +7,11 @@ sized for the largest input and output among the targets, and each Dense uses it
 
   y = z W + b + lambda_b * ((dropout(z) A[:in] * lambda_d) B[:, :out])     A [in_max, r], B [r, out_max]
 
-A and B are torch-Linear (kaiming-uniform, a = sqrt(5)) initialised, as peft's, from a fixed key
-(`projection_seed`, like peft's `projection_prng_key`) and not from the run's seed: they are frozen parameters
-(label 'frozen', not saved in the adapter file) that any initialisation of the model regenerates.
+A and B are drawn as peft's `_kaiming_init` draws them (kaiming-uniform, gain sqrt(2)): U(+-sqrt(6 / fan_in)) with
+fan_in = in_max for A and fan_in = r for B (peft's torch shapes are A (r, in_max), B (out_max, r); the fan is the
+same on jpeft's transposes). The values come from a fixed key (`projection_seed`, like peft's
+`projection_prng_key`, though jax's generator gives other numbers than torch's) and not from the run's seed: they
+are frozen parameters (label 'frozen', not saved in the adapter file) that any initialisation regenerates.
 The trainable vectors: lambda_d = d_initial, lambda_b = 0 (identity at initialisation).
 With merge_factor s the update is multiplied by s; the merged kernel is W + s * (A[:in] * lambda_d) B[:, :out] *
 lambda_b (peft's `merge_and_unload` at s = 1).
@@ -25,7 +27,7 @@ from flax import linen as nn
 
 from jpeft.peft import base
 from jpeft.peft.methods.dora import SITES
-from jpeft.peft.methods.inits import TORCH_LINEAR, ZEROS
+from jpeft.peft.methods.inits import KAIMING_UNIFORM, ZEROS
 
 
 def _sizes(site: str, ctx: base.Context) -> tuple[int, int]:
@@ -63,8 +65,8 @@ class VeRA(base.Method):
     key = jax.random.key(self.projection_seed)
     key_a, key_b = jax.random.split(key)
     # The run's initialisation key is ignored: the projections depend on projection_seed only.
-    a = m.param("vera_a", lambda _, shape: TORCH_LINEAR(key_a, shape), (in_max, self.rank))
-    b = m.param("vera_b", lambda _, shape: TORCH_LINEAR(key_b, shape), (self.rank, out_max))
+    a = m.param("vera_a", lambda _, shape: KAIMING_UNIFORM(key_a, shape), (in_max, self.rank))
+    b = m.param("vera_b", lambda _, shape: KAIMING_UNIFORM(key_b, shape), (self.rank, out_max))
     return a, b
 
   def label(self, path):
