@@ -9,6 +9,11 @@ Hyperparameters: every field of the method under peft.lora (see jpeft/peft/metho
 grid, swept together with optim.lr and optim.wd:
   peft.lora.rank in (1, 8, 16, 32)
 e.g. --config.optim.lr=1e-2 --config.peft.lora.rank=32
+
+Options (the PyTorch PEFT library's; the defaults are the study's LoRA, see jpeft/peft/methods/lora.py):
+  --config.peft.lora.scaling=rslora --config.peft.lora.alpha=16   study (s = 1) | alpha_over_r | rslora
+  --config.peft.lora.init=pissa                                    study | gaussian | pissa | olora
+  --config.optim.lr_mult.peft_b=16                                 LoRA+: B trained at 16 x A's learning rate
 """
 from jpeft import config_base, peft
 

@@ -94,7 +94,7 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   # epoch_lagged: the study's exact values, its timm scheduler stepped once after each epoch, so epoch e trains
   # with epoch e-1's lr (epochs 0 and 1 both at warmup_start_lr). They differ by <= 0.19 x lr at single steps.
   config.optim.schedule_granularity = "step"
-  config.optim.lr_mult = ml_collections.ConfigDict({"head": 1.0, "peft": 1.0, "backbone": 1.0})
+  config.optim.lr_mult = ml_collections.ConfigDict({"head": 1.0, "peft": 1.0, "peft_b": 1.0, "backbone": 1.0})
   config.optim.nan_policy = "stop"  # stop | skip (skip the batch, as the study's code did)
   # With skip: the run warns when any step was skipped, and fails (keeping its final checkpoint) when more than
   # this fraction of its steps were: such a model is not what the recipe trains.

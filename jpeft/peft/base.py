@@ -104,6 +104,9 @@ def dense_weights(m, where: str) -> dict[str, Any]:
 FROZEN = "frozen"
 HEAD = "head"
 PEFT = "peft"
+# The B (up) factors of LoRA: their own group so that LoRA+ (Hayou et al., 2024) can train them faster
+# (`config.optim.lr_mult.peft_b`); counted with the method's parameters in every other respect.
+PEFT_B = "peft_b"
 BACKBONE = "backbone"
 
 
@@ -209,6 +212,16 @@ class Method:
     """
     raise NotImplementedError(f"PEFT method '{self.name}' is not re-parameterisable: it adds computation "
                               "that no plain ViT weight can express, so keep the unmerged model.")
+
+  def from_backbone(self, flat: dict[str, Any]) -> dict[str, Any]:
+    """Recomputes the frozen parameters this method derives from the pretrained weights, once these are loaded.
+
+    flat: {'/'-joined path: array} of the whole model, the pretrained weights loaded. Returns the same with the
+    derived parameters replaced (LoRA's PiSSA / OLoRA principal factors). Methods are initialised before the
+    backbone is loaded (`jpeft.train.model_setup.build`, which calls this after loading), so a parameter computed
+    from a frozen weight at initialisation saw random weights. Identity by default.
+    """
+    return flat
 
   def hparams(self) -> dict[str, Any]:
     """The hyperparameter fields as a plain dict (what `build_methods` takes back)."""

@@ -23,9 +23,9 @@ def unflatten(flat: Mapping[str, object]) -> dict:
   return traverse_util.unflatten_dict(dict(flat), sep="/")
 
 
-# When several methods claim a path, the most specific group wins: a module a method inserted stays 'peft'
-# even under 'full', which claims every path as 'backbone'.
-_PRIORITY = (base.HEAD, base.PEFT, base.BACKBONE)
+# When several methods claim a path, the most specific group wins: a module a method inserted stays 'peft' (or
+# 'peft_b', LoRA's B factors) even under 'full', which claims every path as 'backbone'.
+_PRIORITY = (base.HEAD, base.PEFT_B, base.PEFT, base.BACKBONE)
 
 
 # The classifier: the head, and CLIP's visual projection when a model keeps it (the study's robustness head is

@@ -7,7 +7,7 @@ import numpy as np
 
 from jpeft.peft import base, partition
 
-_GROUPS = (base.HEAD, base.PEFT, base.BACKBONE, base.FROZEN)
+_GROUPS = (base.HEAD, base.PEFT, base.PEFT_B, base.BACKBONE, base.FROZEN)
 
 
 def count_params(params: Mapping, labels: Mapping[str, str]) -> dict[str, int]:
@@ -29,5 +29,6 @@ def summary(params: Mapping, labels: Mapping[str, str]) -> str:
   c = count_params(params, labels)
   lines = [f"trainable params: {c['trainable']:,} || all params: {c['total']:,} || "
            f"trainable%: {100 * c['trainable'] / max(c['total'], 1):.4f}"]
-  lines += [f"  {group}: {c[group]:,}" for group in _GROUPS]
+  # peft_b (LoRA's B factors, LoRA+'s group) only where a method has it, so other methods' summaries keep their form
+  lines += [f"  {group}: {c[group]:,}" for group in _GROUPS if group != base.PEFT_B or c[group]]
   return "\n".join(lines)

@@ -123,7 +123,7 @@ class GroupRunner:
     # `model_setup.build` already compiled, so no chunk size compiles an init of its own.
     init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
     fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
-    per_seed = lambda path: self.setup.labels[path] in (base.HEAD, base.PEFT) and path not in self.setup.loaded
+    per_seed = lambda path: self.setup.labels[path] in (base.HEAD, base.PEFT, base.PEFT_B) and path not in self.setup.loaded
     return {path: np.stack([fresh[s][path] for s in seeds]) if per_seed(path)
             else np.broadcast_to(value, (len(seeds), *np.shape(value)))
             for path, value in self.setup.trainable.items()}

@@ -51,6 +51,8 @@ PER_TRIAL = ("optim.lr", "optim.wd")
 _ADDED_DEFINING = ("data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing",
                    "early_stopping.patience", "early_stopping.metric", "early_stopping.split")
 
+_ADDED_INSIDE = ("optim.lr_mult.peft_b", "peft.lora.scaling", "peft.lora.alpha", "peft.lora.init")
+
 
 class TrialLogError(RunError):
   """trials.jsonl holds a line this sweep cannot use; the message names the line and what to do."""
@@ -79,7 +81,9 @@ def sweep_defining_values(config) -> dict[str, Any]:
     given = config.peft[name].to_dict() if name in config.peft else {}
     built[name] = {k: v for k, v in {**peft.default_hparams(name), **given}.items() if k not in cls.grid}
   values.update(run_config.leaves(json.loads(json.dumps(built)), "peft"))  # tuples as JSON lists, as recorded
-  return values
+  # Fields added inside recorded blocks (optim, peft.<method>) count only when not at their default, so sweeps
+  # recorded before them keep their hash.
+  return {k: v for k, v in values.items() if not (k in _ADDED_INSIDE and v == run_config.ADDED_FIELDS[k])}
 
 
 def config_hash(values: dict[str, Any]) -> str:

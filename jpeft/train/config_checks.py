@@ -51,7 +51,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(o.eps > 0, "optim.eps", o.eps, "positive")
   _require(o.min_lr >= 0, "optim.min_lr", o.min_lr, "non-negative")
   _require(o.warmup_start_lr >= 0, "optim.warmup_start_lr", o.warmup_start_lr, "non-negative")
-  groups = ("head", "peft", "backbone")
+  groups = ("head", "peft", "peft_b", "backbone")
   _require(set(o.lr_mult) == set(groups), "optim.lr_mult", dict(o.lr_mult), f"exactly the keys {groups}")
   for group in groups:
     _require(o.lr_mult[group] >= 0, f"optim.lr_mult.{group}", o.lr_mult[group], "non-negative")

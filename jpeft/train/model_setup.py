@@ -28,7 +28,7 @@ class Setup:
     task: the `jpeft.data.tasks.Task`.
     model: the linen ViT with the run's methods.
     methods: the PEFT methods.
-    labels: flat path -> group ('head' | 'peft' | 'backbone' | 'frozen').
+    labels: flat path -> group ('head' | 'peft' | 'peft_b' | 'backbone' | 'frozen').
     trainable, frozen: flat {path: array} parameter dicts (host arrays).
     init_params: jitted PRNG key -> the model's freshly initialised (nested) parameters; compiled once here,
       so callers that initialise other seeds (the sweep) reuse the program.
@@ -165,6 +165,10 @@ def build(config) -> Setup:
     backbone = checkpoints.load_pretrained(name, target=params, style=config.model.style)
     params, _ = checkpoints.merge_into(params, backbone)
     loaded |= set(partition.flatten(backbone))
+    flat = partition.flatten(params)
+    for method in methods:  # what a method derives from the frozen weights (PiSSA's factors) follows the backbone
+      flat = method.from_backbone(flat)
+    params = partition.unflatten(flat)
   if config.head_init == "zeroshot":
     head = zeroshot.zeroshot_config_head(config, task.num_classes)
     params, _ = checkpoints.merge_into(params, head)

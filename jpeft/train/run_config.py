@@ -33,7 +33,9 @@ ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "hea
                 "data.augment_final_only": False, "data.center_crop": False, "data.subset": "", "data.tune_split": 0,
                 "data.subset_index_file": None, "data.eval_resize": "short_side",
                 "data.randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0, "data.random_erasing": 0.0,
-                "early_stopping.patience": 0, "early_stopping.metric": "accuracy", "early_stopping.split": ""}
+                "early_stopping.patience": 0, "early_stopping.metric": "accuracy", "early_stopping.split": "",
+                "optim.lr_mult.peft_b": 1.0, "peft.lora.scaling": "study", "peft.lora.alpha": 8.0,
+                "peft.lora.init": "study"}
 
 
 def leaves(tree: Any, prefix: str) -> dict[str, Any]:

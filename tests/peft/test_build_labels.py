@@ -35,7 +35,7 @@ def test_every_grid_value_builds():
     ("lorra", {}, r"Unknown PEFT method 'lorra'.*'lora'"),
     ("lora+", {}, r"malformed"),
     ("lora+lora", {}, r"'lora' appears twice"),
-    ("lora", {"lora": {"r": 8}}, r"\['r'\].*Valid fields: \['dropout', 'rank'\]"),
+    ("lora", {"lora": {"r": 8}}, r"\['r'\].*Valid fields: \['alpha', 'dropout', 'init', 'rank', 'scaling'\]"),
     ("lora", {"lora": {"rank": 0}}, r"rank=0 is invalid"),
     ("fact_tt", {"fact_tt": {"rank": 2.5}}, r"rank=2.5 is invalid"),
     ("vpt_deep", {"vpt_deep": {"num_tokens": -5}}, r"num_tokens=-5 is invalid"),

@@ -52,3 +52,26 @@ def test_lora_trains_only_adapters_and_head(folder_root, tmp_path):
   assert not any("lora" in p for p in partition.flatten(merged))
   logits = vit.create_model("mu/8", num_classes=47).apply({"params": merged}, val["image"])
   np.testing.assert_allclose(np.asarray(logits), out["logits"], rtol=1e-4, atol=1e-5)
+
+
+def test_pissa_factors_follow_the_loaded_backbone(folder_root, tmp_path):
+  """model_setup.build derives PiSSA's frozen principal factors from the pretrained weights, not the random ones
+  the methods were initialised with, so the model at step 0 is the backbone."""
+  from jpeft.peft.methods.lora import principal_factors
+  plain = vit.create_model("mu/8", num_classes=0)
+  backbone = plain.init(jax.random.PRNGKey(7), jnp.zeros((1, 32, 32, 3)))["params"]
+  npz = str(tmp_path / "backbone.npz")
+  checkpoints.save_npz(backbone, npz, num_heads=2)
+  config = load_config(tiny_overrides(folder_root, **{"method": "lora", "pretrained.path": npz}))
+  config.peft.lora = {"init": "pissa", "rank": 2}
+  setup = model_setup.build(config)
+  kernel = partition.flatten(backbone)["encoder/block_1/attn/qkv/kernel"]
+  a0, b0 = principal_factors(kernel, 2, 1.0, "pissa")
+  np.testing.assert_allclose(setup.frozen["encoder/block_1/attn/lora_principal_a"] @
+                             setup.frozen["encoder/block_1/attn/lora_principal_b"], a0 @ b0, atol=1e-5)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  params = partition.combine(setup.trainable, setup.frozen)
+  plain_head = vit.create_model("mu/8", num_classes=setup.task.num_classes)
+  np.testing.assert_allclose(setup.model.apply({"params": params}, x),
+                             plain_head.apply({"params": {**backbone, "head": params["head"]}}, x),
+                             rtol=1e-4, atol=1e-4)

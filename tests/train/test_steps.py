@@ -13,7 +13,7 @@ from jpeft.train import optim, steps
 def _optim_config(**kw):
   config = ml_collections.ConfigDict(dict(lr=1e-3, wd=1e-4, b1=0.9, b2=0.999, eps=1e-8, epochs=100,
                                           warmup_epochs=10, warmup_start_lr=1e-6, min_lr=1e-5,
-                                          lr_mult={"head": 1.0, "peft": 1.0, "backbone": 1.0},
+                                          lr_mult={"head": 1.0, "peft": 1.0, "peft_b": 1.0, "backbone": 1.0},
                                           schedule_granularity="step"))
   config.update(kw)
   return config
