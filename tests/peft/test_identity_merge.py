@@ -20,7 +20,7 @@ def test_identity_at_init(name, composed_init, images):
   """The method's own initial parameters (from the composed init: same names and initialisers) on the plain
   weights give the plain logits."""
   model, (method,) = make(name, {**HPARAMS, "convpass": {**HPARAMS["convpass"], "conv_init": "identity"}})
-  own = {k: v for k, v in composed_init.items() if method.label(tuple(k.split("/"))) == peft.PEFT}
+  own = {k: v for k, v in composed_init.items() if method.label(tuple(k.split("/"))) in (peft.PEFT, peft.PEFT_B)}
   assert own  # the method did insert parameters
   params = partition.unflatten({**plain_params(), **own})
   np.testing.assert_allclose(apply(model, params, images), _plain_logits(images), rtol=1e-5, atol=1e-5)
