@@ -160,6 +160,8 @@ class Block(nn.Module):
       extra = method.parallel(self, where, x, z, ctx)
       if extra is not None:
         out = out + drop_path(extra)
+    for method in self.methods:
+      out = method.after_residual(self, where, out, ctx)
     return out
 
   @nn.compact

@@ -14,6 +14,8 @@ Insertion points (see `jpeft/models/vit.py`):
   activation       the MLP's hidden activation a = act(fc1(z)) [B, T, mlp_dim] -> the input of fc2 ((IA)^3)
   before_sublayer  z = LN(x) -> z' fed to the sublayer (sequential-before adapters); where in {'attn', 'mlp'}
   after_sublayer   sublayer output h -> h' (sequential-after adapters, residual gammas), before drop path
+  after_residual   the residual stream after a sublayer's residual sum, x + DP(h) (+ parallel branches) -> x'
+                   (Adapter+'s post-adapter, which reads and adds to the stream after the MLP's sum)
   parallel         an extra residual branch computed from (x, z), added through its own drop path
   tokens           extra tokens inserted before a block (prompts, query tokens)
   pool             the pooled feature and the collected outputs of query tokens -> final feature
@@ -183,6 +185,9 @@ class Method:
 
   def after_sublayer(self, m, where: str, h, ctx: Context):
     return h
+
+  def after_residual(self, m, where: str, x, ctx: Context):
+    return x
 
   def parallel(self, m, where: str, x, z, ctx: Context):
     """Returns an extra residual term [B, T, D] or None."""

@@ -51,7 +51,8 @@ PER_TRIAL = ("optim.lr", "optim.wd")
 _ADDED_DEFINING = ("data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing",
                    "early_stopping.patience", "early_stopping.metric", "early_stopping.split")
 
-_ADDED_INSIDE = ("optim.lr_mult.peft_b", "peft.lora.scaling", "peft.lora.alpha", "peft.lora.init")
+_ADDED_INSIDE = ("optim.lr_mult.peft_b", "peft.lora.scaling", "peft.lora.alpha", "peft.lora.init", "peft.adapter.init",
+                 "peft.adapter.nonlinearity", "peft.adapter.drop_path")
 
 
 class TrialLogError(RunError):

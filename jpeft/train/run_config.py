@@ -35,7 +35,8 @@ ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "hea
                 "data.randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0, "data.random_erasing": 0.0,
                 "early_stopping.patience": 0, "early_stopping.metric": "accuracy", "early_stopping.split": "",
                 "optim.lr_mult.peft_b": 1.0, "peft.lora.scaling": "study", "peft.lora.alpha": 8.0,
-                "peft.lora.init": "study"}
+                "peft.lora.init": "study", "peft.adapter.init": "study", "peft.adapter.nonlinearity": "relu",
+                "peft.adapter.drop_path": 0.0}
 
 
 def leaves(tree: Any, prefix: str) -> dict[str, Any]:

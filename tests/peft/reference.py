@@ -138,7 +138,8 @@ class Reference:
           "sublayers", default_sublayers):
         continue
       if name == "adapter":
-        total = total + self.bottleneck(bp, "adapter", f"adapter_{where}", t, relu)
+        act = gelu if self.hp[name].get("nonlinearity", "relu") == "gelu" else relu
+        total = total + self.bottleneck(bp, "adapter", f"adapter_{where}", t, act)
       elif name == "convpass":
         total = total + self.convpass(bp, where, t, front, grid)
       else:
@@ -189,7 +190,8 @@ class Reference:
     if "adaptformer" in self.names and where == "mlp":
       out = out + self.bottleneck(bp, "adaptformer", "adaptformer", x, relu)
     out = out + self.wired(bp, where, "parallel_pre_ln", x, front, grid)
-    return out + self.wired(bp, where, "parallel_post_ln", z, front, grid)
+    out = out + self.wired(bp, where, "parallel_post_ln", z, front, grid)
+    return out + self.wired(bp, where, "post", out, front, grid)
 
   def __call__(self, images):
     p, patch = self.p, self.patch

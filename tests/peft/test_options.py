@@ -22,6 +22,10 @@ VARIANTS = [
     ("adapter", {"style": "parallel_pre_ln"}),
     ("adapter", {"style": "parallel_post_ln", "sublayers": ("attn",)}),
     ("adapter", {"style": "sequential_before", "learnable_scale": True}),
+    # Adapter+: post-adapter after the MLP's residual sum, channel-wise scale, GELU (drop path: identity in eval)
+    ("adapter", {"style": "post", "sublayers": ("mlp",), "learnable_scale": "channel", "nonlinearity": "gelu",
+                 "drop_path": 0.1}),
+    ("convpass", {"style": "post", "learnable_scale": "channel"}),
     ("convpass", {"style": "sequential_after", "learnable_scale": True}),
     ("convpass", {"style": "sequential_before", "sublayers": ("mlp",)}),
     ("repadapter", {"style": "sequential_after"}),
@@ -64,6 +68,10 @@ def test_vpt_deep_prompts_only_the_last_blocks():
     ("convpass", {"sublayers": ("attention",)}, r"sublayers=\('attention',\) is invalid"),
     ("repadapter", {"sublayers": ("mlp", "mlp")}, r"sublayers=\('mlp', 'mlp'\) is invalid.*distinct"),
     ("repadapter", {"learnable_scale": "yes"}, r"learnable_scale='yes' is invalid"),
+    ("adapter", {"learnable_scale": "channels"}, r"learnable_scale='channels' is invalid.*'channel'"),
+    ("adapter", {"init": "kaiming"}, r"init='kaiming' is invalid"),
+    ("adapter", {"nonlinearity": "silu"}, r"nonlinearity='silu' is invalid"),
+    ("adapter", {"drop_path": 1.0}, r"drop_path=1.0 is invalid"),
     ("vpt_deep", {"num_layers": -1}, r"num_layers=-1 is invalid"),
     ("vpt_shallow", {"keep_prompts": 0}, r"keep_prompts=0 is invalid"),
     ("selective", {"parts": ("qkv", "fc3")}, r"parts=\('qkv', 'fc3'\) is invalid.*'fc1'"),
@@ -148,3 +156,42 @@ def test_sweep_grid_accepts_the_new_fields():
                                 ("repadapter", "sublayers", (("attn",), ("attn", "mlp")))]:
     trials = grid.expand("dtd", method, {"lr": (1e-3,), "wd": (1e-4,), "seeds": (42,), method: {field: values}})
     assert [dict(t.hparams)[f"{method}.{field}"] for t in trials] == list(values)
+
+
+def test_channel_scale_starts_at_one_per_channel_and_folds_into_repadapter(images):
+  """learnable_scale='channel': a [D] gain per module, ones at init; RepAdapter's merge folds it exactly."""
+  _, _, params = init("adapter", _config("adapter", {"learnable_scale": "channel", "sublayers": ("mlp",)}),
+                      at_init=True)
+  scales = {k: v for k, v in partition.flatten(params).items() if k.endswith("_scale")}
+  assert sorted(scales) == ["encoder/block_0/adapter_mlp_scale", "encoder/block_1/adapter_mlp_scale"]
+  assert all(np.shape(v) == (32,) and np.all(np.asarray(v) == 1.0) for v in scales.values())
+  for style in ("sequential_before", "sequential_after"):
+    config = _config("repadapter", {"style": style, "learnable_scale": "channel"})
+    model, methods, params = init("repadapter", config)  # random gains, not ones
+    merged = jax.jit(lambda p: peft.merge(p, methods, 0.7))(params)
+    np.testing.assert_allclose(apply(make("linear")[0], merged, images), apply(model, params, images, 0.7),
+                               rtol=2e-4, atol=2e-4, err_msg=style)
+
+
+def test_adapter_plus_initialisation_and_drop_path(images):
+  """init='houlsby': kernels N(0, 0.01^2) truncated at +-2 std (Adapter+'s code), biases 0; drop_path drops
+  whole examples' module outputs in training only."""
+  hp = {"bottleneck": 64, "style": "post", "sublayers": ("mlp",), "learnable_scale": "channel", "scale": 1.0,
+        "init": "houlsby", "nonlinearity": "gelu", "dropout": 0.0, "drop_path": 0.5}
+  model, _, params = init("adapter", {"adapter": hp}, at_init=True)
+  flat = partition.flatten(params)
+  kernels = np.concatenate([np.ravel(flat[f"encoder/block_{i}/adapter_mlp_{d}/kernel"]) for i in (0, 1)
+                            for d in ("down", "up")])
+  assert np.abs(kernels).max() <= 0.02 + 1e-7
+  np.testing.assert_allclose(kernels.std(), 0.01 * 0.8796, rtol=0.05)  # a N(0, 1) cut at +-2 has std 0.8796
+  assert not any(np.any(flat[f"encoder/block_{i}/adapter_mlp_{d}/bias"]) for i in (0, 1) for d in ("down", "up"))
+  # Training mode: with rate 0.5, some examples keep the module (x2) and some lose it; eval: deterministic.
+  model_nodrop, _ = make("adapter", {"adapter": {**hp, "drop_path": 0.0}})
+  big = {k: (v * 100 if "adapter" in k and k.endswith("kernel") else v) for k, v in flat.items()}
+  big = partition.unflatten(big)
+  x = jnp.concatenate([images] * 4)
+  train = np.asarray(jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True, rngs={"dropout": k}))(
+      big, x, jax.random.key(5)))
+  evaluated = apply(model, big, x)
+  np.testing.assert_allclose(evaluated, apply(model_nodrop, big, x), rtol=1e-5, atol=1e-5)
+  assert np.abs(train - evaluated).max() > 1e-3

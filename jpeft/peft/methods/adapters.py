@@ -25,7 +25,10 @@ SUBLAYERS = ("attn", "mlp")
 #   parallel_post_ln   x <- x + DP(Sub(z)) + DP(M(z))
 #   sequential_after   x <- x + DP(h + M(h))
 #   sequential_before  x <- x + DP(Sub(z + M(z)))
-STYLES = ("parallel_pre_ln", "parallel_post_ln", "sequential_after", "sequential_before")
+#   post               x <- x + DP(Sub(z)); x <- x + M(x)   (Adapter+'s post-adapter, Steitz and Roth, 2024: M
+#                      reads the stream after the sublayer's residual sum, and the next sublayer reads its output)
+STYLES = ("parallel_pre_ln", "parallel_post_ln", "sequential_after", "sequential_before", "post")
+LEARNABLE_SCALES = (False, True, "channel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +59,10 @@ class _Bottleneck(base.Method):
     h = nn.Dropout(self.dropout)(h, ctx.deterministic)
     y = nn.Dense(x.shape[-1], dtype=m.dtype, kernel_init=self.up_init, bias_init=self.bias_init,
                  name=f"{prefix}_up")(h)
-    return self.output_scale(m, prefix, ctx) * y
+    return self.output_scale(m, prefix, ctx, x.shape[-1]) * y
 
-  def output_scale(self, m, prefix: str, ctx):
-    """What the module `prefix`'s output is multiplied by: merge_factor * s."""
+  def output_scale(self, m, prefix: str, ctx, width: int):
+    """What the module `prefix`'s output (width `width`) is multiplied by: merge_factor * s."""
     return ctx.merge_factor * self.scale
 
 
@@ -72,12 +75,13 @@ class _Wired(_Bottleneck):
   Attributes:
     sublayers: the sublayers that get a module (one each), any of 'attn', 'mlp'.
     style: one of STYLES (see the top of this file).
-    learnable_scale: also multiply M's output by a learnable scalar '<method>_<sublayer>_scale' initialised
-      to 1; the study's adapter_scaler='learnable_scalar' is this with scale = 1.
+    learnable_scale: also multiply M's output by a learnable '<method>_<sublayer>_scale' initialised to 1:
+      True, a scalar (the study's adapter_scaler='learnable_scalar' is this with scale = 1); 'channel', a
+      vector [D], one gain per output channel (Adapter+'s channel-wise scaling); False, none.
   """
   sublayers: tuple[str, ...] = SUBLAYERS
   style: str = "sequential_after"
-  learnable_scale: bool = False
+  learnable_scale: bool | str = False
 
   def validate(self):
     super().validate()
@@ -85,15 +89,17 @@ class _Wired(_Bottleneck):
                  len(set(self.sublayers)) == len(self.sublayers) and set(self.sublayers) <= set(SUBLAYERS),
                  f"a non-empty tuple of distinct names from {list(SUBLAYERS)}, e.g. ('mlp',)")
     self.require("style", self.style in STYLES, f"one of {list(STYLES)}")
-    self.require("learnable_scale", isinstance(self.learnable_scale, bool), "True or False")
+    self.require("learnable_scale", any(self.learnable_scale is v or (isinstance(v, str) and self.learnable_scale == v)
+                                        for v in LEARNABLE_SCALES), "True (a scalar), 'channel' or False")
 
-  def output_scale(self, m, prefix, ctx):
-    factor = super().output_scale(m, prefix, ctx)
-    if self.learnable_scale:
+  def output_scale(self, m, prefix, ctx, width):
+    factor = super().output_scale(m, prefix, ctx, width)
+    if self.learnable_scale is not False:
       # One more factor of the output, so `scale` still only multiplies M's output: the sweep's folding of
       # `scale` into the traced merge_factor (jpeft/sweep/grid.py, FOLDABLE) stays exact, as the forward pass
       # and every gradient depend on merge_factor * scale alone.
-      factor = factor * m.param(f"{prefix}_scale", nn.initializers.ones, ())
+      shape = (width,) if self.learnable_scale == "channel" else ()
+      factor = factor * m.param(f"{prefix}_scale", nn.initializers.ones, shape)
     return factor
 
   def output(self, m, where: str, x, ctx):
@@ -108,6 +114,9 @@ class _Wired(_Bottleneck):
 
   def after_sublayer(self, m, where, h, ctx):
     return h + self.output(m, where, h, ctx) if self._wired(where, "sequential_after") else h
+
+  def after_residual(self, m, where, x, ctx):
+    return x + self.output(m, where, x, ctx) if self._wired(where, "post") else x
 
   def parallel(self, m, where, x, z, ctx):
     if self._wired(where, "parallel_pre_ln"):
@@ -131,18 +140,62 @@ class AdaptFormer(_Bottleneck):
     return self.module(m, self.name, x, ctx) if where == "mlp" else None
 
 
+# Houlsby et al.'s initialisation as Adapter+'s code draws it: N(0, 0.01^2) truncated at +-2 std, biases zero.
+# (jax's truncated_normal scales a standard normal truncated to [-2, 2] by 0.01: torch's trunc_normal_(std=0.01,
+# a=-0.02, b=0.02).)
+HOULSBY = nn.initializers.truncated_normal(0.01, lower=-2.0, upper=2.0)
+_ADAPTER_INITS = {"study": (XAVIER, XAVIER, nn.initializers.normal(1e-6)), "houlsby": (HOULSBY, HOULSBY, ZEROS)}
+_ACTS = {"relu": nn.relu, "gelu": lambda x: nn.gelu(x, approximate=False)}
+
+
 @base.register
 @dataclasses.dataclass(frozen=True)
 class Adapter(_Wired):
-  """Houlsby adapter: by default sequential-after on both sublayers, h + M(h) (Houlsby et al., 2019)."""
+  """Houlsby adapter: by default sequential-after on both sublayers, h + M(h) (Houlsby et al., 2019).
+
+  Attributes (beyond `_Wired`'s):
+    init: 'study' (the study's code: Xavier kernels, biases N(0, 1e-12)) or 'houlsby' (kernels N(0, 0.01^2)
+      truncated at +-2 std, biases 0, as Adapter+'s code).
+    nonlinearity: the bottleneck's activation, 'relu' (the study's) or 'gelu' (exact, Adapter+'s).
+    drop_path: stochastic depth on the module's output, one Bernoulli per example (Adapter+'s 0.1; at rate p
+      the kept output is scaled by 1 / (1 - p), as timm's DropPath).
+  Adapter+ (Steitz and Roth, CVPR 2024) is style='post', sublayers=('mlp',), learnable_scale='channel',
+  scale=1, init='houlsby', nonlinearity='gelu', dropout=0, drop_path=0.1 (configs/vtab_adapter_plus.py).
+  """
   name: ClassVar[str] = "adapter"
   grid: ClassVar[dict] = {"bottleneck": (4, 8, 16, 32), "scale": (0.01, 0.1, 1, 10)}
-  up_init: ClassVar[Callable] = staticmethod(XAVIER)
-  bias_init: ClassVar[Callable] = staticmethod(nn.initializers.normal(1e-6))
   scale: float = 0.1
+  init: str = "study"
+  nonlinearity: str = "relu"
+  drop_path: float = 0.0
+
+  def validate(self):
+    super().validate()
+    self.require("init", self.init in _ADAPTER_INITS, f"one of {sorted(_ADAPTER_INITS)}")
+    self.require("nonlinearity", self.nonlinearity in _ACTS, f"one of {sorted(_ACTS)}")
+    self.require_rate("drop_path")
+
+  @property
+  def down_init(self):
+    return _ADAPTER_INITS[self.init][0]
+
+  @property
+  def up_init(self):
+    return _ADAPTER_INITS[self.init][1]
+
+  @property
+  def bias_init(self):
+    return _ADAPTER_INITS[self.init][2]
+
+  @property
+  def act(self):
+    return _ACTS[self.nonlinearity]
 
   def output(self, m, where, x, ctx):
-    return self.module(m, f"{self.name}_{where}", x, ctx)
+    out = self.module(m, f"{self.name}_{where}", x, ctx)
+    if self.drop_path == 0:
+      return out
+    return nn.Dropout(self.drop_path, broadcast_dims=tuple(range(1, out.ndim)))(out, ctx.deterministic)
 
 
 @base.register
@@ -236,7 +289,7 @@ class RepAdapter(_Wired):
     bias = m.param(f"{prefix}_b_bias", ZEROS, (width,))
     grouped = a.reshape(*a.shape[:-1], groups, self.bottleneck // groups)
     b = jnp.einsum("...gi,gio->...go", grouped, kernel.astype(a.dtype)).reshape(x.shape) + bias.astype(a.dtype)
-    return self.output_scale(m, prefix, ctx) * b
+    return self.output_scale(m, prefix, ctx, width) * b
 
   def merge(self, flat, merge_factor=1.0):
     if self.style not in self._FOLD_INTO:
@@ -252,7 +305,10 @@ class RepAdapter(_Wired):
         ka, ba = flat.pop(a_kernel), flat.pop(f"{scope}/{prefix}_a/bias")
         kb = jax.scipy.linalg.block_diag(*flat.pop(f"{scope}/{prefix}_b_kernel"))  # [b, D]
         bb = flat.pop(f"{scope}/{prefix}_b_bias")
-        c = merge_factor * self.scale * (flat.pop(f"{scope}/{prefix}_scale") if self.learnable_scale else 1)
+        if self.learnable_scale is not False:  # a scalar or one gain per output channel: scales Kb's columns
+          gain = flat.pop(f"{scope}/{prefix}_scale")
+          kb, bb = kb * gain, bb * gain
+        c = merge_factor * self.scale
         # t + M(t) = t P + q with P = I + c Ka Kb, q = c (ba Kb + bb), for the Dense (W, b) it folds into:
         # before, the Dense reads t P + q (W <- P W, b <- b + q W); after, its output y gives y P + q
         # (W <- W P, b <- b P + q).
