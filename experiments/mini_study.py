@@ -56,6 +56,7 @@ def mini_grid():
       "lokr": dict(rank=(8,)),
       "dora": dict(rank=(8,)),
       "vera": dict(rank=(256,)),
+      "hra": dict(rank=(8,)),
   }
   for method, fields in small.items():
     if method in grid:
