@@ -57,6 +57,7 @@ def mini_grid():
       "dora": dict(rank=(8,)),
       "vera": dict(rank=(256,)),
       "hra": dict(rank=(8,)),
+      "road": dict(variant=("road_1",)),
   }
   for method, fields in small.items():
     if method in grid:

@@ -29,6 +29,8 @@ HPARAMS = {
     "selective": {"blocks": (1,), "parts": ("mlp",)},
     "dora": {"rank": 3},
     "vera": {"rank": 4},
+    "hra": {"rank": 4},
+    "road": {"group_size": 8},  # divides mu's widths (32, 64, 96)
 }
 
 

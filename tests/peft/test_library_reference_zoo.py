@@ -30,6 +30,8 @@ def _to_jpeft(method: str, key: str, value: np.ndarray) -> tuple[str, np.ndarray
   _, block, scope, site, name = key.split(".", 4)
   if method == "hra":
     return f"encoder/block_{block}/{scope}/hra_{site}_u", value
+  if method == "road":  # road_theta / road_alpha
+    return f"encoder/block_{block}/{scope}/road_{site}_{name.split('_')[1]}", value
   raise KeyError(method)
 
 
@@ -111,3 +113,16 @@ def test_vit_b16_trainable_counts_equal_the_library():
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))["params"]
     got = peft.count_params(params, partition.label_params(params, methods))
     assert got["trainable"] - got["head"] == case["trainable"], name
+
+
+@pytest.mark.parametrize("method,hparams,match", [
+    ("hra", {"rank": 0}, r"rank=0 is invalid"),
+    ("road", {"variant": "road_3"}, r"variant='road_3' is invalid, it must be one of \('road_1', 'road_2', 'road_4'\)"),
+    ("road", {"group_size": 5}, r"group_size=5 is invalid, it must be an even integer"),
+    ("road", {"group_size": 64}, r"group_size=64 does not divide the output width 96 of the Dense 'qkv'"),
+])
+def test_bad_hyperparameters_are_named(method, hparams, match):
+  with pytest.raises(ValueError, match=match):
+    methods = peft.build_methods(method, {method: hparams})
+    model = vit.create_model("mu/8", num_classes=5, methods=methods)
+    jax.eval_shape(model.init, jax.random.key(0), REF["images"][:1])
