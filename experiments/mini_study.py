@@ -58,6 +58,10 @@ def mini_grid():
       "vera": dict(rank=(256,)),
       "hra": dict(rank=(8,)),
       "road": dict(variant=("road_1",)),
+      "fourierft": dict(n_frequency=(1000,)),
+      "c3a": dict(block_size=(64,)),
+      "glora": dict(rank=(8,)),
+      "pvera": dict(rank=(256,)),
   }
   for method, fields in small.items():
     if method in grid:

@@ -63,9 +63,13 @@ def test_layer_scale_starts_at_timms_init_value_and_trains_with_drop_path():
   assert np.all(np.isfinite(dropped)) and not np.allclose(dropped, _logits(_model(), partition.flatten(params)))
 
 
+# Defaults sized for ViT-B/16 that the tiny widths (32, 64, 96) cannot take: group and block sizes must divide them.
+_TINY = {"road": {"group_size": 8}, "c3a": {"block_size": 16}}
+
+
 @pytest.mark.parametrize("name", sorted(base.registry()))
 def test_every_method_runs_and_merges_on_dinov2(name):
-  methods = peft.build_methods(name, {})
+  methods = peft.build_methods(name, _TINY)
   model = _model(methods)
   flat = _random(model, seed=1)
   labels = partition.label_params(partition.unflatten(flat), methods)

@@ -31,6 +31,10 @@ HPARAMS = {
     "vera": {"rank": 4},
     "hra": {"rank": 4},
     "road": {"group_size": 8},  # divides mu's widths (32, 64, 96)
+    "fourierft": {"n_frequency": 50, "scaling": 30.0},
+    "c3a": {"block_size": 16},
+    "glora": {"rank": 4},
+    "pvera": {"rank": 4},
 }
 
 

@@ -14,6 +14,7 @@ from jpeft import peft
 from jpeft.checkpoints import statedict
 from jpeft.models import vit
 from jpeft.peft import partition
+from jpeft.peft.methods import fourierft
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 REF = dict(np.load(os.path.join(FIXTURES, "peft_library_reference_zoo.npz")))
@@ -32,7 +33,36 @@ def _to_jpeft(method: str, key: str, value: np.ndarray) -> tuple[str, np.ndarray
     return f"encoder/block_{block}/{scope}/hra_{site}_u", value
   if method == "road":  # road_theta / road_alpha
     return f"encoder/block_{block}/{scope}/road_{site}_{name.split('_')[1]}", value
+  if method == "fourierft":
+    return f"encoder/block_{block}/{scope}/fourierft_{site}_spectrum", value
+  if method == "c3a":
+    return f"encoder/block_{block}/{scope}/c3a_{site}_kernel", value
+  if method == "pvera":  # pvera_lambda_d / pvera_lambda_b
+    return f"encoder/block_{block}/{scope}/pvera_{site}_{name[len('pvera_'):]}", value
+  if method == "glora":  # glora_A.Xd [out, r] / .Xu [r, in] / .X [out, 1], [in, 1], [out] or [1]
+    path, leaf = name.split(".")
+    letter = path[-1].lower()
+    jpeft = f"encoder/block_{block}/{scope}/glora_{site}_{letter}"
+    if leaf == "X":
+      return jpeft, None if value is None else (value.reshape(()) if value.size == 1 else value.reshape(-1))
+    return f"{jpeft}_{'d' if leaf == 'Xd' else 'u'}", None if value is None else value.T
   raise KeyError(method)
+
+
+@pytest.fixture(autouse=True)
+def library_positions(request, monkeypatch):
+  """FourierFT's spectrum positions as the library drew them (torch's randperm; jpeft draws its own with numpy,
+  see test_fourierft_positions), for the fixture case a test runs."""
+  case = request.node.callspec.params.get("case") if hasattr(request.node, "callspec") else None
+  prefix = f"{case}/indices/"
+  drawn = {}
+  for key, value in REF.items():
+    if case and key.startswith(prefix):
+      in_dim, out_dim = BASE[key[len(prefix):] + ".weight"].shape[::-1]
+      assert np.array_equal(drawn.setdefault((out_dim, in_dim), value), value)  # one draw per shape, as jpeft's
+  if drawn:
+    monkeypatch.setattr(fourierft, "spectrum_positions",
+                        lambda out_dim, in_dim, n, seed: tuple(drawn[(out_dim, in_dim)][:, :n]))
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +78,8 @@ def _params(case: str, kind: str) -> dict:
   flat = partition.flatten(statedict.from_state_dict(BASE))
   prefix = f"{case}/{kind}/"
   flat.update(_to_jpeft(method, k[len(prefix):], v) for k, v in REF.items() if k.startswith(prefix))
+  if method == "pvera":  # the library's shared frozen projections, transposed to jpeft's layout
+    flat["encoder/pvera_a"], flat["encoder/pvera_b"] = REF[f"{case}/projection/A"].T, REF[f"{case}/projection/B"].T
   return {k: jnp.asarray(v, jnp.float32) for k, v in flat.items()}
 
 
@@ -89,12 +121,28 @@ def test_initialisation_is_the_library_s(case):
   model, methods = _model(case)
   ours = partition.flatten(jax.jit(model.init)(jax.random.key(1), REF["images"][:1])["params"])
   plain = partition.flatten(statedict.from_state_dict(BASE))
-  identity = not (methods[0].name == "hra" and methods[0].apply_gs)
+  method = methods[0]
+  identity = not ((method.name == "hra" and method.apply_gs) or (method.name == "fourierft" and not method.init_weights)
+                  or (method.name == "c3a" and method.init_weights != "zeros"))
   assert identity == np.allclose(REF[f"{case}/init_logits"], REF["base_logits"], atol=1e-4)
   if identity:
     np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4,
                                rtol=0)
     np.testing.assert_allclose(_logits(model, {**ours, **plain}), REF["base_logits"], atol=1e-4, rtol=0)
+  if method.name == "fourierft" and not method.init_weights:  # peft's default: N(0, 1) coefficients
+    np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
+    spectra = np.concatenate([np.ravel(v) for k, v in ours.items() if k.endswith("_spectrum")])
+    assert 0.7 < spectra.std() < 1.3 and abs(spectra.mean()) < 0.3
+  if method.name == "c3a" and method.init_weights == "xavier_uniform":  # the library's default
+    np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
+    for key in (k for k in REF if k.startswith(f"{case}/init/")):
+      theirs = REF[key]
+      mine = np.asarray(ours[_to_jpeft("c3a", key.split("/", 2)[2], None)[0]])
+      _, block, scope, site, _ = key.split("/", 2)[2].split(".", 4)
+      out_dim, in_dim = BASE[f"blocks.{block}.{scope}.{site}.weight"].shape
+      bound = np.sqrt(6 / (in_dim + out_dim))
+      for w in (theirs, mine):
+        assert w.shape == theirs.shape and np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
   if methods[0].name == "hra":
     rank = methods[0].rank
     for key in (k for k in REF if k.startswith(f"{case}/init/")):
@@ -126,3 +174,52 @@ def test_bad_hyperparameters_are_named(method, hparams, match):
     methods = peft.build_methods(method, {method: hparams})
     model = vit.create_model("mu/8", num_classes=5, methods=methods)
     jax.eval_shape(model.init, jax.random.key(0), REF["images"][:1])
+
+
+def test_fourierft_positions():
+  """jpeft draws n distinct cells of the [out, in] grid from the seed alone (not the run's key), as the library."""
+  rows, cols = fourierft.spectrum_positions(2304, 768, 3000, 777)
+  assert len(set(zip(rows.tolist(), cols.tolist()))) == 3000
+  assert rows.max() < 2304 and cols.max() < 768 and rows.max() > 2000 and cols.max() > 700
+  again = fourierft.spectrum_positions.__wrapped__(2304, 768, 3000, 777)
+  assert np.array_equal(again[0], rows) and np.array_equal(again[1], cols)
+  assert not np.array_equal(fourierft.spectrum_positions(2304, 768, 3000, 778)[0], rows)
+
+
+def test_pvera_projections_are_drawn_as_the_library_draws_them():
+  """PVeRA's frozen A [in_max, 2r] and B [r, out_max] for ViT-B/16 at r = 256: the shapes, bounds and spread of
+  the library's draw (kaiming-uniform, U(+-sqrt(6 / fan_in)), fan_in = in_max for A, r for B)."""
+  from flax import linen as nn
+  method = peft.build_methods("pvera", {"pvera": {"rank": 256}})[0]
+  ctx = peft.base.Context(layer=None, depth=12, width=768, mlp_dim=3072, num_heads=12, merge_factor=1.0,
+                          deterministic=True)
+
+  class Shared(nn.Module):
+    @nn.compact
+    def __call__(self):
+      return method.shared(self, ctx)
+
+  a, b = jax.jit(lambda: Shared().init_with_output(jax.random.key(3))[0])()
+  for which, ours in (("A", np.asarray(a).T), ("B", np.asarray(b).T)):  # torch's layout
+    assert list(ours.shape) == REF[f"pvera_init/{which}/shape"].tolist(), which
+    bound = np.sqrt(6 / ours.shape[1])
+    np.testing.assert_allclose(float(REF[f"pvera_init/{which}/bound"]), bound, rtol=1e-3)
+    assert bound * 0.99 < np.abs(ours).max() <= bound * (1 + 1e-6)
+    np.testing.assert_allclose(ours.std(), float(REF[f"pvera_init/{which}/std"]), rtol=1e-2, err_msg=which)
+
+
+def test_pvera_samples_the_latent_in_training_only():
+  """Training samples the latent, mu + eps * exp(logvar / 2) with eps from the 'dropout' stream (two keys, two
+  outputs, both unlike evaluation's); evaluation uses the mean (the library's eval logits); lambda_b = 0 removes
+  the sampled term."""
+  model, methods = _model("pvera")
+  flat = _params("pvera", "adapter")
+  train = lambda p, k: np.asarray(jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True,
+                                                                       rngs={"dropout": k}))(
+      partition.unflatten(p), REF["images"], k))
+  logits = _logits(model, flat)
+  np.testing.assert_allclose(logits, REF["pvera/logits"], atol=1e-4, rtol=0)
+  first, second = train(flat, jax.random.key(0)), train(flat, jax.random.key(1))
+  assert np.abs(first - logits).max() > 1e-3 and np.abs(first - second).max() > 1e-3
+  silent = {k: (v * 0 if k.endswith("_lambda_b") else v) for k, v in flat.items()}
+  np.testing.assert_allclose(train(silent, jax.random.key(0)), REF["base_logits"], atol=1e-4, rtol=0)
