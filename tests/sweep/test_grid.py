@@ -58,8 +58,8 @@ def test_final_seeds_default_to_the_tuning_seeds_and_are_checked():
 
 def test_unknown_grid_field_and_method_are_named():
   g = _grid()
-  g.lora.alpha = (1,)
-  with pytest.raises(grid.GridError, match="'lora.alpha' names no hyperparameter"):
+  g.lora.beta = (1,)  # (lora.alpha is a field since LoRA's scaling options)
+  with pytest.raises(grid.GridError, match="'lora.beta' names no hyperparameter"):
     grid.expand("dtd", "lora", g)
   with pytest.raises(grid.GridError, match="Unknown PEFT method 'lorra'"):
     grid.expand("dtd", "lorra", _grid())
