@@ -209,3 +209,16 @@ def test_a_sweep_refuses_early_stopping_before_writing_anything(folder_root, tmp
   with pytest.raises(ConfigError, match="'early_stopping.patience' = 3 is not supported by sweeps"):
     _sweep(config, str(workdir))
   assert not workdir.exists()
+
+
+def test_fields_added_by_the_zoo_keep_recorded_sweep_hashes_at_their_defaults(folder_root):
+  """LoRA's scaling / alpha / init, Adapter+'s options and LoRA+'s lr_mult.peft_b drop out of the sweep's values
+  at their defaults (sweeps recorded before them keep their hash) and count when set."""
+  added = ("optim.lr_mult.peft_b", "peft.lora.scaling", "peft.lora.alpha", "peft.lora.init", "peft.adapter.init",
+           "peft.adapter.nonlinearity", "peft.adapter.drop_path")
+  config = load_config(tiny_overrides(folder_root))
+  assert not set(added) & set(trial_log.sweep_defining_values(config))
+  config.optim.lr_mult.peft_b = 16.0
+  config.peft.lora = dict(peft.default_hparams("lora"), init="pissa")
+  values = trial_log.sweep_defining_values(config)
+  assert values["optim.lr_mult.peft_b"] == 16.0 and values["peft.lora.init"] == "pissa"
