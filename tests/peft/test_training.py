@@ -9,7 +9,7 @@ from .conftest import init
 from jpeft import peft
 from jpeft.peft import partition
 
-LR_MULT = {"head": 1.0, "peft": 1.0, "backbone": 0.1}
+LR_MULT = {"head": 1.0, "peft": 1.0, "peft_b": 1.0, "backbone": 0.1}
 
 
 def _tx(labels):
