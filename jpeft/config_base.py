@@ -55,6 +55,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   # Recompute each block's activations in the backward pass (jax.checkpoint): activation memory of one block
   # instead of all, for about a third more FLOPs. Same numbers; for large backbones or batches.
   config.model.remat = False
+  # einsum (written out, [B, H, T, T] logits kept) | xla | cudnn (jax.nn.dot_product_attention; cudnn: NVIDIA GPUs,
+  # bfloat16 only). The same math in another summation order: results agree to float tolerance, not bit for bit.
+  config.model.attention = "einsum"
   config.model.projection_dim = ml_collections.FieldReference(None, field_type=int)
 
   # The pretrained backbone: a path or a known name (see jpeft/checkpoints).

@@ -64,9 +64,10 @@ def sweep_defining_values(config) -> dict[str, Any]:
   configs/vtab_lora.py and resuming it from configs/vtab_ssf.py is the same sweep, while another LoRA dropout
   is not.
   """
-  # model.remat computes the same numbers (and sweeps recorded before it existed keep their hash without it).
+  # model.remat and model.attention compute the same math (and sweeps recorded before they existed keep their
+  # hash without them).
   values = run_config.defining_values(json.loads(config.to_json()), SWEEP_DEFINING,
-                                      exclude=PER_TRIAL + ("model.remat",))
+                                      exclude=PER_TRIAL + ("model.remat", "model.attention"))
   if config.head_init != "random":  # a random head keeps the hash of sweeps recorded before head_init existed
     values["head_init"] = config.head_init
   if config.head_init == "zeroshot":  # the zero-shot head's source, classes and templates define every trial's start

@@ -144,6 +144,7 @@ def build_model(config) -> tuple[Any, tuple, Any, Callable]:
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
                            projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype],
                            remat=bool(config.model.get("remat", False)),
+                           attention=config.model.get("attention", "einsum"),
                            normalize_feature=config.head_init == "zeroshot")
   size = config.data.image_size
   init_fn = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
