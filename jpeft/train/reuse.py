@@ -33,9 +33,9 @@ from jpeft.peft import base
 from jpeft.train import checkpointing, model_setup, run_config
 from jpeft.train.errors import ConfigError
 
-# Fields of the source's config that must equal the new run's: they decide what the trained parameters mean.
 # How a user lets init_from start from an unfinished run.
 ALLOW_FLAG = "--config.init_from.allow_unfinished=True"
+# Fields of the source's config that must equal the new run's: they decide what the trained parameters mean.
 INIT_DEFINING = ("method", "peft", "merge_factor", "model.variant", "model.style", "model.projection_dim",
                  "pretrained", "data.normalization")
 
@@ -68,10 +68,6 @@ class Completion:
     """{step, planned_step, finished}: what outputs made from the run record about it."""
     return dict(step=self.step, planned_step=self.planned_step, finished=self.finished)
 
-  def describe(self) -> str:
-    """'step 4 of 8' (the used step and the planned one)."""
-    return f"step {self.step} of {'an unknown number' if self.planned_step is None else self.planned_step}"
-
 
 def completion(step: int, meta: dict, newest_step: int) -> Completion:
   """The `Completion` of a run whose newest intact checkpoint is `step` with metadata `meta` (as
@@ -90,12 +86,13 @@ def check_finished(done: Completion, workdir: str, what: str, allow_flag: str, a
   what: the setting that named `workdir` ('--workdir'); allow_flag: how the user allows it ('--allow_unfinished')."""
   if done.finished:
     return
+  planned = "an unknown step" if done.planned_step is None else f"step {done.planned_step}"
   if done.newest_step != done.step:
-    why = (f"its newest checkpoint (step {done.newest_step}) is damaged, and the newest intact one is "
-           f"{done.describe()} the run was meant to reach")
+    why = (f"its newest checkpoint (step {done.newest_step}) is damaged; the newest intact one is step "
+           f"{done.step}, and the run was meant to reach {planned}")
     fix = "Restore the damaged checkpoint, or run the run's training command again to redo it,"
   else:
-    why = f"it is an unfinished run: its newest checkpoint is {done.describe()} it was meant to reach"
+    why = f"it is an unfinished run: its newest checkpoint is step {done.step}, and it was meant to reach {planned}"
     fix = "Run its training command again to finish it (it resumes),"
   if allow:
     print(f"warning: {what}='{workdir}': {why}; using step {done.step} ({allow_flag}).", file=sys.stderr)
