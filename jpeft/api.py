@@ -171,11 +171,15 @@ class Run:
     params = partition.combine(jax.device_get(state["trainable"]), setup.frozen)
     return peft.merge(params, setup.methods, merge_factor=self.config.merge_factor)
 
-  def export(self, out: str, format: str = "adapter") -> list[str]:  # pylint: disable=redefined-builtin
+  # pylint: disable-next=redefined-builtin
+  def export(self, out: str, format: str = "adapter", *, overwrite: bool = False,
+             allow_unfinished: bool = False) -> list[str]:
     """Writes the run to `out` with `jpeft.export.export_run` ('adapter': the trainable parameters and method
-    config; 'timm': the merged model as a timm checkpoint) and returns the paths written."""
+    config; 'timm': the merged model as a timm checkpoint) and returns the paths written. An existing file is
+    replaced only with `overwrite` (a run's own records never); an unfinished run is refused unless
+    `allow_unfinished` (the file's metadata then records the step)."""
     from jpeft import export  # pylint: disable=import-outside-toplevel  (its dependencies load only when used)
-    return export.export_run(self.workdir, out, format)
+    return export.export_run(self.workdir, out, format, overwrite=overwrite, allow_unfinished=allow_unfinished)
 
 
 def finetune(backbone: str = MINI, method: str = "lora", task: Optional[str] = None, *, workdir: str,

@@ -14,7 +14,11 @@ Formats:
   adapter  the trainable parameters (PEFT + head) and the methods' config (`jpeft.peft.export.save_adapter`):
            loads onto the same backbone with `load_adapter`; the backbone pointer is in the metadata.
 Both files carry the run's provenance and input preprocessing under the metadata key 'jpeft_run' (JSON:
-workdir, step, task, method, pretrained, image_size, normalization and its mean / std).
+workdir, step, planned_step, finished, task, method, pretrained, image_size, normalization and its mean / std).
+
+Only a finished run is exported unless `allow_unfinished` (then `step` < `planned_step` and `finished` is false in
+the metadata); `jpeft.train.reuse.load_run` decides. The output never replaces an existing file unless
+`overwrite`, and never a run's own records (`jpeft.outputs.check_file`); it is written atomically.
 
 The timm key layout is `jpeft.checkpoints.statedict`'s reading table inverted (`to_timm`), so import and export
 share one definition.
@@ -28,7 +32,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 from safetensors.numpy import save_file
 
-from jpeft import peft
+from jpeft import outputs, peft
 from jpeft.checkpoints import statedict
 from jpeft.data import preprocess, tasks
 from jpeft.models import vit
@@ -39,7 +43,7 @@ from jpeft.train.errors import RunError
 
 FORMATS = ("timm", "adapter")
 TIMM_METADATA_KEY = "jpeft_timm"
-RUN_METADATA_KEY = "jpeft_run"
+RUN_METADATA_KEY = outputs.EXPORT_METADATA_KEY
 # jpeft model style -> (timm model with the same layers, its jpeft variant and image size): other sizes are that
 # model with the differing architecture arguments (`timm_architecture`).
 _TIMM_MODELS = {"vit": ("vit_base_patch16_224", "B/16", 224),
@@ -89,11 +93,12 @@ def timm_state_dict(params: Mapping, methods: Sequence[base.Method], merge_facto
   return statedict.to_timm(merged)
 
 
-def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
-  """Writes `tensors` (contiguous copies) with string `metadata` to `path` atomically."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=dict(metadata))
-  os.replace(tmp, path)
+def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str],
+                     overwrite: bool = False) -> None:
+  """Writes `tensors` (contiguous copies) with string `metadata` to `path` atomically; an existing `path` is
+  replaced only with `overwrite` (else FileExistsError)."""
+  with outputs.atomic_path(path, overwrite) as tmp:
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp, metadata=dict(metadata))
 
 
 def timm_metadata(name: str, kwargs: Mapping[str, Any]) -> dict[str, str]:
@@ -112,47 +117,53 @@ def timm_usage(path: str, metadata: Mapping[str, str]) -> str:
 def _run_metadata(saved: reuse.SavedRun) -> dict[str, Any]:
   config = saved.config
   stats = preprocess.NORMALIZATIONS.get(config.data.normalization)
-  return dict(workdir=saved.workdir, step=saved.step, task=config.task, method=config.method,
+  return dict(workdir=saved.workdir, **saved.completion.record(), task=config.task, method=config.method,
               pretrained=model_setup.pretrained_name(config), image_size=config.data.image_size,
               normalization=config.data.normalization, mean=stats[0] if stats else None,
               std=stats[1] if stats else None)
 
 
-def _output_path(out: Optional[str], workdir: str, format: str) -> str:  # pylint: disable=redefined-builtin
-  """`out` as given when it names a file; `<out or workdir/export>/<format>.safetensors` for a directory."""
+# pylint: disable-next=redefined-builtin
+def output_path(out: Optional[str], workdir: str, format: str, overwrite: bool = False) -> str:
+  """`out` as given when it names a file; `<out or workdir/export>/<format>.safetensors` for a directory (an
+  existing one, or `out` ending in '/'). Checked with `outputs.check_file` (OutputError); creates nothing."""
   if out and not out.endswith(os.sep) and not os.path.isdir(out):
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    return out
-  directory = out or os.path.join(workdir, "export")
-  os.makedirs(directory, exist_ok=True)
-  return os.path.join(directory, f"{format}.safetensors")
+    path = out
+  else:
+    path = os.path.join(out or os.path.join(workdir, "export"), f"{format}.safetensors")
+  return outputs.check_file(path, overwrite, "--out" if out else "the default --out", workdirs=(workdir,))
 
 
 # pylint: disable-next=redefined-builtin
-def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") -> list[str]:
-  """Writes the newest intact checkpoint of the run in `workdir` in `format` ('timm' | 'adapter').
+def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", *, overwrite: bool = False,
+               allow_unfinished: bool = False) -> list[str]:
+  """Writes the newest checkpoint of the finished run in `workdir` in `format` ('timm' | 'adapter').
 
   Args:
     workdir: a training run's workdir (`python -m jpeft.main`).
     out: the file to write, or a directory to write `<format>.safetensors` into; default `<workdir>/export/`.
     format: see the module docstring.
+    overwrite: replace an existing output file (never one of a run's own records).
+    allow_unfinished: export a run that did not reach its last step (or whose newest checkpoint is damaged) from
+      its newest intact checkpoint; the metadata records the step ('step', 'planned_step', 'finished').
   Returns:
     The paths written.
   Raises:
-    ExportError (bad format, a method that does not merge into timm's ViT), ConfigError (no checkpoint, or for
-    'timm' a pretrained file that changed since the run recorded its SHA-256),
-    CheckpointError (the backbone the run points to cannot be read; needed for 'timm' only).
+    ExportError (bad format, a method that does not merge into timm's ViT), OutputError (an existing output
+    without `overwrite`, or a run's record), UnfinishedRunError (an unfinished run without `allow_unfinished`),
+    ConfigError (no checkpoint, or for 'timm' a pretrained file that changed since the run recorded its
+    SHA-256), CheckpointError (the backbone the run points to cannot be read; needed for 'timm' only).
   """
   if format not in FORMATS:
     raise ExportError(f"--format={format!r} is not an export format: use 'timm' (a merged plain ViT, for "
                       "re-parameterisable methods) or 'adapter' (any method: its trainable parameters).")
-  saved = reuse.load_run(workdir)
+  path = output_path(out, workdir, format, overwrite)  # before anything is read: a bad --out fails at once
+  saved = reuse.load_run(workdir, allow_unfinished=allow_unfinished)
   config = saved.config
   methods = peft.build_methods(config.method, config.peft)
   run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
   if format == "adapter":
-    path = _output_path(out, workdir, format)
-    save_adapter(path, saved.trainable, methods, metadata=run)
+    save_adapter(path, saved.trainable, methods, metadata=run, overwrite=overwrite)
     return [path]
   if not all(m.mergeable for m in methods):
     timm_state_dict({}, methods)  # raises the ExportError before the backbone is loaded for nothing
@@ -161,6 +172,5 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") ->
   tensors = timm_state_dict(partition.combine(saved.trainable, setup.frozen), methods, config.merge_factor)
   name, kwargs = timm_architecture(config.model.variant, config.model.style, config.data.image_size,
                                    tasks.get_task(config.task).num_classes)
-  path = _output_path(out, workdir, format)
-  save_safetensors(path, tensors, {**timm_metadata(name, kwargs), **run})
+  save_safetensors(path, tensors, {**timm_metadata(name, kwargs), **run}, overwrite)
   return [path]

@@ -79,7 +79,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              "a positive integer")
   _require(isinstance(config.init_from.workdir, str), "init_from.workdir", config.init_from.workdir,
            "the workdir of a trained run, or '' to start from the pretrained backbone")
-  for field in ("head", "optimizer"):
+  for field in ("head", "optimizer", "allow_unfinished"):
     _require(isinstance(config.init_from[field], bool), f"init_from.{field}", config.init_from[field],
              "True or False")
   try:

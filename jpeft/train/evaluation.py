@@ -83,7 +83,8 @@ def require_checkpoint(config, workdir: str) -> None:
 def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
   """(state, meta) of the run `config.init_from.workdir` names, fitted to this config's model; its head must fit
   (an evaluation cannot train a new one)."""
-  source = reuse.load_run(config.init_from.workdir, "--config.init_from.workdir")
+  source = reuse.load_run(config.init_from.workdir, "--config.init_from.workdir",
+                          config.init_from.allow_unfinished, reuse.ALLOW_FLAG)
   reuse.check_compatible(config, source)
   params, head_kept = reuse.take_params(source, setup.trainable, setup.labels, keep_head=True)
   if not head_kept:
@@ -91,7 +92,8 @@ def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
                       f"which was trained for task '{source.config.task}' and does not fit task '{config.task}' "
                       f"({setup.task.num_classes} classes). Evaluate on a task with the same classes, or train a "
                       "new head with --config.mode=tune or final.")
-  meta = dict(source.meta, init_from=dict(workdir=source.workdir, step=source.step, task=source.config.task))
+  meta = dict(source.meta, init_from=dict(workdir=source.workdir, **source.completion.record(),
+                                          task=source.config.task))
   return dict(trainable=sharding.replicate(params, mesh), step=source.step), meta
 
 

@@ -20,17 +20,20 @@ RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "head_
 # Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
 # a run that failed it can be accepted by raising it and starting the same command again; rematerialisation
 # trades memory for time and computes the same numbers; the attention implementation computes the same math in
-# another summation order (as another device would).
-RESUME_MAY_DIFFER = ("optim.max_skipped_fraction", "model.remat", "model.attention")
+# another summation order (as another device would); a resumed run never reads its init_from source again.
+RESUME_MAY_DIFFER = ("optim.max_skipped_fraction", "model.remat", "model.attention",
+                     "init_from.allow_unfinished")
 # ... and at mode 'eval', which trains nothing: the mode itself, the batch size (evaluation is per example),
 # the training augmentation.
 EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment", "data.randaugment",
                                       "data.color_jitter", "data.random_erasing")
 # Fields added after runs were recorded without them, with the value that computes what those runs computed: a
 # recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
-ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "model.attention": "einsum", "head_init": "random",
+ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "model.attention": "einsum",
+                "head_init": "random",
                 "zeroshot.checkpoint": None, "zeroshot.classnames": "imagenet", "zeroshot.templates": "openai_imagenet",
                 "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False,
+                "init_from.allow_unfinished": False,
                 "data.augment_final_only": False, "data.center_crop": False, "data.subset": "", "data.tune_split": 0,
                 "data.subset_index_file": None, "data.eval_resize": "short_side",
                 "data.randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0, "data.random_erasing": 0.0,

@@ -110,9 +110,11 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
 
 
 def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None,
-          pretrained_digest=None) -> dict:
-  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
+          pretrained_digest=None, total_steps=None) -> dict:
+  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history;
+  total_steps (the step the run ends at) tells readers whether the run finished (`reuse.completion`)."""
   return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
+              total_steps=total_steps,
               early_stopping=stopper.to_meta() if stopper else None,
               pretrained=model_setup.pretrained_name(config), **{model_setup.PRETRAINED_DIGEST: pretrained_digest},
               method=config.method, variant=config.model.variant,
@@ -217,7 +219,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress = _progress(earlier, start_time, timed_images, timed_seconds)
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
                              rng=jax.random.key_data(train_key)),
-                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest),
+                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest, total_steps),
                   best=stopper.params if stopper else None)
     ckpt.wait()
   finally:
