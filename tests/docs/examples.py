@@ -4,7 +4,8 @@ A fenced block whose language is `bash` or `python` is an example. It runs in te
 the line before it is a marker `<!-- needs: <what>; twin: <where> -->` (network, accelerator, cluster, time, ...)
 naming its offline twin: a docs page (path relative to docs/) or the same page (`above`, `below`) holding an
 example that runs, or a test file or folder under tests/. `<!-- ci: ... -->` marks the README's test command,
-which CI runs (.ci/run). `text` blocks show output and never run.
+which CI runs (.ci/run). `text` (output), `json`, `yaml` and `toml` blocks are shown and never run; any
+other fence (none, `console`) is refused, so that no command escapes the check.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DOCS = os.path.join(REPO, "docs")
 MARKER = re.compile(r"^<!--\s*(needs|ci):\s*(.*?)\s*-->$")
 LANGUAGES = ("bash", "python")
+SHOWN = ("text", "json", "yaml", "toml")  # output and data: shown, never run
 
 
 @dataclasses.dataclass

@@ -24,8 +24,9 @@ def test_every_example_runs_or_names_its_offline_twin():
         problem = examples.twin_problem(block, page_blocks)
         if problem:
           problems.append(f"{block}: {problem}")
-      elif block.language not in examples.LANGUAGES + ("text",):
-        problems.append(f"{block}: fence language '{block.language}' (use bash, python or text)")
+      elif block.language not in examples.LANGUAGES + examples.SHOWN:
+        problems.append(f"{block}: fence language '{block.language or 'none'}' (commands: bash; code: python; "
+                        f"output and data: {', '.join(examples.SHOWN)}; a console session: split it into bash + text)")
   assert not problems, "\n".join(problems)
 
 
