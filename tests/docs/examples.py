@@ -3,7 +3,7 @@
 A fenced block whose language is `bash` or `python` is an example. It runs in tests/docs/test_examples.py, unless
 the line before it is a marker `<!-- needs: <what>; twin: <where> -->` (network, accelerator, cluster, time, ...)
 naming its offline twin: a docs page (path relative to docs/) or the same page (`above`, `below`) holding an
-example that runs, or a test file or folder under tests/. `<!-- ci: ... -->` marks the README's test command,
+example that runs, a test file or folder under tests/, or a notebook under notebooks/ (CI runs each). `<!-- ci: ... -->` marks the README's test command,
 which CI runs (.ci/run). `text` (output), `json`, `yaml` and `toml` blocks are shown and never run; any
 other fence (none, `console`) is refused, so that no command escapes the check.
 """
@@ -102,8 +102,8 @@ def twin_problem(block: Block, page_blocks: list[Block]) -> Optional[str]:
     return "its marker names no offline twin ('; twin: <page, above/below, or tests/...>')"
   where = twin.group(1).strip()
   words = where.replace(",", " ").split()
-  tests = [w for w in words if w.startswith("tests/")]
-  if tests:  # a test that exercises the same code path offline
+  tests = [w for w in words if w.startswith(("tests/", "notebooks/"))]
+  if tests:  # a test, or a notebook (tests/test_notebooks.py runs each), that exercises the same path offline
     missing = [w for w in tests if not os.path.exists(os.path.join(REPO, w))]
     return f"its twin {missing[0]} does not exist" if missing else None
   for word in words:
