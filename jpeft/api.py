@@ -36,7 +36,7 @@ _SIZE_WORDS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H
 
 
 def _model_fields(backbone: str) -> Optional[dict[str, Any]]:
-  """{model.variant, model.style[, data.normalization]} for a known checkpoint name (see README's checkpoint
+  """{model.variant, model.style[, data.normalization]} for a known checkpoint name (see docs/how-to/checkpoints.md's
   table), or None when the name does not say."""
   match = re.fullmatch(r"(?:ViT-)?(Ti|S|B|L|H)_(\d+)(-i21k-.*)?", backbone)  # ImageNet-21K names, AugReg stems
   if match:

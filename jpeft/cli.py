@@ -1,6 +1,7 @@
 """What the command-line programs share: absl flag parsing that reports bad input in one paragraph, and the
 errors they report that way."""
 import contextlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -13,6 +14,7 @@ from absl import flags, logging
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 from ml_collections import config_flags
 
+import jpeft
 from jpeft.checkpoints import CheckpointError
 from jpeft.data import DataError
 from jpeft.train.errors import RunError
@@ -70,6 +72,57 @@ def _config_files(argv: Sequence[str], dict_flags: Sequence[str]) -> dict[str, s
   return files
 
 
+def shipped_configs_dir() -> str:
+  """The folder of the config files jpeft ships: the installed package `jpeft.configs` (setup.py installs the
+  checkout's top-level configs/ under that name), else the checkout's configs/ beside the jpeft package."""
+  spec = importlib.util.find_spec("jpeft.configs")
+  if spec is not None and spec.submodule_search_locations:
+    return list(spec.submodule_search_locations)[0]
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(jpeft.__file__))), "configs")
+
+
+def shipped_config_names() -> list[str]:
+  """The names `--config=<name>` accepts (the shipped config files without '.py'), sorted."""
+  folder = shipped_configs_dir()
+  if not os.path.isdir(folder):
+    return []
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+
+
+def resolve_config_path(value: str) -> str:
+  """`value` of a config-file flag ('path[:options]') with a shipped config's name ('vtab_lora', 'vtab_lora.py',
+  or 'configs/vtab_lora.py' run outside a checkout) replaced by that file's path; anything else unchanged. A file
+  that exists at the given path always wins, so a user's own configs/ is never shadowed."""
+  path, colon, options = value.partition(":")
+  if os.path.isfile(path) or os.path.dirname(path) not in ("", "configs"):
+    return value
+  stem = os.path.basename(path)
+  stem = stem[:-3] if stem.endswith(".py") else stem
+  shipped = os.path.join(shipped_configs_dir(), stem + ".py")
+  return shipped + colon + options if stem and os.path.isfile(shipped) else value
+
+
+def _with_shipped_configs(argv: list[str], dict_flags: Sequence[str]) -> list[str]:
+  """argv with the values of config-file flags resolved by `resolve_config_path`."""
+  names = [n for n in dict_flags if isinstance(flags.FLAGS[n].parser, config_flags.config_flags.ConfigFileFlagParser)]
+  out = list(argv[:1])
+  it = iter(range(1, len(argv)))
+  for i in it:
+    arg = argv[i]
+    if arg == "--":
+      out.extend(argv[i:])
+      break
+    flag, has_value, given = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and flag in names:
+      if has_value:
+        arg = f"--{flag}={resolve_config_path(given)}"
+      elif i + 1 < len(argv):
+        out.append(arg)
+        arg = resolve_config_path(argv[next(it)])
+    out.append(arg)
+  return out
+
+
 _HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
 
 
@@ -82,12 +135,14 @@ def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str]
     program: the name the message starts with ('jpeft', 'jpeft.sweep').
     dict_flags: the ml_collections flags whose fields can be overridden (`--config.x`, `--grid.x`).
   """
+  argv = _with_shipped_configs(argv, dict_flags)
   files = _config_files(argv, dict_flags)
   for name, path in files.items():
     if not os.path.isfile(path):
       print(f"{program}: error: --{name}={path}: no such file. Relative paths start from the current directory "
-            f"({os.getcwd()}); pass the path of a Python config file, e.g. --{name}=configs/vtab_lora.py.",
-            file=sys.stderr)
+            f"({os.getcwd()}); pass the path of a Python config file, e.g. --{name}=configs/vtab_lora.py, or "
+            f"the name of one jpeft ships, e.g. --{name}=vtab_lora ({', '.join(shipped_config_names()[:4])}, "
+            "...).", file=sys.stderr)
       sys.exit(1)
   try:
     return flags.FLAGS(argv)
@@ -125,6 +180,14 @@ def quiet_logging_unless_asked() -> None:
   INFO, which buries the progress bar and the results."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+    # TFDS warns "Variant folder ... has no dataset_info.json" each time it is about to generate a dataset
+    # (every Mini VTAB task's first use): expected, and it opens the demo's output.
+    logging.get_absl_logger().addFilter(_no_dataset_info_warning)  # the same function twice is added once
+
+
+def _no_dataset_info_warning(record) -> bool:
+  """False for TFDS's warning that a dataset about to be prepared has no dataset_info.json yet."""
+  return "has no dataset_info.json" not in record.getMessage()
 
 
 def start_distributed(config: ml_collections.ConfigDict, program: str) -> None:

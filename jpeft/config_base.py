@@ -49,7 +49,7 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.variant = "B/16"
-  config.model.style = "vit"  # vit | clip | dinov2 (LayerScale; see README's checkpoint table)
+  config.model.style = "vit"  # vit | clip | dinov2 (LayerScale; see docs/how-to/checkpoints.md)
   config.model.drop_path_rate = 0.1
   config.model.dtype = "float32"  # bfloat16 computes in bf16 with float32 master weights
   # Recompute each block's activations in the backward pass (jax.checkpoint): activation memory of one block
