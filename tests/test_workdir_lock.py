@@ -50,3 +50,21 @@ def test_same_process_twice_is_refused(tmp_path):
         pass
   with workdir_lock.hold(str(tmp_path)):  # released after the block
     pass
+
+
+def test_sweep_processes_share_the_lock_and_a_run_is_refused_by_them(tmp_path):
+  """Sweep processes join the workdir's lock shared (the first finds itself alone); a run, which needs the
+  workdir alone, is refused while one is in, and a sweep is refused while a run holds it."""
+  first, alone = workdir_lock.join(str(tmp_path))
+  second, second_alone = workdir_lock.join(str(tmp_path))
+  try:
+    assert (alone, second_alone) == (True, False)
+    with pytest.raises(workdir_lock.WorkdirLockedError, match=f"pid {os.getpid()}"):
+      with workdir_lock.hold(str(tmp_path)):
+        pass
+  finally:
+    os.close(first)
+    os.close(second)
+  with workdir_lock.hold(str(tmp_path)):
+    with pytest.raises(workdir_lock.WorkdirLockedError, match="is in use by another jpeft process"):
+      workdir_lock.join(str(tmp_path))
