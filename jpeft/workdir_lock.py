@@ -32,6 +32,11 @@ class WorkdirLockedError(OSError):
   """Another live process holds the workdir's lock. Its message names that process and how to proceed."""
 
 
+class FlockUnsupportedError(WorkdirLockedError):
+  """The workdir's file system has no flock: no lock can be taken there (reported as the programs report a
+  held workdir: one line, exit 1)."""
+
+
 def holder_info() -> dict:
   """Who is taking a lock: {'pid', 'host', 'started' (epoch seconds), 'command'}."""
   return dict(pid=os.getpid(), host=socket.gethostname(), started=time.time(), command=" ".join(sys.argv))
@@ -64,10 +69,11 @@ def write_info(fd: int, info: dict) -> None:
   os.pwrite(fd, data + b" " * max(0, size - len(data)), 0)
 
 
-def _flock_unsupported(path: str, error: OSError) -> OSError:
-  return OSError(error.errno, f"Cannot lock '{path}' ({error.strerror}): the file system does not support flock. "
-                 "Put the workdir on a local disk or on a shared file system with locking (NFSv4, Lustre mounted "
-                 "with -o flock); see docs/notes/33-cluster.md.")
+def _flock_unsupported(path: str, error: OSError) -> FlockUnsupportedError:
+  return FlockUnsupportedError(
+      f"Cannot lock '{path}' ({error.strerror}): the file system does not support flock. Put the workdir on a "
+      "local disk or on a shared file system with locking (NFSv4, Lustre mounted with -o flock); see "
+      "docs/notes/33-cluster.md.")
 
 
 def try_lock(path: str, shared: bool = False, create: bool = True) -> Optional[int]:

@@ -1,4 +1,5 @@
 """The workdir lock: a second process is refused with a message naming the holder; a killed holder frees it."""
+import errno
 import os
 import signal
 import subprocess
@@ -68,3 +69,13 @@ def test_sweep_processes_share_the_lock_and_a_run_is_refused_by_them(tmp_path):
   with workdir_lock.hold(str(tmp_path)):
     with pytest.raises(workdir_lock.WorkdirLockedError, match="is in use by another jpeft process"):
       workdir_lock.join(str(tmp_path))
+
+
+def test_a_file_system_without_flock_is_one_clear_error(tmp_path, monkeypatch):
+  def no_flock(fd, operation):
+    raise OSError(errno.ENOLCK, "No locks available")
+  monkeypatch.setattr(workdir_lock.fcntl, "flock", no_flock)
+  with pytest.raises(workdir_lock.WorkdirLockedError,
+                     match=r"Cannot lock '.*\.jpeft\.lock' \(No locks available\): the file system does not support "
+                           "flock"):
+    workdir_lock.join(str(tmp_path))

@@ -184,4 +184,6 @@ def pair_state(workdir: str, task: str, method: str, finished: int, total: int) 
   if running:
     return f"running on host {info.get('host')} (pid {info.get('pid')}){', at ' + where if where else ''}; {done}"
   last = f"; last run by pid {info.get('pid')} on host {info.get('host')}" if info else ""
-  return (f"unfinished at {where or 'its start'} ({done}{last}): run any job of this sweep again to resume it")
+  if info and info.get("state") == "finished":  # finished under a narrower grid, widened since
+    return f"not run with the current grid ({done}{last}): run any job of this sweep again to train the rest"
+  return f"unfinished at {where or 'its start'} ({done}{last}): run any job of this sweep again to resume it"

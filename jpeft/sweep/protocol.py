@@ -18,9 +18,12 @@ ensembles and error analysis across methods (`jpeft.analysis`); each row names i
 The base config the trials are made under is recorded in `<workdir>/sweep_config.json`; a rerun under another
 base config is refused (see `jpeft.sweep.trial_log`).
 
-Launched as several processes (`jax.distributed`), every process runs the same protocol and trains its devices'
-share of each chunk's trials (`jpeft.sweep.runner`); only process 0 writes to the workdir (a shared
-filesystem: the others read it to resume).
+Independent processes may sweep one workdir at once (`jpeft.sweep.pairs`): each (task, method) pair is trained
+by the process holding its lock, trials.jsonl is appended to under a lock, and summary.jsonl is rewritten from
+every finished pair of the recorded plan when a process ends. Launched as several processes of one job
+(`jax.distributed`), every process runs the same protocol and trains its devices' share of each chunk's trials
+(`jpeft.sweep.runner`); only process 0 takes the locks and writes to the workdir (a shared filesystem: the
+others read it to resume).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from .conftest import REPO, load_config, tiny_overrides
-from jpeft import workdir_lock
+from jpeft import cli, workdir_lock
 from jpeft.sweep import grid, pairs, protocol, report
 from tests.helpers import apply_overrides, cli_args, write_folder_task
 
@@ -38,10 +38,13 @@ def _overrides(root, **more):
   return dict(tiny_overrides(root), **{"task": TASKS[0], "optim.epochs": 1, "optim.warmup_epochs": 0, **more})
 
 
-def _args(root, workdir, tasks=TASKS, methods=METHODS, lrs="1e-3,1e-2", **more):
+def _args(root, workdir, cache, tasks=TASKS, methods=METHODS, lrs="1e-3,1e-2", trial_batch=2):
+  # A compilation cache shared by the test's processes: each program is compiled once (the numbers are those
+  # of the same program either way).
   return [sys.executable, "-m", "jpeft.sweep", f"--config={os.path.join(REPO, 'jpeft', 'config_base.py')}",
-          *cli_args(_overrides(root, **more)), f"--tasks={','.join(tasks)}", f"--methods={','.join(methods)}",
-          f"--workdir={workdir}", "--trial_batch=1", f"--grid.lr={lrs}", "--grid.wd=1e-4", "--grid.seeds=42"]
+          *cli_args(_overrides(root)), f"--tasks={','.join(tasks)}", f"--methods={','.join(methods)}",
+          f"--workdir={workdir}", f"--trial_batch={trial_batch}", f"--grid.lr={lrs}", "--grid.wd=1e-4",
+          "--grid.seeds=42", f"--compilation_cache={cache}"]
 
 
 def _env():
@@ -66,13 +69,14 @@ def _report_files(workdir):
 
 
 def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, tmp_path):
-  one = str(tmp_path / "one")
-  protocol.run_sweep(load_config(_overrides(mini_root)), TASKS, METHODS, apply_overrides(grid.default_grid(), GRID),
-                     one, trial_batch=1, log=lambda _: None)
+  one, cache = str(tmp_path / "one"), str(tmp_path / "cache")
+  with cli.compilation_cache(cache):
+    protocol.run_sweep(load_config(_overrides(mini_root)), TASKS, METHODS,
+                       apply_overrides(grid.default_grid(), GRID), one, trial_batch=2, log=lambda _: None)
   report.write(one, log=lambda _: None)
 
   shared = str(tmp_path / "shared")
-  procs = [subprocess.Popen(_args(mini_root, shared) + [f"--shard={shard}"], cwd=REPO, env=_env(),
+  procs = [subprocess.Popen(_args(mini_root, shared, cache) + [f"--shard={shard}"], cwd=REPO, env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for shard in ("0/2", "1/2", "any")]
   logs = [p.communicate(timeout=600)[0] for p in procs]
@@ -96,7 +100,8 @@ def race_then_kill(mini_root, tmp_path_factory):
   """Two processes started together on one pair; the one that trains is killed with -9 after its first trial;
   the report is read; the same command is run again."""
   workdir = str(tmp_path_factory.mktemp("race"))
-  args = _args(mini_root, workdir, tasks=TASKS[:1], methods=["linear"], lrs="1e-3,3e-3,1e-2")
+  args = _args(mini_root, workdir, str(tmp_path_factory.mktemp("cache")), tasks=TASKS[:1], methods=["linear"],
+               lrs="1e-3,3e-3,1e-2", trial_batch=1)
   procs = [subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for _ in range(2)]
   trials_path = os.path.join(workdir, "trials.jsonl")
