@@ -115,10 +115,11 @@ def claim(workdir: str, task: str, method: str) -> Optional[Claim]:
   path = lock_path(workdir, task, method)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   for attempt in range(_CLAIM_TRIES):
+    if attempt:
+      time.sleep(0.1 * attempt)
     fd = workdir_lock.try_lock(path)
     if fd is not None:
       return Claim(fd, task, method)
-    time.sleep(0.1 * (attempt + 1))
   return None
 
 

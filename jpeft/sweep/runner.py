@@ -267,7 +267,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
       by_split.setdefault(trial.tune_split, []).append(trial)
     for members in by_split.values():
       for i in range(0, len(members), trial_batch):
-        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch)
+        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch)
         if on_chunk is not None:
           on_chunk(chunk_rows, predictions)
         rows.extend(chunk_rows)
