@@ -21,14 +21,19 @@ from jpeft.train.errors import ConfigError
 COMPLETE, UNFINISHED = 0, 2  # exit statuses of --report: every pair has a result / some pair has none
 
 
-def read(workdir: str) -> list[dict]:
-  """Every pair of the sweep recorded in `workdir`: `protocol.collect`'s dicts plus 'state' (None when
-  finished with a selected setting, else the state in words). Raises ConfigError when no sweep is recorded."""
+def _plan(workdir: str) -> dict:
   plan = pairs.read_plan(workdir)
   if plan is None:
     raise ConfigError(f"'{workdir}' holds no recorded sweep ({pairs.PLAN_FILE} is missing): pass the --workdir of "
                       "a jpeft.sweep. A sweep made before jpeft recorded its plan gets one when its command is run "
                       "again (finished trials are not trained again).")
+  return plan
+
+
+def read(workdir: str) -> list[dict]:
+  """Every pair of the sweep recorded in `workdir`: `protocol.collect`'s dicts plus 'state' (None when
+  finished with a selected setting, else the state in words). Raises ConfigError when no sweep is recorded."""
+  plan = _plan(workdir)
   # Rows as recorded: their config hashes were checked by the processes that wrote them.
   rows = trial_log.TrialLog(os.path.join(workdir, trial_log.TRIALS_FILE), lambda row: row.get(trial_log.HASH_FIELD),
                             write=False).rows
@@ -65,6 +70,7 @@ def _analyse(workdir: str, entries: list[dict], log: Callable[[str], None]) -> N
 def write(workdir: str, analyse: bool = True, log: Callable[[str], None] = print) -> list[dict]:
   """Writes the summary, tables and plot of the finished pairs (and with `analyse` the prediction analysis)
   and logs each pair without a result with its state; returns `read`'s entries."""
+  _plan(workdir)  # before the lock file is made: a folder that holds no sweep is left as it is
   with workdir_lock.locked(pairs.meta_lock_path(workdir)):  # one writer of the shared files at a time
     entries = read(workdir)
     summaries = [e["summary"] for e in entries if e["summary"] is not None]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from .conftest import REPO, load_config, tiny_overrides
-from jpeft.sweep import grid, pairs, protocol, trial_log
+from jpeft.sweep import grid, pairs, protocol, report, trial_log
 from jpeft.sweep.grid import GridError
 from jpeft.train.errors import ConfigError
 from tests.helpers import apply_overrides, cli_args
@@ -88,3 +88,13 @@ def test_shard_takes_every_nth_pair(value, environ, expected):
 def test_bad_shard_is_named(value, environ, message):
   with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
     pairs.parse_shard(value, environ)
+
+
+@pytest.mark.parametrize("made", [False, True])
+def test_report_of_a_folder_without_a_sweep_is_one_line_and_touches_nothing(tmp_path, made):
+  workdir = tmp_path / "not_a_sweep"
+  if made:
+    workdir.mkdir()
+  with pytest.raises(ConfigError, match="holds no recorded sweep \\(sweep_plan.json is missing\\)"):
+    report.write(str(workdir))
+  assert (sorted(os.listdir(workdir)) == []) if made else not workdir.exists()
