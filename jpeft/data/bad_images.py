@@ -158,5 +158,5 @@ def drop_bad_images(paths: Sequence[str], labels: Sequence[int], where: str, ski
   if not ok.any():
     raise DataError(f'{count}: every image of the split is bad ({_listing(bad, SHOWN)}), so skip_bad_images '
                     f'would leave nothing. Check the folder.')
-  logging.warning('Skipped %s (skip_bad_images=True):\n  %s', count, _listing(bad, SHOWN_SKIPPED, '\n  '))
+  logging.warning('Skipped %s (skip_bad_images is on):\n  %s', count, _listing(bad, SHOWN_SKIPPED, '\n  '))
   return ([p for p, k in zip(paths, ok) if k], [l for l, k in zip(labels, ok) if k], tuple(bad))
