@@ -11,7 +11,9 @@ the sorted union of class folders of all splits, so every split agrees)::
     <root>/<task>/<split>/<class name>/<image>
 
 Both give a tf.data.Dataset of {'image': uint8 [H, W, 3], 'label': int32 []}, the same as
-`tfds_source.load_tfds`, so the rest of the pipeline cannot tell the sources apart.
+`tfds_source.load_tfds`, so the rest of the pipeline cannot tell the sources apart. Every image a
+split names is decoded once when the split is opened (`jpeft.data.bad_images`), so a missing or
+broken file is reported, by name and list line, before anything trains.
 """
 from __future__ import annotations
 
@@ -102,8 +104,8 @@ def processed_split(task_dir: str, split: str, num_classes: Optional[int] = None
   entries = read_list_file(path, num_classes)
   paths = [os.path.join(task_dir, e.path) for e in entries]
   if paths and not any(os.path.isfile(p) for p in paths):  # A wrong root, rather than bad images.
-    raise DataError(f'{path} lists {paths[0]}, which does not exist, and none of its other files exist '
-                    f'either. Paths in the lists are relative to the task folder {task_dir}.')
+    raise DataError(f'None of the {len(paths)} files {path} lists exists (the first: {paths[0]}, which does '
+                    f'not exist). Paths in the lists are relative to the task folder {task_dir}.')
   return FolderSplit(*drop_bad_images(paths, [e.label for e in entries], f"split '{split}' ({path})",
                                       skip_bad_images, path, [e.line for e in entries]))
 
