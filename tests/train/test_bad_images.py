@@ -71,6 +71,12 @@ def test_skip_bad_images_trains_without_them_and_records_them(tmp_path):
   assert recorded["files"][0]["reason"].startswith("is not an image file")
   assert recorded["files"][1]["reason"] == "does not exist"
   assert np.load(tmp_path / "run" / "labels_val200.npy").shape == (7,)
+  # Mode 'eval' of the run records what it left out of the split it scores.
+  evaluated = trainer.run(load_config(_overrides(tmp_path / "data", **{"data.skip_bad_images": True,
+                                                                          "mode": "eval"})), str(tmp_path / "run"))
+  assert evaluated["accuracy"] == result["accuracy"]
+  with open(tmp_path / "run" / "eval_val200.json") as f:
+    assert json.load(f)["skipped_images"] == dict(count=1, files=recorded["files"][1:])
 
 
 def test_a_split_with_one_label_warns(tmp_path, caplog):
