@@ -130,6 +130,23 @@ def find_bad_images(paths: Sequence[str], list_file: Optional[str] = None,
   return _check(paths, list_file, lines)[1]
 
 
+class BadImagesError(DataError):
+  """Bad images in one or more splits (`combine`), each named (and its list line), in one line."""
+
+  ADVICE = ('Replace or remove these files (and their lines in the list file), or leave them out with '
+            '--config.data.skip_bad_images=True (skip_bad_images=True in jpeft.data).')
+
+  def __init__(self, parts: Sequence[str]):
+    """`parts`: per split, "<count> in <split>: <files>"."""
+    super().__init__(f'{"; ".join(parts)}. {self.ADVICE}')
+    self.parts = tuple(parts)
+
+  @classmethod
+  def combine(cls, errors: Sequence['BadImagesError']) -> 'BadImagesError':
+    """One error naming the bad images of every split in `errors` (e.g. a run's train and eval splits)."""
+    return cls([part for e in errors for part in e.parts])
+
+
 def _listing(bad: Sequence[BadImage], shown: int, separator: str = '; ') -> str:
   more = f'{separator}and {len(bad) - shown} more' if len(bad) > shown else ''
   return separator.join(b.short() for b in bad[:shown]) + more
@@ -152,9 +169,7 @@ def drop_bad_images(paths: Sequence[str], labels: Sequence[int], where: str, ski
     return list(paths), list(labels), ()
   count = f'{len(bad)} bad image{"s" if len(bad) > 1 else ""} of {len(paths)} in {where}'
   if not skip:
-    raise DataError(f'{count}: {_listing(bad, SHOWN)}. Replace or remove these files (and their lines in the '
-                    f'list file), or leave them out with --config.data.skip_bad_images=True '
-                    f'(skip_bad_images=True in jpeft.data).')
+    raise BadImagesError([f'{count}: {_listing(bad, SHOWN)}'])
   if not ok.any():
     raise DataError(f'{count}: every image of the split is bad ({_listing(bad, SHOWN)}), so skip_bad_images '
                     f'would leave nothing. Check the folder.')

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from jpeft.data import input_pipeline, manyshot, preprocess
-from jpeft.data.bad_images import BadImage
+from jpeft.data.bad_images import BadImage, BadImagesError
 from jpeft.data.errors import DataError
 from jpeft.train.config_checks import SPLITS
 from jpeft.train.errors import ConfigError
@@ -59,18 +59,23 @@ def num_tune_splits(config, task: Optional[str] = None) -> int:
 
 def open_mode(config, task, mode: str, cache: Optional[dict] = None) -> tuple["Split", "Split"]:
   """(train, eval) Splits of `mode`; the train split is augmented with `data.augment` unless
-  `data.augment_final_only` and mode is not 'final'. `cache` ({key: Split}) shares opened splits."""
+  `data.augment_final_only` and mode is not 'final'. `cache` ({key: Split}) shares opened splits. Bad images
+  in either split are one BadImagesError naming those of both."""
   (train_name, train_spec), (eval_name, eval_spec) = mode_splits(config, mode)
   d = config.data
   augment = None if d.augment_final_only and mode != "final" else d.augment
   cache = {} if cache is None else cache
-  out = []
+  keys, bad = [], []
   for name, spec, aug in ((train_name, train_spec, augment), (eval_name, eval_spec, None)):
-    key = (task.name, name, aug)
-    if key not in cache:
-      cache[key] = Split.open(config, task, name, spec, aug)
-    out.append(cache[key])
-  return out[0], out[1]
+    keys.append((task.name, name, aug))
+    if keys[-1] not in cache:
+      try:
+        cache[keys[-1]] = Split.open(config, task, name, spec, aug)
+      except BadImagesError as e:  # check the other split too: one message names every bad file of the run
+        bad.append(e)
+  if bad:
+    raise BadImagesError.combine(bad)
+  return cache[keys[0]], cache[keys[1]]
 
 
 def load_split(config, task, split, examples: Optional[input_pipeline.Examples] = None) -> dict[str, np.ndarray]:

@@ -43,6 +43,8 @@ def test_cli_reports_a_corrupt_image_in_one_line_before_training(tmp_path):
   paths = _write_task(str(tmp_path / "data"))
   with open(paths["train800"][4], "wb") as f:
     f.write(b"\xff\xd8\xff\xe0" + b"\x00" * 100)  # a JPEG header, then nothing decodable
+  with open(paths["val200"][1], "w") as f:
+    f.write("<html>a web page saved as .jpg</html>\n")
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "jpeft.main", "--config=jpeft/config_base.py", f"--workdir={workdir}",
          *cli_args(_overrides(tmp_path / "data"))]
@@ -51,6 +53,9 @@ def test_cli_reports_a_corrupt_image_in_one_line_before_training(tmp_path):
   errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
   assert len(errors) == 1 and errors[0].startswith("jpeft: error: 1 bad image of 16 in split 'train800'"), proc.stderr
   assert f"line 5: {paths['train800'][4]} cannot be decoded" in errors[0]
+  # The eval split is checked too, and named in the same line.
+  assert f"; 1 bad image of 8 in split 'val200'" in errors[0]
+  assert f"line 2: {paths['val200'][1]} is not an image file" in errors[0]
   assert "Traceback" not in proc.stderr and "jpeg" not in proc.stderr.replace(errors[0], "").lower()
   assert not workdir.exists()  # failed before training: no workdir, no checkpoint
 
