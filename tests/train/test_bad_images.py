@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from .conftest import REPO, cli_args, load_config, tiny_overrides
