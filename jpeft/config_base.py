@@ -25,6 +25,10 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
   config.data.source = "tfds"  # tfds | folder (the NOAH / V-PETL "processed" layout)
   config.data.folder_root = ml_collections.FieldReference(None, field_type=str)
+  # Folder sources decode every image once before training: a missing, non-image or corrupt file stops the run
+  # with one line naming it (and its line in the list file). True leaves such files out instead, printing them
+  # and recording them in result.json's skipped_images (jpeft/data/bad_images.py).
+  config.data.skip_bad_images = False
   config.data.image_size = 224
   config.data.normalization = "none"  # none ([0, 1], the study) | inception | imagenet | clip
   config.data.in_memory = True  # VTAB-1K splits fit in device memory: load once, never wait on the host

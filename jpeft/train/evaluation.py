@@ -17,7 +17,7 @@ from jpeft.data import tasks
 from jpeft.train import (checkpointing, model_setup, optim, results, reuse, run_config, sharding,
                          steps)
 from jpeft.train.errors import ConfigError
-from jpeft.train.splits import Split, mode_splits
+from jpeft.train.splits import Split, mode_splits, skipped_images
 
 
 def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: int, mesh) -> dict:
@@ -131,14 +131,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state, meta = restore_newest(config, workdir, setup, mesh)
   frozen, _, _ = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
   split, spec = (config.eval_split, config.eval_split) if config.eval_split else mode_splits(config, meta["mode"])[1]
-  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen,
-                    Split.open(config, setup.task, split, spec),
+  data = Split.open(config, setup.task, split, spec)
+  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen, data,
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   # Under early stopping the checkpoint's parameters are its best ones: name their step and epoch.
   best = (meta.get("early_stopping") or {}).get("best") or dict(step=int(state["step"]), epoch=meta["epoch"])
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=best["step"], epoch=best["epoch"], workdir=os.path.abspath(workdir),
-             init_from=meta.get("init_from"))
+             init_from=meta.get("init_from"), warnings=list(data.warnings),
+             skipped_images=skipped_images(data))
   if jax.process_index() == 0:
     results.save_predictions(workdir, split, result, prefix=results.EVAL_PREFIX)
     results.write_json(os.path.join(workdir, f"{results.EVAL_PREFIX}{split}.json"), out)

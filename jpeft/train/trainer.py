@@ -15,9 +15,10 @@ Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json
 run starts from, WiSE-FT's zero-shot end), and logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the
 final evaluation (and logits_<task>_test.npy of each of `config.shift_tasks`). result.json holds accuracy (last epoch),
 best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation), trainable_params,
-total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), init_from (None, or the run it
-started from: `jpeft.train.reuse.start_from`'s record), and, summed over the
-launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
+total_params, steps, skipped_steps, warnings (skipped steps, splits with one label), skipped_images ({count, files}:
+the bad images `data.skip_bad_images` left out, each with its split, path, reason, list file and line), pretrained
+(the backbone pointer), init_from (None, or the run it started from: `jpeft.train.reuse.start_from`'s record),
+and, summed over the launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
 train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
 devices_per_launch (the global device count of each launch, over all jax processes); shift_accuracy: {'<task>_test':
 accuracy} of `config.shift_tasks` (scored on the classes each covers).
@@ -46,7 +47,7 @@ from jpeft import workdir_lock
 from jpeft.train import (checkpointing, config_checks, early_stopping, evaluation, model_setup, optim, results,
                          reuse, run_config, sharding, steps, writers)
 from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
-from jpeft.train.splits import Split, count_steps_per_epoch, open_mode
+from jpeft.train.splits import Split, count_steps_per_epoch, open_mode, skipped_images, split_warnings
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -229,13 +230,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if writer:
       writer.close()
 
-  warnings = _check_skipped(config, skipped, step, workdir)
+  shift = evaluation.shift_sets(config, setup.model, mesh)
+  warnings = _check_skipped(config, skipped, step, workdir) + split_warnings(train_data, watched, eval_data)
   if stopper:  # the result is the best parameters' (resumed or not)
     trainable = stopper.params
   if last is None or stopper:  # resumed from the final checkpoint, or the last evaluation is not the result's
     last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
   shifted = {name: evaluation.evaluate(shift_step, trainable, frozen, data, hparams, batch_size, mesh)
-             for name, data, shift_step in evaluation.shift_sets(config, setup.model, mesh)}
+             for name, data, shift_step in shift}
   best = max(evals, key=lambda e: e["accuracy"])
   num_trainable = sum(int(np.prod(v.shape)) for v in setup.trainable.values())
   num_total = num_trainable + sum(int(np.prod(v.shape)) for v in setup.frozen.values())
@@ -250,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config), init_from=init_from,
                 shift_accuracy={name: out["accuracy"] for name, out in shifted.items()},
+                skipped_images=skipped_images(train_data, watched, eval_data, *(data for _, data, _ in shift)),
                 **({"early_stopping": stopper.record()} if stopper else {}))
   try:
     if config.save_merged:  # every process: sharded arrays are gathered, and orbax's save (process 0 writes)
