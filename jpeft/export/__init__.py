@@ -13,6 +13,9 @@ Formats:
            CLIP's bias-free projection is folded into the head (timm's CLIP classifier has none).
   adapter  the trainable parameters (PEFT + head) and the methods' config (`jpeft.peft.export.save_adapter`):
            loads onto the same backbone with `load_adapter`; the backbone pointer is in the metadata.
+  peft     a directory in the PyTorch PEFT library's format (adapter_config.json + adapter_model.safetensors,
+           the head as modules_to_save) for lora, dora, vera, ia3, oft, boft, loha and lokr, plus the backbone
+           as base_model.safetensors (`jpeft.export.peft_export`; mapping in `jpeft.export.peft_format`).
 Both files carry the run's provenance and input preprocessing under the metadata key 'jpeft_run' (JSON:
 workdir, step, task, method, pretrained, image_size, normalization and its mean / std).
 
@@ -37,7 +40,7 @@ from jpeft.peft.export import save_adapter
 from jpeft.train import model_setup, reuse
 from jpeft.train.errors import RunError
 
-FORMATS = ("timm", "adapter")
+FORMATS = ("timm", "adapter", "peft")
 TIMM_METADATA_KEY = "jpeft_timm"
 RUN_METADATA_KEY = "jpeft_run"
 # jpeft model style -> (timm model with the same layers, its jpeft variant and image size): other sizes are that
@@ -129,13 +132,15 @@ def _output_path(out: Optional[str], workdir: str, format: str) -> str:  # pylin
 
 
 # pylint: disable-next=redefined-builtin
-def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") -> list[str]:
-  """Writes the newest intact checkpoint of the run in `workdir` in `format` ('timm' | 'adapter').
+def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", with_base: bool = True
+               ) -> list[str]:
+  """Writes the newest intact checkpoint of the run in `workdir` in `format` ('timm' | 'adapter' | 'peft').
 
   Args:
     workdir: a training run's workdir (`python -m jpeft.main`).
     out: the file to write, or a directory to write `<format>.safetensors` into; default `<workdir>/export/`.
     format: see the module docstring.
+    with_base: for 'peft', also write the backbone (base_model.safetensors) into the directory.
   Returns:
     The paths written.
   Raises:
@@ -145,11 +150,15 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm") ->
   """
   if format not in FORMATS:
     raise ExportError(f"--format={format!r} is not an export format: use 'timm' (a merged plain ViT, for "
-                      "re-parameterisable methods) or 'adapter' (any method: its trainable parameters).")
+                      "re-parameterisable methods), 'adapter' (any method: its trainable parameters) or 'peft' "
+                      "(the PyTorch PEFT library's format).")
   saved = reuse.load_run(workdir)
   config = saved.config
   methods = peft.build_methods(config.method, config.peft)
   run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
+  if format == "peft":
+    from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel  (it imports this module)
+    return peft_export.export_peft(saved, out, run, with_base)
   if format == "adapter":
     path = _output_path(out, workdir, format)
     save_adapter(path, saved.trainable, methods, metadata=run)

@@ -2,13 +2,16 @@
 
   python -m jpeft.export --workdir=runs/dtd_lora --format=timm [--out=model.safetensors]
   python -m jpeft.export --workdir=runs/dtd_lora --format=adapter [--out=runs/exports/]
+  python -m jpeft.export --workdir=runs/dtd_lora --format=peft [--out=runs/dtd_lora_peft] [--nowith_base]
 
 Reads the newest intact checkpoint in --workdir (and, for timm, the pretrained backbone it points to); trains
 nothing. --out is a file, or a directory to write <format>.safetensors into (default <workdir>/export/). Prints
-JSON {"paths": [...]} and, for timm, the two lines that load the file in PyTorch. See `jpeft.export` for the
+JSON {"paths": [...]} and, for timm and peft, the lines that load the files in PyTorch. For peft, --out is
+the directory to create (default <workdir>/export/peft; an existing one is refused). See `jpeft.export` for the
 formats and what each holds.
 """
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -22,6 +25,8 @@ _FORMAT = flags.DEFINE_enum("format", "timm", FORMATS, "timm: the PEFT methods m
                             "methods' config, for any method.")
 _OUT = flags.DEFINE_string("out", None, "Output file, or a directory for <format>.safetensors "
                            "(default <workdir>/export/).")
+_WITH_BASE = flags.DEFINE_bool("with_base", True, "--format=peft: also write the run's backbone as "
+                                "base_model.safetensors (timm layout), so the printed lines load it offline.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -30,11 +35,15 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass --workdir, --format and --out.")
   cli.quiet_logging_unless_asked()
   try:
-    paths = export_run(_WORKDIR.value, _OUT.value, _FORMAT.value)
+    paths = export_run(_WORKDIR.value, _OUT.value, _FORMAT.value, _WITH_BASE.value)
   except cli.USER_ERRORS as e:
     print(f"jpeft.export: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps({"paths": paths}))
+  if _FORMAT.value == "peft":
+    from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel
+    print("# In PyTorch (timm, safetensors and peft installed):")
+    print(peft_export.usage(os.path.dirname(paths[0])))
   if _FORMAT.value == "timm":
     from safetensors import safe_open  # pylint: disable=import-outside-toplevel
     with safe_open(paths[0], framework="np") as f:

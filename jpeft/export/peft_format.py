@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from jpeft.peft import base
+from jpeft.train.errors import RunError
 
 CONFIG_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -66,7 +67,7 @@ _VERA_PROJECTIONS = {"encoder/vera_a": "base_model.vera_A", "encoder/vera_b": "b
 _HEAD = {"head/kernel": f"{PREFIX}head.weight", "head/bias": f"{PREFIX}head.bias"}
 
 
-class PeftFormatError(ValueError):
+class PeftFormatError(RunError, ValueError):
   """An adapter (or a run) that the other side cannot express; the message names what and how to fix it."""
 
 

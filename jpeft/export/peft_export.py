@@ -1,0 +1,115 @@
+"""A finished run as a PyTorch PEFT adapter directory (`python -m jpeft.export --format=peft`), and such a
+directory read back (`read_adapter`, for `init_from.peft`).
+
+The directory holds what the library's `save_pretrained` writes (`adapter_config.json`,
+`adapter_model.safetensors`; mapping in `jpeft.export.peft_format`) and, unless `with_base=False`,
+`base_model.safetensors`: the run's backbone (with its trained head) as a timm state dict, so that the printed
+lines rebuild the model offline. The library's loader ignores the extra file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any, Optional
+
+import numpy as np
+from safetensors import safe_open
+
+from jpeft import peft
+from jpeft.data import tasks
+from jpeft.export import peft_format
+from jpeft.peft import partition
+from jpeft.train import model_setup, reuse
+
+BASE_NAME = "base_model.safetensors"
+
+
+def refuse_existing(out: str) -> None:
+  """Raises PeftFormatError when `out` exists: an export never replaces files."""
+  # TODO(lead): meet jpeft.export's --overwrite guard (branch i28-export) here.
+  if os.path.exists(out):
+    raise peft_format.PeftFormatError(f"--out={out!r} exists; jpeft.export never replaces files: name a new "
+                                      "directory, or move the old one away.")
+
+
+def export_peft(saved: reuse.SavedRun, out: Optional[str], run_metadata: dict[str, str], with_base: bool = True
+                ) -> list[str]:
+  """Writes the run `saved` as a PEFT adapter directory `out` (default <workdir>/export/peft); returns the paths.
+
+  Raises PeftFormatError (a method the library lacks, merge_factor != 1, `out` exists), ConfigError (the
+  pretrained file changed since the run), CheckpointError (the backbone cannot be read)."""
+  from jpeft import export  # pylint: disable=import-outside-toplevel  (the package imports this module)
+  config = saved.config
+  method = peft_format.check_exportable(peft.build_methods(config.method, config.peft), config.merge_factor)
+  out = out or os.path.join(saved.workdir, "export", "peft")
+  refuse_existing(out)
+  model_setup.check_pretrained(config, saved.meta, saved.workdir)
+  setup = model_setup.build(config)  # the frozen backbone: DoRA's norms, VeRA's projections, the base file
+  params = partition.combine(saved.trainable, setup.frozen)
+  flat = {k: np.asarray(v) for k, v in partition.flatten(params).items()}
+  if "proj/kernel" in flat:  # CLIP: timm's classifier is one Linear, head(proj(x)) = x @ (P @ W) + b
+    flat["head/kernel"] = flat["proj/kernel"] @ flat["head/kernel"]
+  depth = sum(1 for k in flat if k.endswith("/attn/qkv/kernel"))
+  name, kwargs = export.timm_architecture(config.model.variant, config.model.style, config.data.image_size,
+                                          tasks.get_task(config.task).num_classes)
+  tensors = peft_format.to_peft(method, flat, depth)
+  adapter_config = peft_format.adapter_config(method, base_model=name)
+  tmp = f"{out}.tmp{os.getpid()}"
+  os.makedirs(tmp)
+  try:
+    with open(os.path.join(tmp, peft_format.CONFIG_NAME), "w") as f:
+      json.dump(adapter_config, f, indent=2, sort_keys=True)
+      f.write("\n")
+    export.save_safetensors(os.path.join(tmp, peft_format.WEIGHTS_NAME), tensors, {"format": "pt", **run_metadata})
+    names = [peft_format.CONFIG_NAME, peft_format.WEIGHTS_NAME]
+    if with_base:
+      base = export.timm_state_dict(params, (method,), merge_factor=0.0)  # the backbone, methods left out
+      export.save_safetensors(os.path.join(tmp, BASE_NAME), base, {**export.timm_metadata(name, kwargs),
+                                                                   **run_metadata})
+      names.append(BASE_NAME)
+    refuse_existing(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    os.rename(tmp, out)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return [os.path.join(out, n) for n in names]
+
+
+def usage(directory: str, run_metadata: Optional[dict] = None) -> str:
+  """The Python lines that load an exported directory with timm and the PEFT library."""
+  from jpeft import export  # pylint: disable=import-outside-toplevel
+  base = os.path.join(directory, BASE_NAME)
+  if os.path.exists(base):
+    with safe_open(base, framework="np") as f:
+      spec = json.loads(f.metadata()[export.TIMM_METADATA_KEY])
+    load = f"base.load_state_dict(safetensors.torch.load_file({base!r}))"
+  else:
+    with safe_open(os.path.join(directory, peft_format.WEIGHTS_NAME), framework="np") as f:
+      run = json.loads(f.metadata()[export.RUN_METADATA_KEY])
+    spec = dict(model=read_config(directory)["base_model_name_or_path"], kwargs={})
+    load = f"base.load_state_dict(...)  # the run's backbone, {run['pretrained']!r}, in timm's layout"
+  args = "".join(f", {k}={v!r}" for k, v in spec["kwargs"].items())
+  return ("import safetensors.torch, timm\nfrom peft import PeftModel\n"
+          f"base = timm.create_model({spec['model']!r}, pretrained=False{args})\n{load}\n"
+          f"model = PeftModel.from_pretrained(base, {directory!r}).eval()")
+
+
+def read_config(directory: str) -> dict[str, Any]:
+  with open(os.path.join(directory, peft_format.CONFIG_NAME)) as f:
+    return json.load(f)
+
+
+def read_adapter(directory: str, what: str = "--config.init_from.peft") -> tuple[dict, dict[str, np.ndarray]]:
+  """(adapter_config.json, adapter_model.safetensors tensors) of a PEFT adapter directory.
+
+  Raises PeftFormatError naming the directory when either file is missing or unreadable."""
+  try:
+    config = read_config(directory)
+    with safe_open(os.path.join(directory, peft_format.WEIGHTS_NAME), framework="np") as f:
+      tensors = {k: f.get_tensor(k) for k in f.keys()}
+  except (OSError, ValueError) as e:  # missing file, bad JSON, not safetensors
+    raise peft_format.PeftFormatError(
+        f"{what}={directory!r} is not a PEFT adapter directory ({peft_format.CONFIG_NAME} + "
+        f"{peft_format.WEIGHTS_NAME}, as the library's save_pretrained writes): {e}") from None
+  return config, tensors

@@ -1,0 +1,97 @@
+"""`python -m jpeft.export --format=peft`: a run written as a PyTorch PEFT adapter directory (the tensor and config
+mapping itself is checked against the library's own files in tests/peft/test_peft_format.py)."""
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from safetensors.numpy import load_file
+
+from .conftest import load_config, tiny_overrides
+from jpeft import checkpoints, export, peft
+from jpeft.checkpoints import statedict
+from jpeft.export import peft_export, peft_format
+from jpeft.models import vit
+from jpeft.peft import partition
+from jpeft.train import checkpointing, model_setup, reuse, trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _saved_run(tmp, overrides) -> tuple[str, object]:
+  """A workdir whose checkpoint holds random non-zero trained parameters (as the trainer writes one)."""
+  config = load_config(overrides)
+  setup = model_setup.build(config)
+  rng = np.random.default_rng(0)
+  trainable = {k: (0.3 * rng.normal(size=np.shape(v))).astype(np.float32) for k, v in setup.trainable.items()}
+  workdir = str(tmp / f"run_{config.method}")
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  ckpt.save(3, dict(trainable=trainable, opt_state=optax.ScaleByAdamState(
+      count=jnp.int32(3), mu=trainable, nu=trainable), step=3, rng=jax.random.key_data(jax.random.PRNGKey(0))),
+            trainer._meta(config, 1, [], 0, {}, None))  # pylint: disable=protected-access
+  ckpt.wait()
+  ckpt.close()
+  return workdir, setup
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+  params = vit.create_model("mu/8", num_classes=0).init(jax.random.PRNGKey(7), jnp.zeros((1, 32, 32, 3)))
+  path = str(tmp_path_factory.mktemp("backbone") / "backbone.npz")
+  checkpoints.save_npz(params["params"], path, num_heads=2)
+  return path
+
+
+@pytest.mark.parametrize("method", ["dora", "vera"])  # the two whose files need the frozen backbone
+def test_export_reads_back_as_the_run(method, folder_root, backbone, tmp_path):
+  overrides = tiny_overrides(folder_root, **{"method": method, "pretrained.path": backbone,
+                                             "peft": {method: {"rank": 2}}})
+  workdir, setup = _saved_run(tmp_path, overrides)
+  out = str(tmp_path / "peft")
+  paths = export.export_run(workdir, out, "peft")
+  assert sorted(os.listdir(out)) == ["adapter_config.json", "adapter_model.safetensors", "base_model.safetensors"]
+  assert sorted(paths) == sorted(os.path.join(out, n) for n in os.listdir(out))
+  config, tensors = peft_export.read_adapter(out)
+  assert config["peft_type"] == peft_format.METHODS[method] and config["modules_to_save"] == ["head"]
+  assert config["base_model_name_or_path"] == "vit_base_patch16_224" and config["r"] == 2
+  name, hparams = peft_format.method_of(config, tensors, out)
+  (method_read,) = peft.build_methods(name, {name: hparams})
+  assert method_read == setup.methods[0]
+  frozen = dict(setup.frozen)  # flat
+  back = peft_format.from_peft(method_read, config, tensors, frozen, depth=2)
+  saved = reuse.load_run(workdir).trainable  # flat, as the checkpoint holds it
+  for path, value in saved.items():
+    np.testing.assert_allclose(back[path], value, rtol=1e-5, atol=1e-6, err_msg=path)
+  base = partition.flatten(statedict.from_state_dict(load_file(os.path.join(out, "base_model.safetensors"))))
+  for path, value in base.items():  # the backbone, with the trained head
+    np.testing.assert_array_equal(value, saved[path] if path.startswith("head/") else frozen[path], err_msg=path)
+  if method == "vera":  # the projections the run used travel with the adapter
+    np.testing.assert_array_equal(tensors["base_model.vera_A"], frozen["encoder/vera_a"].T)
+
+
+def test_cli_prints_the_loading_lines_and_refuses_an_existing_directory(folder_root, backbone, tmp_path):
+  workdir, _ = _saved_run(tmp_path, tiny_overrides(folder_root, **{"method": "lora", "pretrained.path": backbone}))
+  out = str(tmp_path / "lora_peft")
+  cmd = [sys.executable, "-m", "jpeft.export", f"--workdir={workdir}", "--format=peft", f"--out={out}"]
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert f"base.load_state_dict(safetensors.torch.load_file('{out}/base_model.safetensors'))" in done.stdout
+  assert "timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=47, patch_size=8" in done.stdout
+  assert f"model = PeftModel.from_pretrained(base, '{out}').eval()" in done.stdout
+  before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+  again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  assert again.returncode == 1
+  assert again.stderr.strip().splitlines()[-1].startswith(f"jpeft.export: error: --out='{out}' exists")
+  assert {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} == before
+
+
+def test_a_method_the_library_lacks_is_refused_before_loading(folder_root, backbone, tmp_path):
+  workdir, _ = _saved_run(tmp_path, tiny_overrides(folder_root, **{"method": "ssf", "pretrained.path": backbone}))
+  with pytest.raises(peft_format.PeftFormatError, match=r"'ssf' has no class in the PyTorch PEFT library"):
+    export.export_run(workdir, str(tmp_path / "x"), "peft")
+  assert not os.path.exists(tmp_path / "x")
