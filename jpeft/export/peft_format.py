@@ -266,6 +266,10 @@ def from_peft(method: base.Method, config: Mapping[str, Any], tensors: Mapping[s
       raise PeftFormatError(f"the adapter has no tensor {key!r}, which jpeft's {method.name} on this "
                             f"{depth}-block ViT needs: was it trained on another base model?")
     value = np.asarray(left.pop(key), np.float32)
+    if layout == "magnitude" and value.shape != (np.shape(frozen[kernel_path])[1],):  # the kernel's outputs
+      want = (np.shape(frozen[kernel_path])[1],)
+      raise PeftFormatError(f"the adapter's {key!r} is {value.shape}, where this {depth}-block ViT's "
+                            f"{kernel_path!r} needs {want}: it was trained on a base model of other sizes.")
     if layout == "T":
       value = value.T
       if key.endswith("lora_B.weight"):
@@ -276,6 +280,8 @@ def from_peft(method: base.Method, config: Mapping[str, Any], tensors: Mapping[s
       value = (value - _column_norm(np.asarray(frozen[kernel_path]))).astype(np.float32)
     elif layout == "ia3":
       if ".qkv." in key:
+        if value.ndim != 2 or value.shape[0] % 3:
+          raise PeftFormatError(f"the adapter's {key!r} is {value.shape}, not the [3 D, 1] of a fused qkv.")
         q, k, v = np.split(value[:, 0], 3)
         value = np.concatenate([q * k, v])  # the query scales folded into the key scales (module doc)
       else:

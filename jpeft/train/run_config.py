@@ -29,7 +29,7 @@ EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment
 # recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
 ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "head_init": "random",
                 "zeroshot.checkpoint": None, "zeroshot.classnames": "imagenet", "zeroshot.templates": "openai_imagenet",
-                "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False,
+                "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False, "init_from.peft": "",
                 "data.augment_final_only": False, "data.center_crop": False, "data.subset": "", "data.tune_split": 0,
                 "data.subset_index_file": None, "data.eval_resize": "short_side",
                 "data.randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0, "data.random_erasing": 0.0,

@@ -84,14 +84,6 @@ def test_cli_prints_the_loading_lines_and_refuses_an_existing_directory(folder_r
   assert "timm.create_model('vit_base_patch16_224', pretrained=False, num_classes=47, patch_size=8" in done.stdout
   assert f"model = PeftModel.from_pretrained(base, '{out}').eval()" in done.stdout
   before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
-  again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-  assert again.returncode == 1
-  assert again.stderr.strip().splitlines()[-1].startswith(f"jpeft.export: error: --out='{out}' exists")
+  with pytest.raises(peft_format.PeftFormatError, match=f"--out='{out}' exists; jpeft.export never replaces"):
+    export.export_run(workdir, out, "peft")  # in-process: the CLI prints this message and exits 1 (cli.USER_ERRORS)
   assert {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} == before
-
-
-def test_a_method_the_library_lacks_is_refused_before_loading(folder_root, backbone, tmp_path):
-  workdir, _ = _saved_run(tmp_path, tiny_overrides(folder_root, **{"method": "ssf", "pretrained.path": backbone}))
-  with pytest.raises(peft_format.PeftFormatError, match=r"'ssf' has no class in the PyTorch PEFT library"):
-    export.export_run(workdir, str(tmp_path / "x"), "peft")
-  assert not os.path.exists(tmp_path / "x")
