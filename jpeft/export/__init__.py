@@ -16,6 +16,8 @@ Formats:
   peft     a directory in the PyTorch PEFT library's format (adapter_config.json + adapter_model.safetensors,
            the head as modules_to_save) for lora, dora, vera, ia3, oft, boft, loha and lokr, plus the backbone
            as base_model.safetensors (`jpeft.export.peft_export`; mapping in `jpeft.export.peft_format`).
+  lora     any re-parameterisable run's weight change as a rank-R LoRA in that format, by truncated SVD
+           (`export_lora_run`, `jpeft.export.to_lora`); rank 'full' is exact.
 Both files carry the run's provenance and input preprocessing under the metadata key 'jpeft_run' (JSON:
 workdir, step, task, method, pretrained, image_size, normalization and its mean / std).
 
@@ -40,7 +42,7 @@ from jpeft.peft.export import save_adapter
 from jpeft.train import model_setup, reuse
 from jpeft.train.errors import RunError
 
-FORMATS = ("timm", "adapter", "peft")
+FORMATS = ("timm", "adapter", "peft", "lora")
 TIMM_METADATA_KEY = "jpeft_timm"
 RUN_METADATA_KEY = "jpeft_run"
 # jpeft model style -> (timm model with the same layers, its jpeft variant and image size): other sizes are that
@@ -156,6 +158,8 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", wi
   config = saved.config
   methods = peft.build_methods(config.method, config.peft)
   run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
+  if format == "lora":
+    return export_lora_run(workdir, out, with_base=with_base)[0]
   if format == "peft":
     from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel  (it imports this module)
     return peft_export.export_peft(saved, out, run, with_base)
@@ -173,3 +177,13 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", wi
   path = _output_path(out, workdir, format)
   save_safetensors(path, tensors, {**timm_metadata(name, kwargs), **run})
   return [path]
+
+
+def export_lora_run(workdir: str, out: Optional[str] = None, rank: str = "full", with_base: bool = True
+                    ) -> tuple[list[str], dict]:
+  """Writes the run in `workdir` as a rank-`rank` LoRA directory ('full' or an integer; default
+  <workdir>/export/lora) -> (paths, report: rank, each Linear's relative SVD error, the logit change)."""
+  from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel  (it imports this module)
+  saved = reuse.load_run(workdir)
+  run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
+  return peft_export.export_lora(saved, out, run, rank, with_base)

@@ -3,6 +3,7 @@
   python -m jpeft.export --workdir=runs/dtd_lora --format=timm [--out=model.safetensors]
   python -m jpeft.export --workdir=runs/dtd_lora --format=adapter [--out=runs/exports/]
   python -m jpeft.export --workdir=runs/dtd_lora --format=peft [--out=runs/dtd_lora_peft] [--nowith_base]
+  python -m jpeft.export --workdir=runs/dtd_ssf --format=lora --rank=16|full [--out=runs/dtd_ssf_lora16]
 
 Reads the newest intact checkpoint in --workdir (and, for timm, the pretrained backbone it points to); trains
 nothing. --out is a file, or a directory to write <format>.safetensors into (default <workdir>/export/). Prints
@@ -17,7 +18,7 @@ import sys
 from absl import app, flags
 
 from jpeft import cli
-from jpeft.export import FORMATS, TIMM_METADATA_KEY, export_run, timm_usage
+from jpeft.export import FORMATS, TIMM_METADATA_KEY, export_lora_run, export_run, timm_usage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The workdir of a training run (python -m jpeft.main).")
 _FORMAT = flags.DEFINE_enum("format", "timm", FORMATS, "timm: the PEFT methods merged into a plain ViT in timm's "
@@ -27,6 +28,7 @@ _OUT = flags.DEFINE_string("out", None, "Output file, or a directory for <format
                            "(default <workdir>/export/).")
 _WITH_BASE = flags.DEFINE_bool("with_base", True, "--format=peft: also write the run's backbone as "
                                 "base_model.safetensors (timm layout), so the printed lines load it offline.")
+_RANK = flags.DEFINE_string("rank", "full", "--format=lora: the LoRA rank R (a positive integer) or 'full' (exact).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -35,12 +37,24 @@ def main(argv) -> None:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass --workdir, --format and --out.")
   cli.quiet_logging_unless_asked()
   try:
-    paths = export_run(_WORKDIR.value, _OUT.value, _FORMAT.value, _WITH_BASE.value)
+    if _FORMAT.value == "lora":
+      paths, report = export_lora_run(_WORKDIR.value, _OUT.value, _RANK.value, _WITH_BASE.value)
+    else:
+      paths = export_run(_WORKDIR.value, _OUT.value, _FORMAT.value, _WITH_BASE.value)
   except cli.USER_ERRORS as e:
     print(f"jpeft.export: error: {e}", file=sys.stderr)
     sys.exit(1)
   print(json.dumps({"paths": paths}))
-  if _FORMAT.value == "peft":
+  if _FORMAT.value == "lora":
+    errors = report["relative_error"]
+    print(f"# rank {report['rank']}: relative error ||Delta - B A|| / ||Delta|| per Linear "
+          f"(max {max(errors.values()):.2e}):")
+    for layer, error in errors.items():
+      print(f"#   {layer}: {error:.2e}")
+    if "max_logit_change" in report:
+      print(f"# logit change on 8 random images: max {report['max_logit_change']:.2e} "
+            f"(max |logit| {report['max_logit']:.2f})")
+  if _FORMAT.value in ("peft", "lora"):
     from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel
     print("# In PyTorch (timm, safetensors and peft installed):")
     print(peft_export.usage(os.path.dirname(paths[0])))

@@ -1,5 +1,6 @@
-"""A finished run as a PyTorch PEFT adapter directory (`python -m jpeft.export --format=peft`), and such a
-directory read back (`read_adapter`, for `init_from.peft`).
+"""A finished run as a PyTorch PEFT adapter directory (`python -m jpeft.export --format=peft`, or `--format=lora`
+for any re-parameterisable method via `jpeft.export.to_lora`), and such a directory read back (`read_adapter`,
+for `init_from.peft`).
 
 The directory holds what the library's `save_pretrained` writes (`adapter_config.json`,
 `adapter_model.safetensors`; mapping in `jpeft.export.peft_format`) and, unless `with_base=False`,
@@ -16,9 +17,13 @@ from typing import Any, Optional
 import numpy as np
 from safetensors import safe_open
 
+import jax
+
 from jpeft import peft
+from jpeft.checkpoints import statedict
 from jpeft.data import tasks
-from jpeft.export import peft_format
+from jpeft.export import peft_format, to_lora
+from jpeft.models import vit
 from jpeft.peft import partition
 from jpeft.train import model_setup, reuse
 
@@ -55,6 +60,50 @@ def export_peft(saved: reuse.SavedRun, out: Optional[str], run_metadata: dict[st
                                           tasks.get_task(config.task).num_classes)
   tensors = peft_format.to_peft(method, flat, depth)
   adapter_config = peft_format.adapter_config(method, base_model=name)
+  base = export.timm_state_dict(params, (method,), merge_factor=0.0) if with_base else None  # methods left out
+  return _write(out, adapter_config, tensors, base, export.timm_metadata(name, kwargs), run_metadata)
+
+
+def export_lora(saved: reuse.SavedRun, out: Optional[str], run_metadata: dict[str, str], rank: str = "full",
+                with_base: bool = True) -> tuple[list[str], dict[str, Any]]:
+  """Writes the run `saved` (any re-parameterisable methods) as a rank-`rank` LoRA directory (`to_lora`).
+
+  Returns (paths, report): report has 'rank', 'relative_error' {timm Linear: ||Delta - B A|| / ||Delta||} and,
+  for the 'vit' style, 'max_logit_change' / 'max_logit' over 8 random images in the model's input range."""
+  from jpeft import export  # pylint: disable=import-outside-toplevel
+  config = saved.config
+  r = to_lora.parse_rank(rank)
+  methods = peft.build_methods(config.method, config.peft)
+  out = out or os.path.join(saved.workdir, "export", "lora")
+  refuse_existing(out)
+  if not all(m.mergeable for m in methods):
+    export.timm_state_dict({}, methods)  # raises the ExportError naming the formats that work
+  model_setup.check_pretrained(config, saved.meta, saved.workdir)
+  setup = model_setup.build(config)
+  merged = export.timm_state_dict(partition.combine(saved.trainable, setup.frozen), methods, config.merge_factor)
+  # At initialisation every method is the identity: this is the backbone (and the initial head).
+  initial = export.timm_state_dict(partition.combine(setup.trainable, setup.frozen), methods, config.merge_factor)
+  tensors, fields, errors = to_lora.lora_from_delta(merged, initial, r)
+  name, kwargs = export.timm_architecture(config.model.variant, config.model.style, config.data.image_size,
+                                          tasks.get_task(config.task).num_classes)
+  adapter_config = {**peft_format.templates()["configs"]["lora"], **fields, "base_model_name_or_path": name}
+  report: dict[str, Any] = dict(rank=fields["r"], relative_error=errors)
+  if config.model.style == "vit":
+    model = vit.create_model(config.model.variant, num_classes=tasks.get_task(config.task).num_classes)
+    images = np.random.default_rng(0).uniform(-1, 1, (8, config.data.image_size, config.data.image_size, 3))
+    logits = [np.asarray(jax.jit(model.apply)({"params": statedict.from_state_dict(sd)}, images.astype(np.float32)))
+              for sd in (merged, to_lora.approximated(initial, tensors))]
+    report.update(max_logit_change=float(np.abs(logits[1] - logits[0]).max()),
+                  max_logit=float(np.abs(logits[0]).max()))
+  paths = _write(out, adapter_config, tensors, initial if with_base else None, export.timm_metadata(name, kwargs),
+                 run_metadata)
+  return paths, report
+
+
+def _write(out: str, adapter_config: dict, tensors: dict, base: Optional[dict], timm_metadata: dict,
+           run_metadata: dict) -> list[str]:
+  """Writes the directory `out` whole (a temporary directory renamed into place); returns its files."""
+  from jpeft import export  # pylint: disable=import-outside-toplevel
   tmp = f"{out}.tmp{os.getpid()}"
   os.makedirs(tmp)
   try:
@@ -63,10 +112,8 @@ def export_peft(saved: reuse.SavedRun, out: Optional[str], run_metadata: dict[st
       f.write("\n")
     export.save_safetensors(os.path.join(tmp, peft_format.WEIGHTS_NAME), tensors, {"format": "pt", **run_metadata})
     names = [peft_format.CONFIG_NAME, peft_format.WEIGHTS_NAME]
-    if with_base:
-      base = export.timm_state_dict(params, (method,), merge_factor=0.0)  # the backbone, methods left out
-      export.save_safetensors(os.path.join(tmp, BASE_NAME), base, {**export.timm_metadata(name, kwargs),
-                                                                   **run_metadata})
+    if base is not None:
+      export.save_safetensors(os.path.join(tmp, BASE_NAME), base, {**timm_metadata, **run_metadata})
       names.append(BASE_NAME)
     refuse_existing(out)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
