@@ -53,11 +53,12 @@ def load_into(config, params: dict, methods: tuple[base.Method, ...], num_classe
   adapter_config, tensors = peft_export.read_adapter(directory, _WHAT)
   name, hparams = peft_format.method_of(adapter_config, tensors, where)
   (method,) = _build(name, hparams, where)
-  if len(methods) != 1 or dataclasses.replace(methods[0], **{
+  if len(methods) != 1 or type(methods[0]) is not type(method) or dataclasses.replace(methods[0], **{
       k: getattr(method, k) for k in _TRAINING_ONLY if hasattr(method, k)}) != method:
     raise ConfigError(f"{where} is a {name} adapter ({_describe(method)}), but this run's method is "
                       f"{'+'.join(m.name for m in methods) or 'linear'}"
-                      f"{f' ({_describe(methods[0])})' if len(methods) == 1 else ''}. Run it with {_flags(name, method)}.")
+                      f"{f' ({_describe(methods[0])})' if len(methods) == 1 else ''}. Run it with "
+                      f"{_flags(name, method)}.")
   flat = partition.flatten(params)
   depth = sum(1 for k in flat if k.endswith("/attn/qkv/kernel"))
   own = peft_format.from_peft(method, adapter_config, tensors, flat, depth)

@@ -92,7 +92,8 @@ def approximated(initial: Mapping[str, np.ndarray], tensors: Mapping[str, np.nda
     name = key[len(peft_format.PREFIX):]
     if name.endswith(".lora_A.weight"):
       module = name[:-len(".lora_A.weight")]
-      out[f"{module}.weight"] = initial[f"{module}.weight"] + tensors[f"{peft_format.PREFIX}{module}.lora_B.weight"] @ value
+      b = tensors[f"{peft_format.PREFIX}{module}.lora_B.weight"]
+      out[f"{module}.weight"] = initial[f"{module}.weight"] + b @ value
       if f"{peft_format.PREFIX}{module}.lora_B.bias" in tensors:
         out[f"{module}.bias"] = initial[f"{module}.bias"] + tensors[f"{peft_format.PREFIX}{module}.lora_B.bias"]
     elif ".lora_" not in name:

@@ -60,6 +60,9 @@ def test_another_method_or_base_is_one_error_naming_it(tmp_path):
   with pytest.raises(ConfigError, match=r"is a dora adapter \(rank=2, targets=\('qkv', 'fc2'\)\), but this run's "
                                         r"method is lora .*--config.method=dora --config.peft.dora.rank=2"):
     model_setup.build(_config(adapter, "lora", {}))
+  vera = _write_adapter(tmp_path / "vera", "vera")  # fields (d_initial) the run's method lacks
+  with pytest.raises(ConfigError, match=r"is a vera adapter \(rank=4, targets=.*method is lora"):
+    model_setup.build(_config(vera, "lora", {}))
   with pytest.raises(ConfigError, match=r"rank=8.*--config.peft.dora.rank=2"):
     model_setup.build(_config(adapter, "dora", {"targets": ("qkv", "fc2")}))
 
