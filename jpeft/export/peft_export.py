@@ -110,7 +110,7 @@ def _write(out: str, adapter_config: dict, tensors: dict, base: Optional[dict], 
     with open(os.path.join(tmp, peft_format.CONFIG_NAME), "w") as f:
       json.dump(adapter_config, f, indent=2, sort_keys=True)
       f.write("\n")
-    export.save_safetensors(os.path.join(tmp, peft_format.WEIGHTS_NAME), tensors, {"format": "pt", **run_metadata})
+    export.save_safetensors(os.path.join(tmp, peft_format.WEIGHTS_NAME), tensors, {**timm_metadata, **run_metadata})
     names = [peft_format.CONFIG_NAME, peft_format.WEIGHTS_NAME]
     if base is not None:
       export.save_safetensors(os.path.join(tmp, BASE_NAME), base, {**timm_metadata, **run_metadata})
@@ -123,19 +123,18 @@ def _write(out: str, adapter_config: dict, tensors: dict, base: Optional[dict], 
   return [os.path.join(out, n) for n in names]
 
 
-def usage(directory: str, run_metadata: Optional[dict] = None) -> str:
+def usage(directory: str) -> str:
   """The Python lines that load an exported directory with timm and the PEFT library."""
   from jpeft import export  # pylint: disable=import-outside-toplevel
   base = os.path.join(directory, BASE_NAME)
+  with safe_open(os.path.join(directory, peft_format.WEIGHTS_NAME), framework="np") as f:
+    metadata = f.metadata()  # the timm model and the run, as _write put them
+  spec = json.loads(metadata[export.TIMM_METADATA_KEY])
   if os.path.exists(base):
-    with safe_open(base, framework="np") as f:
-      spec = json.loads(f.metadata()[export.TIMM_METADATA_KEY])
     load = f"base.load_state_dict(safetensors.torch.load_file({base!r}))"
   else:
-    with safe_open(os.path.join(directory, peft_format.WEIGHTS_NAME), framework="np") as f:
-      run = json.loads(f.metadata()[export.RUN_METADATA_KEY])
-    spec = dict(model=read_config(directory)["base_model_name_or_path"], kwargs={})
-    load = f"base.load_state_dict(...)  # the run's backbone, {run['pretrained']!r}, in timm's layout"
+    pretrained = json.loads(metadata[export.RUN_METADATA_KEY])["pretrained"]
+    load = f"base.load_state_dict(...)  # the run's backbone, {pretrained!r}, in timm's layout"
   args = "".join(f", {k}={v!r}" for k, v in spec["kwargs"].items())
   return ("import safetensors.torch, timm\nfrom peft import PeftModel\n"
           f"base = timm.create_model({spec['model']!r}, pretrained=False{args})\n{load}\n"
