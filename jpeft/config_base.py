@@ -72,8 +72,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   # Start from another run's trained state (jpeft/train/reuse.py): its PEFT parameters, its head when the class
   # counts match (head=False: a new head), and with optimizer=True its AdamW state. '' = the pretrained backbone.
   # allow_unfinished=True also takes a run that did not reach its last step (result.json records the step taken).
+  # Or (peft=DIR) from a PyTorch PEFT adapter of the run's method (jpeft/export/peft_import.py).
   config.init_from = ml_collections.ConfigDict(dict(workdir="", head=True, optimizer=False,
-                                                    allow_unfinished=False))
+                                                    allow_unfinished=False, peft=""))
 
   config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
   config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8

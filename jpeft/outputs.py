@@ -114,12 +114,12 @@ def check_dir(path: str, overwrite: bool = False, what: str = "--out", workdirs:
     OutputError: as `check_file`, or `path` is an existing file.
   """
   real = os.path.realpath(path)
-  if os.path.lexists(real) and not os.path.isdir(real):
-    raise OutputError(f"{what}='{path}' is an existing file where a directory was expected; choose another path.")
   if any(os.path.lexists(os.path.join(real, m)) for m in WORKDIR_MARKERS):
     raise OutputError(f"{what}='{path}' is the workdir of a run; an export never writes over a run's records. "
                       f"Choose a new folder, e.g. {what}={os.path.join(path, 'export', '')}")
   _refuse_records(real, path, what, workdirs)
+  if os.path.lexists(real) and not os.path.isdir(real):
+    raise OutputError(f"{what}='{path}' is an existing file where a directory was expected; choose another path.")
   if os.path.isdir(real) and os.listdir(real) and not overwrite:
     raise OutputError(f"{what}='{path}' is a directory that is not empty; pass --overwrite (Python: "
                       "overwrite=True) to replace the files in it, or choose another path.")

@@ -13,6 +13,11 @@ Formats:
            CLIP's bias-free projection is folded into the head (timm's CLIP classifier has none).
   adapter  the trainable parameters (PEFT + head) and the methods' config (`jpeft.peft.export.save_adapter`):
            loads onto the same backbone with `load_adapter`; the backbone pointer is in the metadata.
+  peft     a directory in the PyTorch PEFT library's format (adapter_config.json + adapter_model.safetensors,
+           the head as modules_to_save) for lora, dora, vera, ia3, oft, boft, loha and lokr, plus the backbone
+           as base_model.safetensors (`jpeft.export.peft_export`; mapping in `jpeft.export.peft_format`).
+  lora     any re-parameterisable run's weight change as a rank-R LoRA in that format, by truncated SVD
+           (`export_lora_run`, `jpeft.export.to_lora`); rank 'full' is exact.
 Both files carry the run's provenance and input preprocessing under the metadata key 'jpeft_run' (JSON:
 workdir, step, planned_step, finished, task, method, pretrained, image_size, normalization and its mean / std).
 
@@ -41,7 +46,8 @@ from jpeft.peft.export import save_adapter
 from jpeft.train import model_setup, reuse
 from jpeft.train.errors import RunError
 
-FORMATS = ("timm", "adapter")
+FORMATS = ("timm", "adapter", "peft", "lora")
+FILE_FORMATS = ("timm", "adapter")  # one .safetensors file; the others write a directory
 TIMM_METADATA_KEY = "jpeft_timm"
 RUN_METADATA_KEY = outputs.EXPORT_METADATA_KEY
 # jpeft model style -> (timm model with the same layers, its jpeft variant and image size): other sizes are that
@@ -136,16 +142,19 @@ def output_path(out: Optional[str], workdir: str, format: str, overwrite: bool =
 
 # pylint: disable-next=redefined-builtin
 def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", *, overwrite: bool = False,
-               allow_unfinished: bool = False) -> list[str]:
-  """Writes the newest checkpoint of the finished run in `workdir` in `format` ('timm' | 'adapter').
+               allow_unfinished: bool = False, with_base: bool = True) -> list[str]:
+  """Writes the newest checkpoint of the finished run in `workdir` in `format` ('timm' | 'adapter' | 'peft' |
+  'lora' at full rank; `export_lora_run` takes a rank).
 
   Args:
     workdir: a training run's workdir (`python -m jpeft.main`).
     out: the file to write, or a directory to write `<format>.safetensors` into; default `<workdir>/export/`.
+      For 'peft' and 'lora': the directory to write (default `<workdir>/export/<format>`).
     format: see the module docstring.
     overwrite: replace an existing output file (never one of a run's own records).
     allow_unfinished: export a run that did not reach its last step (or whose newest checkpoint is damaged) from
       its newest intact checkpoint; the metadata records the step ('step', 'planned_step', 'finished').
+    with_base: for 'peft' and 'lora', also write the backbone (base_model.safetensors) into the directory.
   Returns:
     The paths written.
   Raises:
@@ -156,7 +165,17 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", *,
   """
   if format not in FORMATS:
     raise ExportError(f"--format={format!r} is not an export format: use 'timm' (a merged plain ViT, for "
-                      "re-parameterisable methods) or 'adapter' (any method: its trainable parameters).")
+                      "re-parameterisable methods), 'adapter' (any method: its trainable parameters), 'peft' "
+                      "(the PyTorch PEFT library's format) or 'lora' (a re-parameterisable run as a LoRA in it).")
+  if format == "lora":
+    return export_lora_run(workdir, out, "full", with_base, overwrite=overwrite,
+                           allow_unfinished=allow_unfinished)[0]
+  if format == "peft":
+    from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel  (it imports this module)
+    directory = peft_export.output_dir(out, workdir, format, overwrite)  # before anything is read
+    saved = reuse.load_run(workdir, allow_unfinished=allow_unfinished)
+    run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
+    return peft_export.export_peft(saved, directory, run, with_base, overwrite)
   path = output_path(out, workdir, format, overwrite)  # before anything is read: a bad --out fails at once
   saved = reuse.load_run(workdir, allow_unfinished=allow_unfinished)
   config = saved.config
@@ -174,3 +193,15 @@ def export_run(workdir: str, out: Optional[str] = None, format: str = "timm", *,
                                    tasks.get_task(config.task).num_classes)
   save_safetensors(path, tensors, {**timm_metadata(name, kwargs), **run}, overwrite)
   return [path]
+
+
+def export_lora_run(workdir: str, out: Optional[str] = None, rank: str = "full", with_base: bool = True, *,
+                    overwrite: bool = False, allow_unfinished: bool = False) -> tuple[list[str], dict]:
+  """Writes the finished run in `workdir` as a rank-`rank` LoRA directory ('full' or an integer; default
+  <workdir>/export/lora) -> (paths, report: rank, each Linear's relative SVD error, the logit change).
+  `overwrite` and `allow_unfinished` as for `export_run`."""
+  from jpeft.export import peft_export  # pylint: disable=import-outside-toplevel  (it imports this module)
+  directory = peft_export.output_dir(out, workdir, "lora", overwrite)  # before anything is read
+  saved = reuse.load_run(workdir, allow_unfinished=allow_unfinished)
+  run = {RUN_METADATA_KEY: json.dumps(_run_metadata(saved), sort_keys=True)}
+  return peft_export.export_lora(saved, directory, run, rank, with_base, overwrite)

@@ -159,6 +159,10 @@ def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     raise ConfigError(f"Config field 'init_from.workdir' = '{config.init_from.workdir}' is not supported by sweeps: "
                       "each trial starts from the pretrained backbone and a fresh head. Drop it to sweep, or start "
                       "single runs from that run with python -m jpeft.main.")
+  if config.init_from.get("peft"):  # trials are initialised from the seed (model_setup's init_params), not from it
+    raise ConfigError(f"Config field 'init_from.peft' = '{config.init_from.peft}' is not supported by sweeps: each "
+                      "trial starts from the pretrained backbone. Drop it to sweep, or start single runs from the "
+                      "adapter with python -m jpeft.main.")
   if config.early_stopping.patience:  # trials train their epochs in lockstep, each to the end
     raise ConfigError(f"Config field 'early_stopping.patience' = {config.early_stopping.patience} is not supported "
                       "by sweeps: their trials train every epoch and are selected by val accuracy (last and best "

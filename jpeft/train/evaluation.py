@@ -73,7 +73,7 @@ def _has_checkpoint(workdir: str) -> bool:
 def require_checkpoint(config, workdir: str) -> None:
   """Raises ConfigError, creating nothing, if there is no checkpoint to evaluate: `workdir` has none and
   `config.init_from.workdir` names no other run."""
-  if not config.init_from.workdir and not _has_checkpoint(workdir):
+  if not config.init_from.workdir and not config.init_from.get("peft") and not _has_checkpoint(workdir):
     raise ConfigError(f"mode 'eval' needs a checkpoint, but '{_checkpoint_dir(workdir)}' has none. Pass the "
                       "--workdir of a finished training run (same --config), or train first with "
                       "--config.mode=tune or final (or evaluate another run's checkpoint into this new workdir "
@@ -100,7 +100,8 @@ def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
 def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model_setup.Setup, mesh) -> tuple:
   """-> (state, meta) of the newest intact checkpoint in `workdir`, after checking that `config` describes its
   run (`run_config.EVAL_MAY_DIFFER` may differ), or, when `workdir` has none, of the run
-  `config.init_from.workdir` names. state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
+  `config.init_from.workdir` names, or the PEFT adapter `config.init_from.peft` names (evaluated on mode
+  'final''s split unless config.eval_split says). state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
   meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside. Under early stopping,
   trainable is the best parameters (`jpeft.train.checkpointing`)."""
   _, trainable, opt_state = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
@@ -116,6 +117,9 @@ def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model
       _, state, meta = ckpt.restore_newest_intact(like, check, set_aside_damaged=False)
     finally:
       ckpt.close()
+  elif config.init_from.get("peft"):  # the adapter, as model_setup put it in place (the head included)
+    state = dict(trainable=sharding.replicate(setup.trainable, mesh), step=0)
+    meta = dict(mode="final", epoch=0, init_from=dict(peft=os.path.abspath(config.init_from.peft)))
   else:
     state, meta = _restore_source(config, setup, mesh)
   return state, meta

@@ -33,7 +33,7 @@ ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "mod
                 "head_init": "random",
                 "zeroshot.checkpoint": None, "zeroshot.classnames": "imagenet", "zeroshot.templates": "openai_imagenet",
                 "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False,
-                "init_from.allow_unfinished": False,
+                "init_from.allow_unfinished": False, "init_from.peft": "",
                 "data.augment_final_only": False, "data.center_crop": False, "data.skip_bad_images": False,
                 "data.subset": "", "data.tune_split": 0,
                 "data.subset_index_file": None, "data.eval_resize": "short_side",

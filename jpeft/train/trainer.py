@@ -182,6 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       min_size = config.sharding.min_shard_size  # the layout place_state gave the fresh state
       trainable = sharding.shard_params(start, mesh, min_size)
       opt_state = sharding.shard_params(start_opt, mesh, min_size)
+    elif config.init_from.get("peft"):  # the model setup's initial parameters are the adapter's
+      init_from = dict(peft=os.path.abspath(config.init_from.peft))
     timed_images, timed_seconds = earlier["timed_images"], earlier["timed_seconds"]
 
     bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")

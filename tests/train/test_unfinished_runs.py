@@ -81,15 +81,16 @@ def test_completion_of_early_stopped_and_older_runs():
 
 def test_export_refuses_an_unfinished_run_and_records_the_step_when_allowed(runs, tmp_path):
   workdirs, overrides = runs
+  out = lambda fmt: str(tmp_path / (f"{fmt}.safetensors" if fmt in export.FILE_FORMATS else fmt))
   for fmt in export.FORMATS:
     with pytest.raises(reuse.UnfinishedRunError, match=UNFINISHED):
-      export.export_run(workdirs["unfinished"], str(tmp_path / f"{fmt}.safetensors"), fmt)
+      export.export_run(workdirs["unfinished"], out(fmt), fmt)
   with pytest.raises(reuse.UnfinishedRunError, match="newest checkpoint .step 8. is damaged"):
     api.Run(load_config(overrides), workdirs["damaged"], {}).export(str(tmp_path / "api.safetensors"))
   assert not os.listdir(tmp_path)
   for fmt in export.FORMATS:
-    path, = export.export_run(workdirs["unfinished"], str(tmp_path / f"{fmt}.safetensors"), fmt,
-                              allow_unfinished=True)
+    paths = export.export_run(workdirs["unfinished"], out(fmt), fmt, allow_unfinished=True)
+    path = [p for p in paths if p.endswith(".safetensors")][0]  # the file, or the directory's adapter weights
     assert {k: _run_metadata(path)[k] for k in ("step", "planned_step", "finished")} == dict(
         step=4, planned_step=8, finished=False)
   path, = api.Run(load_config(overrides), workdirs["finished"], {}).export(str(tmp_path / "done.safetensors"))
@@ -171,13 +172,13 @@ def test_export_replaces_a_file_only_with_overwrite_and_writes_ordinary_permissi
   try:
     out = tmp_path / "model.safetensors"
     out.write_bytes(b"a file the user made")
-    for fmt in export.FORMATS:
+    for fmt in export.FILE_FORMATS:
       with pytest.raises(outputs.OutputError, match="exists; pass --overwrite"):
         export.export_run(workdirs["finished"], str(out), fmt)
     with pytest.raises(outputs.OutputError, match="exists; pass --overwrite"):
       api.Run(load_config(overrides), workdirs["finished"], {}).export(str(out), "timm")
     assert out.read_bytes() == b"a file the user made"
-    for fmt in export.FORMATS:
+    for fmt in export.FILE_FORMATS:
       assert export.export_run(workdirs["finished"], str(out), fmt, overwrite=True) == [str(out)]
       assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
     assert set(load_adapter(str(out))[0]) == set(reuse.load_run(workdirs["finished"]).trainable)
