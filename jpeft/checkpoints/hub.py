@@ -18,7 +18,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Optional
 
@@ -95,6 +97,25 @@ def _absent_on_hub(error: Exception) -> bool:
   return isinstance(error, errors.EntryNotFoundError) and not isinstance(error, errors.LocalEntryNotFoundError)
 
 
+def _unreachable(source: Source) -> Optional[str]:
+  """Why the source's server cannot be reached at all (offline mode, no connection within a few seconds), or
+  None. Checked before downloading: huggingface_hub retries a refused connection for about 30 s, logging each try."""
+  if source.url:
+    url = source.url
+  else:
+    from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+    if constants.HF_HUB_OFFLINE:
+      return "HF_HUB_OFFLINE is set"
+    url = constants.ENDPOINT
+  parsed = urllib.parse.urlparse(url)
+  port = parsed.port or (443 if parsed.scheme == "https" else 80)
+  try:
+    socket.create_connection((parsed.hostname, port), timeout=5).close()
+  except OSError as e:
+    return f"{parsed.hostname}:{port} cannot be reached: {e}"
+  return None
+
+
 def fetch(source: Source, cache_dir: Optional[str] = None) -> str:
   """Path of the checkpoint in the cache, downloading it first when it is not there.
 
@@ -104,8 +125,9 @@ def fetch(source: Source, cache_dir: Optional[str] = None) -> str:
   for path in paths:
     if os.path.isfile(path):
       return path
-  errors = []
-  for path, filename in zip(paths, source.files or (None,)):
+  offline = _unreachable(source)
+  errors = [offline] if offline else []
+  for path, filename in zip(paths, source.files or (None,)) if not offline else ():
     try:
       if source.url:
         _fetch_url(source.url, path)
