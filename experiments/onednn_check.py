@@ -64,8 +64,8 @@ print(f'{{verdict}}: {{fused}} oneDNN fusions, max |difference| to the default p
 
 def check(code: str) -> str:
   """Runs one case in a child process; its last line ('ok: ...' or 'WRONG: ...'), or how it died ('FAILED ...')."""
-  child = subprocess.run([sys.executable, "-c", _CHILD.format(code=code, options=ONEDNN, tolerance=TOLERANCE)], capture_output=True,
-                         text=True)
+  child = subprocess.run([sys.executable, "-c", _CHILD.format(code=code, options=ONEDNN, tolerance=TOLERANCE)],
+                         capture_output=True, text=True)
   if child.returncode == 0:
     return child.stdout.strip().splitlines()[-1]
   said = " | ".join(line for line in child.stderr.splitlines() if "compile failed" in line or "Error" in line)
