@@ -183,8 +183,8 @@ def finetune(backbone: str = MINI, method: str = "lora", task: Optional[str] = N
   """Trains `method` on `backbone` for `task` with the study's recipe in `workdir`, evaluates, and returns the
   Run (its result.json as `.result`). Arguments as `make_config`; mode 'final' (train800val200 -> test) for
   mini/8, 'tune' (train800 -> val200) otherwise, unless mode= says. Started again with the same workdir and
-  arguments it resumes (a finished run only re-evaluates). compilation_cache: as jpeft.main's flag (None:
-  $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off)."""
+  arguments it resumes (a finished run returns its result unchanged; reevaluate=True evaluates it again).
+  compilation_cache: as jpeft.main's flag (None: $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off)."""
   config = make_config(backbone, method, task, **overrides)
   with _compiling(compilation_cache):
     result = trainer.run(config, workdir)
