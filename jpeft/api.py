@@ -187,10 +187,11 @@ def finetune(backbone: str = MINI, method: str = "lora", task: Optional[str] = N
   """Trains `method` on `backbone` for `task` with the study's recipe in `workdir`, evaluates, and returns the
   Run (its result.json as `.result`). Arguments as `make_config`; mode 'final' (train800val200 -> test) for
   mini/8, 'tune' (train800 -> val200) otherwise, unless mode= says. Started again with the same workdir and
-  arguments it resumes (a finished run only re-evaluates). compilation_cache: as jpeft.main's flag (None:
-  $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off). init_from_peft: a PyTorch PEFT adapter directory
-  to start from (config.init_from.peft; jpeft/export/peft_import.py); the method and its hyperparameters are then
-  the adapter's (`method` must name it or be left at 'lora'; peft=dict(...) may change training-only ones)."""
+  arguments it resumes (a finished run returns its result unchanged; reevaluate=True evaluates it again).
+  compilation_cache: as jpeft.main's flag (None: $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off).
+  init_from_peft: a PyTorch PEFT adapter directory to start from (config.init_from.peft;
+  jpeft/export/peft_import.py); the method and its hyperparameters are then the adapter's (`method` must name it
+  or be left at 'lora'; peft=dict(...) may change training-only ones)."""
   if init_from_peft:
     from jpeft.export import peft_import  # pylint: disable=import-outside-toplevel
     name, hparams = peft_import.adapter_method(init_from_peft)

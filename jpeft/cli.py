@@ -1,16 +1,18 @@
 """What the command-line programs share: absl flag parsing that reports bad input in one paragraph, and the
 errors they report that way."""
 import contextlib
+import difflib
 import importlib.util
 import os
+import re
 import sys
 import traceback
-from typing import Iterator, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
 import jax
 import jax.monitoring
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 from ml_collections import config_flags
 
@@ -25,14 +27,56 @@ from jpeft.workdir_lock import WorkdirLockedError
 USER_ERRORS = (RunError, DataError, CheckpointError, WorkdirLockedError)
 
 
-def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, dict_flags: Sequence[str]) -> NoReturn:
-  missing = str(error).strip("\"'")
-  overrides = [a.split("=")[0] for a in argv if any(a.startswith(f"--{name}.") for name in dict_flags)]
-  culprit = next((o for o in overrides if o.split(".")[-1] == missing), f"--<...>.{missing}")
-  print(f"{program}: error: {culprit} names no field ('{missing}' does not exist there). Check the spelling "
-        "against jpeft/config_base.py, the method's config file or the method's grid; new fields cannot be "
-        "added from the command line.", file=sys.stderr)
+def _overrides(argv: Sequence[str], name: str) -> list[str]:
+  """The field paths that argv overrides in the dict flag `name`, in order: ['optim.lr'] for --config.optim.lr=1
+  (as ml_collections reads them: one or two dashes, and --no<name>.<field> for a False boolean)."""
+  pattern = re.compile(rf"-{{1,2}}(no)?{re.escape(name)}\.([^=]*)")
+  return [m.group(2) for m in map(pattern.match, argv) if m]
+
+
+def unknown_field(config, name: str, override: str) -> Optional[str]:
+  """One line if the field path `override` of the dict flag `name` names a field that `config` lacks, e.g.
+  "--config.optim.lrr: optim has no field 'lrr'; did you mean 'lr'?"; else None."""
+  node, walked = config, []
+  for part in override.split("."):
+    where = ".".join(walked) or f"the {name}"
+    if not isinstance(node, (ml_collections.ConfigDict, dict)):
+      return f"--{name}.{override}: {where} is a {type(node).__name__}, not a group of fields"
+    if part not in node:
+      keys = sorted(str(k) for k in node.keys())
+      close = difflib.get_close_matches(part, keys, 1)
+      hint = f"did you mean '{close[0]}'?" if close else f"its fields are {', '.join(keys) or '(none)'}"
+      return f"--{name}.{override}: {where} has no field '{part}'; {hint}"
+    node = node[part]
+    walked.append(part)
+  return None
+
+
+def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, configs: dict) -> NoReturn:
+  """Exits 1 naming the first override in argv of a field its config (`configs`: {flag name: config}) lacks;
+  `error` is ml_collections' own report (a KeyError or AttributeError with a multi-line repr), the fallback."""
+  for name, config in configs.items():
+    for override in _overrides(argv, name) if config is not None else ():
+      line = unknown_field(config, name, override)
+      if line:
+        print(f"{program}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+  said = " ".join(str(error.args[0] if error.args else error).split())
+  print(f"{program}: error: {said}. Check the spelling against jpeft/config_base.py, the method's config file or "
+        "the method's grid; new fields cannot be added from the command line.", file=sys.stderr)
   sys.exit(1)
+
+
+def _config_of(name: str, argv: Sequence[str]):
+  """The dict flag `name`'s config before argv's overrides (its config file loaded again), or None."""
+  flag = flags.FLAGS[name]
+  try:
+    if isinstance(flag.parser, config_flags.config_flags.ConfigFileFlagParser):
+      path = _flag_value(argv, name)
+      return flag.parser.parse(path) if path is not None else flag.value
+    return flag.value
+  except Exception:  # pylint: disable=broad-except  (the report falls back to ml_collections' message)
+    return None
 
 
 def _flag_value(argv: Sequence[str], name: str) -> Optional[str]:
@@ -159,11 +203,28 @@ def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str]
               "pass another config file.", file=sys.stderr)
         sys.exit(1)
     if isinstance(e, (AttributeError, KeyError)):  # ml_collections' error for a field the dict does not have
-      _exit_unknown_field(e, argv, program, dict_flags)
+      _exit_unknown_field(e, argv, program, {name: _config_of(name, argv) for name in dict_flags})
     if not isinstance(e, (flags.Error, ValueError, TypeError)):
       raise
     print(f"{program}: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
   sys.exit(1)
+
+
+def run_program(main: Callable[[list[str]], None], program: str, dict_flags: Sequence[str] = ("config",),
+                errors: tuple[type[BaseException], ...] = ()) -> None:
+  """`absl.app.run(main)` with `parse_flags_or_exit`'s flag parsing; a user error raised by main (USER_ERRORS or
+  `errors`) exits 1 with one line, '<program>: error: <message>', instead of a traceback. Logs warnings and
+  above only unless --verbosity is given."""
+
+  def reporting(argv):
+    quiet_logging_unless_asked()
+    try:
+      main(argv)
+    except (*USER_ERRORS, *errors) as e:
+      print(f"{program}: error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(reporting, flags_parser=lambda argv: parse_flags_or_exit(argv, program, dict_flags))
 
 
 def define_config_dict_or_exit(name: str, default: ml_collections.ConfigDict, help_string: str, program: str):
@@ -172,7 +233,17 @@ def define_config_dict_or_exit(name: str, default: ml_collections.ConfigDict, he
   try:
     return config_flags.DEFINE_config_dict(name, default, help_string, lock_config=True)
   except (AttributeError, KeyError) as e:
-    _exit_unknown_field(e, sys.argv, program, (name,))
+    _exit_unknown_field(e, sys.argv, program, {name: default})
+
+
+def define_config_file_or_exit(name: str, default: str, help_string: str, program: str):
+  """`config_flags.DEFINE_config_file` with a default file, which it loads, with argv's `--<name>.<field>`
+  overrides, as it is defined (at import) unless argv names another file; an unknown field exits 1 with one line."""
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+  except (AttributeError, KeyError) as e:
+    config = config_flags.config_flags.ConfigFileFlagParser(name).parse(default)
+    _exit_unknown_field(e, sys.argv, program, {name: config})
 
 
 def quiet_logging_unless_asked() -> None:

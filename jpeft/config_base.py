@@ -139,6 +139,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.sharding.param_axis_size = 1
   config.sharding.min_shard_size = 2**16
   config.save_merged = False  # also write the merged full model at the end (re-parameterisable methods)
+  # A run started again after it finished returns its result.json unchanged; True evaluates its final
+  # checkpoint again and rewrites result.json and the predictions (e.g. after adding shift_tasks).
+  config.reevaluate = False
   return config
 
 

@@ -31,6 +31,7 @@ early_stopping: {split, metric, patience, best_epoch, best_step, best_value, sto
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -90,17 +91,27 @@ def _held(workdir: str) -> Iterator[None]:
       yield
     except BaseException:
       if lead:
-        _remove_unused(workdir, existed)
+        _remove_unused(workdir, existed, keep_files=_has_checkpoint(workdir))
       raise
 
 
-def _remove_unused(workdir: str, existed: Optional[set]) -> None:
-  """Removes the new entries of `workdir` (not in `existed`) that hold no file; the lock file too if nothing
-  else new is left; the workdir if it is new (`existed` None) and then empty."""
+def _has_checkpoint(workdir: str) -> bool:
+  """Whether `<workdir>/checkpoints` holds a finished checkpoint (orbax names those by their step alone)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def _remove_unused(workdir: str, existed: Optional[set], keep_files: bool = True) -> None:
+  """Removes the new entries of `workdir` (not in `existed`) that hold no file, or (keep_files=False: a run that
+  saved no checkpoint, whose logs and initial head describe nothing kept) every new entry; the lock file too if
+  nothing else new is left; the workdir if it is new (`existed` None) and then empty."""
   try:
-    for name in set(os.listdir(workdir)) - (existed or set()):
+    for name in set(os.listdir(workdir)) - (existed or set()) - {workdir_lock.LOCK_FILE}:
       path = os.path.join(workdir, name)
-      if os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
+      if not os.path.isdir(path):
+        if not keep_files:
+          os.remove(path)
+      elif not keep_files or not any(files for _, _, files in os.walk(path)):
         shutil.rmtree(path)
     if set(os.listdir(workdir)) - (existed or set()) == {workdir_lock.LOCK_FILE}:
       os.remove(os.path.join(workdir, workdir_lock.LOCK_FILE))
@@ -162,6 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model_setup.check_pretrained(config, meta, workdir, digest)
 
     restored = ckpt.restore_newest_intact(like, check_meta, set_aside_damaged=lead)
+    saved_step = int(restored[0]) if restored else None
+    finished = _finished_result(config, workdir, saved_step)
+    if finished is not None:
+      return finished
     if lead:  # what a killed process logged after its last checkpoint is replayed now: log it once
       writers.drop_after(workdir, restored[0] if restored else 0)
       results.save_init_head(workdir, setup.trainable, setup.labels)
@@ -201,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step += 1
         if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
           skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, epoch_start,
-                            step - epoch * steps_per_epoch)
+                            step - epoch * steps_per_epoch, saved_step)
           pending = []
       if epoch != first_epoch:  # the first epoch of a process also compiles: not steady state
         # Read after the epoch's last flush, which waited for its last step: the device is done.
@@ -224,6 +239,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                              rng=jax.random.key_data(train_key)),
                   _meta(config, done, evals, skipped, progress, init_from, stopper, digest, total_steps),
                   best=stopper.params if stopper else None)
+        saved_step = step
     ckpt.wait()
   finally:
     if bar is not None:
@@ -272,6 +288,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
+def _finished_result(config, workdir: str, saved_step: Optional[int]) -> Optional[dict]:
+  """result.json of a run that trained to its end, whose newest checkpoint (at `saved_step`) is that end: said in
+  one line and returned unchanged, unless `config.reevaluate` asks to evaluate the checkpoint again; else None."""
+  path = os.path.join(workdir, "result.json")
+  if saved_step is None or config.reevaluate or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  if result.get("steps") != saved_step:  # written by an earlier end than the newest checkpoint: not this one's
+    return None
+  if jax.process_index() == 0:
+    print(f"jpeft: the run in '{workdir}' is finished (step {saved_step}, {result['eval_split']} accuracy "
+          f"{result['accuracy']:.4f}); nothing was changed. To evaluate its final checkpoint again and rewrite "
+          "result.json, add --config.reevaluate=True.", flush=True)
+  return result
+
+
 def _progress(earlier: dict, start_time: float, timed_images: int, timed_seconds: float) -> dict:
   """The run's totals so far: earlier launches' (from the checkpoint) plus this one's."""
   return dict(wall_s=earlier["wall_s"] + time.time() - start_time, timed_images=timed_images,
@@ -297,8 +330,10 @@ def _check_skipped(config, skipped: int, steps_done: int, workdir: str) -> list[
 
 
 def _flush(pending: list, step: int, epoch: int, config, writer, bar, batch_size: int, epoch_start: float,
-           steps_in_epoch: int) -> int:
-  """Fetches the pending step metrics, enforces the NaN policy, logs their mean. Returns #skipped steps."""
+           steps_in_epoch: int, saved_step: Optional[int]) -> int:
+  """Fetches the pending step metrics, enforces the NaN policy, logs their mean. Returns #skipped steps.
+
+  saved_step: the step of the run's newest checkpoint, None if it has none (named by the NaN error)."""
   fetched = jax.device_get(pending)
   # Read after the fetch, which waits for the device to finish these steps (dispatch returns before it does).
   seconds = time.time() - epoch_start
@@ -308,9 +343,12 @@ def _flush(pending: list, step: int, epoch: int, config, writer, bar, batch_size
     if config.optim.nan_policy == "stop":
       raise NonFiniteLossError(
           f"The loss or gradients became NaN/inf at step {first_bad} (epoch {epoch + 1}) of the run "
-          f"(optim.lr = {config.optim.lr}, optim.wd = {config.optim.wd}). The run stopped; the last checkpoint "
-          "in the workdir is the last good state and was not overwritten. Lower --config.optim.lr, or set "
-          "--config.optim.nan_policy=skip to skip such batches as the study's code did.")
+          f"(optim.lr = {config.optim.lr}, optim.wd = {config.optim.wd}). The run stopped; "
+          + (f"its last checkpoint (step {saved_step}) is the last good state and was not overwritten. "
+             if saved_step is not None else
+             "it had written no checkpoint yet, so nothing of it was kept (the same command starts it over). ")
+          + "Lower --config.optim.lr, or set --config.optim.nan_policy=skip to skip such batches as the study's "
+          "code did.")
   good = [m for m, ok in zip(fetched, finite) if ok]
   mean = {k: float(np.mean([m[k] for m in good])) for k in ("loss", "accuracy", "lr")} if good else {}
   scalars = {f"train/{k}": v for k, v in mean.items()}

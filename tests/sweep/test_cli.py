@@ -144,7 +144,8 @@ def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path):
 @pytest.mark.parametrize("grid_flag,message", [
     ("--grid.lr=0.0,1e-2", "jpeft.sweep: error: Grid entry 'lr' has the value 0.0"),
     # --grid overrides are applied when the flag is defined (at import), before absl parses the flags.
-    ("--grid.lora.alpha=1,2", "jpeft.sweep: error: --grid.lora.alpha names no field ('alpha'"),
+    ("--grid.lora.alpha=1,2", "jpeft.sweep: error: --grid.lora.alpha: lora has no field 'alpha'; its fields are "
+                              "rank"),
 ])
 def test_bad_grid_is_one_line_error(folder_root, tmp_path, grid_flag, message):
   args = _args(folder_root, str(tmp_path)) + [grid_flag]
