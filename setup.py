@@ -6,10 +6,14 @@ setuptools.setup(
     version="0.1.0",
     description="Parameter-efficient fine-tuning (PEFT) of Vision Transformers in JAX/Flax, with the VTAB-1K benchmark.",
     # Namespace discovery so the data-only folder jpeft/assets (the shipped mini backbone) is a package too.
-    packages=setuptools.find_namespace_packages(include=["jpeft", "jpeft.*"]),
+    packages=setuptools.find_namespace_packages(include=["jpeft", "jpeft.*"]) + ["jpeft.configs"],
+    # The top-level configs/ installs as jpeft.configs, so `--config=vtab_lora` names a shipped config after a
+    # plain `pip install` (jpeft.cli.resolve_config_path); in a checkout configs/ stays where it is.
+    package_dir={"jpeft.configs": "configs"},
     # The mini backbone; OpenAI's CLIP BPE vocabulary, ImageNet class names and prompt templates (jpeft.zeroshot).
     package_data={"jpeft.assets": ["*.npz", "*.json", "*.txt", "*.txt.gz"]},
     python_requires=">=3.10",
+    license="Apache-2.0",
     install_requires=[
         "jax",
         "flax",
@@ -37,5 +41,7 @@ setuptools.setup(
         "tifffile",  # eurosat (its module reads the .tif files of the multispectral config)
     ],
     # nbclient, nbformat, ipykernel: tests/test_notebooks.py executes every notebook under notebooks/.
-    extras_require={"test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"]},
+    # mkdocs, mkdocs-material, mkdocstrings[python]: tests/docs/test_docs_build.py runs `mkdocs build --strict`.
+    extras_require={"test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "mkdocs",
+                             "mkdocs-material", "mkdocstrings[python]"]},
 )

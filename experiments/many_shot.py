@@ -26,7 +26,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from absl import app, flags
-from ml_collections import config_flags
 
 from jpeft import cli, workdir_lock
 from jpeft.data import manyshot
@@ -34,9 +33,9 @@ from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/manyshot_mini.py",
-                                          "Many-shot base config file (configs/manyshot_<dataset>.py); its task "
-                                          "names the protocol, data.subset is set per size.")
+_CONFIG = cli.define_config_file_or_exit("config", "configs/manyshot_mini.py",
+                                         "Many-shot base config file (configs/manyshot_<dataset>.py); its task "
+                                         "names the protocol, data.subset is set per size.", "many_shot")
 _GRID = cli.define_config_dict_or_exit("grid", grid_lib.default_grid(), "Search grid; override as "
                                       "--grid.lr=5e-4,1e-3 or --grid.<method>.<field>=v1,v2.", "many_shot")
 _SIZES = flags.DEFINE_list("sizes", None, "Sizes of the task's protocol (default: all, smallest first).")

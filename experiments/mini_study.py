@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from jpeft import cli, config_base, peft, workdir_lock
+from jpeft import cli, config_base, peft
 from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol, tables
@@ -101,13 +101,13 @@ def main(argv) -> None:
   scratch.pretrained.name = scratch.pretrained.path = ""
   scratch_workdir = os.path.join(_WORKDIR.value, "random_init")  # its own workdir: another base config
   try:
-    with workdir_lock.hold(_WORKDIR.value, program="mini_study"), \
-        cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
+    # Each sweep takes its workdir's locks itself (a run on the workdir refuses it; other sweep processes share
+    # it pair by pair).
+    with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
       summaries = protocol.run_sweep(config, task_names, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value)
       if _SCRATCH.value:
-        with workdir_lock.hold(scratch_workdir, program="mini_study"):
-          from_scratch = protocol.run_sweep(scratch, task_names, _SCRATCH.value, _GRID.value, scratch_workdir,
-                                            _TRIAL_BATCH.value)
+        from_scratch = protocol.run_sweep(scratch, task_names, _SCRATCH.value, _GRID.value, scratch_workdir,
+                                          _TRIAL_BATCH.value)
         summaries += [dict(row, method=f"{row['method']} (random init)") for row in from_scratch]
       paths = tables.write_all(summaries, _WORKDIR.value)
   except (grid_lib.GridError, *cli.USER_ERRORS) as e:

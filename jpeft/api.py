@@ -36,7 +36,7 @@ _SIZE_WORDS = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H
 
 
 def _model_fields(backbone: str) -> Optional[dict[str, Any]]:
-  """{model.variant, model.style[, data.normalization]} for a known checkpoint name (see README's checkpoint
+  """{model.variant, model.style[, data.normalization]} for a known checkpoint name (see docs/how-to/checkpoints.md's
   table), or None when the name does not say."""
   match = re.fullmatch(r"(?:ViT-)?(Ti|S|B|L|H)_(\d+)(-i21k-.*)?", backbone)  # ImageNet-21K names, AugReg stems
   if match:
@@ -171,20 +171,37 @@ class Run:
     params = partition.combine(jax.device_get(state["trainable"]), setup.frozen)
     return peft.merge(params, setup.methods, merge_factor=self.config.merge_factor)
 
-  def export(self, out: str, format: str = "adapter") -> list[str]:  # pylint: disable=redefined-builtin
+  # pylint: disable-next=redefined-builtin
+  def export(self, out: str, format: str = "adapter", *, overwrite: bool = False,
+             allow_unfinished: bool = False) -> list[str]:
     """Writes the run to `out` with `jpeft.export.export_run` ('adapter': the trainable parameters and method
-    config; 'timm': the merged model as a timm checkpoint) and returns the paths written."""
+    config; 'timm': the merged model as a timm checkpoint) and returns the paths written. An existing file is
+    replaced only with `overwrite` (a run's own records never); an unfinished run is refused unless
+    `allow_unfinished` (the file's metadata then records the step)."""
     from jpeft import export  # pylint: disable=import-outside-toplevel  (its dependencies load only when used)
-    return export.export_run(self.workdir, out, format)
+    return export.export_run(self.workdir, out, format, overwrite=overwrite, allow_unfinished=allow_unfinished)
 
 
 def finetune(backbone: str = MINI, method: str = "lora", task: Optional[str] = None, *, workdir: str,
-             compilation_cache: Optional[str] = None, **overrides) -> Run:
+             compilation_cache: Optional[str] = None, init_from_peft: Optional[str] = None, **overrides) -> Run:
   """Trains `method` on `backbone` for `task` with the study's recipe in `workdir`, evaluates, and returns the
   Run (its result.json as `.result`). Arguments as `make_config`; mode 'final' (train800val200 -> test) for
   mini/8, 'tune' (train800 -> val200) otherwise, unless mode= says. Started again with the same workdir and
-  arguments it resumes (a finished run only re-evaluates). compilation_cache: as jpeft.main's flag (None:
-  $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off)."""
+  arguments it resumes (a finished run returns its result unchanged; reevaluate=True evaluates it again).
+  compilation_cache: as jpeft.main's flag (None: $JPEFT_COMPILATION_CACHE, else ~/.cache/jpeft/xla; '': off).
+  init_from_peft: a PyTorch PEFT adapter directory to start from (config.init_from.peft;
+  jpeft/export/peft_import.py); the method and its hyperparameters are then the adapter's (`method` must name it
+  or be left at 'lora'; peft=dict(...) may change training-only ones)."""
+  if init_from_peft:
+    from jpeft.export import peft_import  # pylint: disable=import-outside-toplevel
+    name, hparams = peft_import.adapter_method(init_from_peft)
+    if method not in ("lora", name):
+      raise ValueError(f"jpeft.finetune: init_from_peft={init_from_peft!r} is a {name} adapter, but method="
+                       f"{method!r}: leave method out (or pass method={name!r}).")
+    peft_overrides = dict(overrides.pop("peft", None) or {})
+    overrides["peft"] = {**peft_overrides, name: {**hparams, **peft_overrides.get(name, {})}}
+    overrides["init_from"] = {**(overrides.get("init_from") or {}), "peft": init_from_peft}
+    method = name
   config = make_config(backbone, method, task, **overrides)
   with _compiling(compilation_cache):
     result = trainer.run(config, workdir)

@@ -1,18 +1,22 @@
 """What the command-line programs share: absl flag parsing that reports bad input in one paragraph, and the
 errors they report that way."""
 import contextlib
+import difflib
+import importlib.util
 import os
+import re
 import sys
 import traceback
-from typing import Iterator, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
 import jax
 import jax.monitoring
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 from ml_collections import config_flags
 
+import jpeft
 from jpeft.checkpoints import CheckpointError
 from jpeft.data import DataError
 from jpeft.train.errors import RunError
@@ -23,14 +27,56 @@ from jpeft.workdir_lock import WorkdirLockedError
 USER_ERRORS = (RunError, DataError, CheckpointError, WorkdirLockedError)
 
 
-def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, dict_flags: Sequence[str]) -> NoReturn:
-  missing = str(error).strip("\"'")
-  overrides = [a.split("=")[0] for a in argv if any(a.startswith(f"--{name}.") for name in dict_flags)]
-  culprit = next((o for o in overrides if o.split(".")[-1] == missing), f"--<...>.{missing}")
-  print(f"{program}: error: {culprit} names no field ('{missing}' does not exist there). Check the spelling "
-        "against jpeft/config_base.py, the method's config file or the method's grid; new fields cannot be "
-        "added from the command line.", file=sys.stderr)
+def _overrides(argv: Sequence[str], name: str) -> list[str]:
+  """The field paths that argv overrides in the dict flag `name`, in order: ['optim.lr'] for --config.optim.lr=1
+  (as ml_collections reads them: one or two dashes, and --no<name>.<field> for a False boolean)."""
+  pattern = re.compile(rf"-{{1,2}}(no)?{re.escape(name)}\.([^=]*)")
+  return [m.group(2) for m in map(pattern.match, argv) if m]
+
+
+def unknown_field(config, name: str, override: str) -> Optional[str]:
+  """One line if the field path `override` of the dict flag `name` names a field that `config` lacks, e.g.
+  "--config.optim.lrr: optim has no field 'lrr'; did you mean 'lr'?"; else None."""
+  node, walked = config, []
+  for part in override.split("."):
+    where = ".".join(walked) or f"the {name}"
+    if not isinstance(node, (ml_collections.ConfigDict, dict)):
+      return f"--{name}.{override}: {where} is a {type(node).__name__}, not a group of fields"
+    if part not in node:
+      keys = sorted(str(k) for k in node.keys())
+      close = difflib.get_close_matches(part, keys, 1)
+      hint = f"did you mean '{close[0]}'?" if close else f"its fields are {', '.join(keys) or '(none)'}"
+      return f"--{name}.{override}: {where} has no field '{part}'; {hint}"
+    node = node[part]
+    walked.append(part)
+  return None
+
+
+def _exit_unknown_field(error: Exception, argv: Sequence[str], program: str, configs: dict) -> NoReturn:
+  """Exits 1 naming the first override in argv of a field its config (`configs`: {flag name: config}) lacks;
+  `error` is ml_collections' own report (a KeyError or AttributeError with a multi-line repr), the fallback."""
+  for name, config in configs.items():
+    for override in _overrides(argv, name) if config is not None else ():
+      line = unknown_field(config, name, override)
+      if line:
+        print(f"{program}: error: {line}", file=sys.stderr)
+        sys.exit(1)
+  said = " ".join(str(error.args[0] if error.args else error).split())
+  print(f"{program}: error: {said}. Check the spelling against jpeft/config_base.py, the method's config file or "
+        "the method's grid; new fields cannot be added from the command line.", file=sys.stderr)
   sys.exit(1)
+
+
+def _config_of(name: str, argv: Sequence[str]):
+  """The dict flag `name`'s config before argv's overrides (its config file loaded again), or None."""
+  flag = flags.FLAGS[name]
+  try:
+    if isinstance(flag.parser, config_flags.config_flags.ConfigFileFlagParser):
+      path = _flag_value(argv, name)
+      return flag.parser.parse(path) if path is not None else flag.value
+    return flag.value
+  except Exception:  # pylint: disable=broad-except  (the report falls back to ml_collections' message)
+    return None
 
 
 def _flag_value(argv: Sequence[str], name: str) -> Optional[str]:
@@ -70,6 +116,57 @@ def _config_files(argv: Sequence[str], dict_flags: Sequence[str]) -> dict[str, s
   return files
 
 
+def shipped_configs_dir() -> str:
+  """The folder of the config files jpeft ships: the installed package `jpeft.configs` (setup.py installs the
+  checkout's top-level configs/ under that name), else the checkout's configs/ beside the jpeft package."""
+  spec = importlib.util.find_spec("jpeft.configs")
+  if spec is not None and spec.submodule_search_locations:
+    return list(spec.submodule_search_locations)[0]
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(jpeft.__file__))), "configs")
+
+
+def shipped_config_names() -> list[str]:
+  """The names `--config=<name>` accepts (the shipped config files without '.py'), sorted."""
+  folder = shipped_configs_dir()
+  if not os.path.isdir(folder):
+    return []
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+
+
+def resolve_config_path(value: str) -> str:
+  """`value` of a config-file flag ('path[:options]') with a shipped config's name ('vtab_lora', 'vtab_lora.py',
+  or 'configs/vtab_lora.py' run outside a checkout) replaced by that file's path; anything else unchanged. A file
+  that exists at the given path always wins, so a user's own configs/ is never shadowed."""
+  path, colon, options = value.partition(":")
+  if os.path.isfile(path) or os.path.dirname(path) not in ("", "configs"):
+    return value
+  stem = os.path.basename(path)
+  stem = stem[:-3] if stem.endswith(".py") else stem
+  shipped = os.path.join(shipped_configs_dir(), stem + ".py")
+  return shipped + colon + options if stem and os.path.isfile(shipped) else value
+
+
+def _with_shipped_configs(argv: list[str], dict_flags: Sequence[str]) -> list[str]:
+  """argv with the values of config-file flags resolved by `resolve_config_path`."""
+  names = [n for n in dict_flags if isinstance(flags.FLAGS[n].parser, config_flags.config_flags.ConfigFileFlagParser)]
+  out = list(argv[:1])
+  it = iter(range(1, len(argv)))
+  for i in it:
+    arg = argv[i]
+    if arg == "--":
+      out.extend(argv[i:])
+      break
+    flag, has_value, given = arg.lstrip("-").partition("=")
+    if arg.startswith("-") and flag in names:
+      if has_value:
+        arg = f"--{flag}={resolve_config_path(given)}"
+      elif i + 1 < len(argv):
+        out.append(arg)
+        arg = resolve_config_path(argv[next(it)])
+    out.append(arg)
+  return out
+
+
 _HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
 
 
@@ -82,12 +179,14 @@ def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str]
     program: the name the message starts with ('jpeft', 'jpeft.sweep').
     dict_flags: the ml_collections flags whose fields can be overridden (`--config.x`, `--grid.x`).
   """
+  argv = _with_shipped_configs(argv, dict_flags)
   files = _config_files(argv, dict_flags)
   for name, path in files.items():
     if not os.path.isfile(path):
       print(f"{program}: error: --{name}={path}: no such file. Relative paths start from the current directory "
-            f"({os.getcwd()}); pass the path of a Python config file, e.g. --{name}=configs/vtab_lora.py.",
-            file=sys.stderr)
+            f"({os.getcwd()}); pass the path of a Python config file, e.g. --{name}=configs/vtab_lora.py, or "
+            f"the name of one jpeft ships, e.g. --{name}=vtab_lora ({', '.join(shipped_config_names()[:4])}, "
+            "...).", file=sys.stderr)
       sys.exit(1)
   try:
     return flags.FLAGS(argv)
@@ -104,11 +203,28 @@ def parse_flags_or_exit(argv: list[str], program: str, dict_flags: Sequence[str]
               "pass another config file.", file=sys.stderr)
         sys.exit(1)
     if isinstance(e, (AttributeError, KeyError)):  # ml_collections' error for a field the dict does not have
-      _exit_unknown_field(e, argv, program, dict_flags)
+      _exit_unknown_field(e, argv, program, {name: _config_of(name, argv) for name in dict_flags})
     if not isinstance(e, (flags.Error, ValueError, TypeError)):
       raise
     print(f"{program}: error: {str(e).rstrip('.')}. Run with --help for the flags.", file=sys.stderr)
   sys.exit(1)
+
+
+def run_program(main: Callable[[list[str]], None], program: str, dict_flags: Sequence[str] = ("config",),
+                errors: tuple[type[BaseException], ...] = ()) -> None:
+  """`absl.app.run(main)` with `parse_flags_or_exit`'s flag parsing; a user error raised by main (USER_ERRORS or
+  `errors`) exits 1 with one line, '<program>: error: <message>', instead of a traceback. Logs warnings and
+  above only unless --verbosity is given."""
+
+  def reporting(argv):
+    quiet_logging_unless_asked()
+    try:
+      main(argv)
+    except (*USER_ERRORS, *errors) as e:
+      print(f"{program}: error: {e}", file=sys.stderr)
+      sys.exit(1)
+
+  app.run(reporting, flags_parser=lambda argv: parse_flags_or_exit(argv, program, dict_flags))
 
 
 def define_config_dict_or_exit(name: str, default: ml_collections.ConfigDict, help_string: str, program: str):
@@ -117,7 +233,17 @@ def define_config_dict_or_exit(name: str, default: ml_collections.ConfigDict, he
   try:
     return config_flags.DEFINE_config_dict(name, default, help_string, lock_config=True)
   except (AttributeError, KeyError) as e:
-    _exit_unknown_field(e, sys.argv, program, (name,))
+    _exit_unknown_field(e, sys.argv, program, {name: default})
+
+
+def define_config_file_or_exit(name: str, default: str, help_string: str, program: str):
+  """`config_flags.DEFINE_config_file` with a default file, which it loads, with argv's `--<name>.<field>`
+  overrides, as it is defined (at import) unless argv names another file; an unknown field exits 1 with one line."""
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_string, lock_config=True)
+  except (AttributeError, KeyError) as e:
+    config = config_flags.config_flags.ConfigFileFlagParser(name).parse(default)
+    _exit_unknown_field(e, sys.argv, program, {name: config})
 
 
 def quiet_logging_unless_asked() -> None:
@@ -125,6 +251,14 @@ def quiet_logging_unless_asked() -> None:
   INFO, which buries the progress bar and the results."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+    # TFDS warns "Variant folder ... has no dataset_info.json" each time it is about to generate a dataset
+    # (every Mini VTAB task's first use): expected, and it opens the demo's output.
+    logging.get_absl_logger().addFilter(_no_dataset_info_warning)  # the same function twice is added once
+
+
+def _no_dataset_info_warning(record) -> bool:
+  """False for TFDS's warning that a dataset about to be prepared has no dataset_info.json yet."""
+  return "has no dataset_info.json" not in record.getMessage()
 
 
 def start_distributed(config: ml_collections.ConfigDict, program: str) -> None:

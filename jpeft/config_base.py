@@ -25,6 +25,10 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
   config.data.source = "tfds"  # tfds | folder (the NOAH / V-PETL "processed" layout)
   config.data.folder_root = ml_collections.FieldReference(None, field_type=str)
+  # Folder sources decode every image once before training: a missing, non-image or corrupt file stops the run
+  # with one line naming it (and its line in the list file). True leaves such files out instead, printing them
+  # and recording them in result.json's skipped_images (jpeft/data/bad_images.py).
+  config.data.skip_bad_images = False
   config.data.image_size = 224
   config.data.normalization = "none"  # none ([0, 1], the study) | inception | imagenet | clip
   config.data.in_memory = True  # VTAB-1K splits fit in device memory: load once, never wait on the host
@@ -49,12 +53,15 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.variant = "B/16"
-  config.model.style = "vit"  # vit | clip | dinov2 (LayerScale; see README's checkpoint table)
+  config.model.style = "vit"  # vit | clip | dinov2 (LayerScale; see docs/how-to/checkpoints.md)
   config.model.drop_path_rate = 0.1
   config.model.dtype = "float32"  # bfloat16 computes in bf16 with float32 master weights
   # Recompute each block's activations in the backward pass (jax.checkpoint): activation memory of one block
   # instead of all, for about a third more FLOPs. Same numbers; for large backbones or batches.
   config.model.remat = False
+  # einsum (written out, [B, H, T, T] logits kept) | xla | cudnn (jax.nn.dot_product_attention; cudnn: NVIDIA GPUs,
+  # bfloat16 only). The same math in another summation order: results agree to float tolerance, not bit for bit.
+  config.model.attention = "einsum"
   config.model.projection_dim = ml_collections.FieldReference(None, field_type=int)
 
   # The pretrained backbone: a path or a known name (see jpeft/checkpoints).
@@ -64,7 +71,10 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
 
   # Start from another run's trained state (jpeft/train/reuse.py): its PEFT parameters, its head when the class
   # counts match (head=False: a new head), and with optimizer=True its AdamW state. '' = the pretrained backbone.
-  config.init_from = ml_collections.ConfigDict(dict(workdir="", head=True, optimizer=False))
+  # allow_unfinished=True also takes a run that did not reach its last step (result.json records the step taken).
+  # Or (peft=DIR) from a PyTorch PEFT adapter of the run's method (jpeft/export/peft_import.py).
+  config.init_from = ml_collections.ConfigDict(dict(workdir="", head=True, optimizer=False,
+                                                    allow_unfinished=False, peft=""))
 
   config.method = method  # a registered method, or several joined by '+', e.g. 'lora+bitfit'
   config.peft = ml_collections.ConfigDict()  # per-method hyperparameters: config.peft.lora.rank = 8
@@ -129,6 +139,9 @@ def get_config(method: str = "linear") -> ml_collections.ConfigDict:
   config.sharding.param_axis_size = 1
   config.sharding.min_shard_size = 2**16
   config.save_merged = False  # also write the merged full model at the end (re-parameterisable methods)
+  # A run started again after it finished returns its result.json unchanged; True evaluates its final
+  # checkpoint again and rewrites result.json and the predictions (e.g. after adding shift_tasks).
+  config.reevaluate = False
   return config
 
 

@@ -19,7 +19,6 @@ parameters and optimizer state only, with a pointer to the pretrained backbone);
 eval_<split>.json, eval_logits_<split>.npy and eval_labels_<split>.npy beside them. One process at a time per
 workdir: a second one exits with status 1 without touching it.
 """
-import json
 import os
 import sys
 
@@ -61,10 +60,12 @@ def main(argv) -> None:
       # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
       print(f"jpeft: error: {e}", file=sys.stderr)
       sys.exit(1)
-  print(json.dumps({k: v for k, v in results[0].items() if k != "evals"}, indent=2))
-  if len(results) > 1:
-    print(f"{results[0]['task']} {results[0]['eval_split']} accuracy: " +
-          " | ".join(f"{r['method']} {r['accuracy']:.3f}" for r in results))
+  # Short on purpose: the accuracies, where the full record is, and the compilation count (result.json has the
+  # rest: every evaluation, parameters, wall time, images/s).
+  split = results[0].get("eval_split") or results[0]["split"]  # mode 'eval' reports `split`
+  record = "result.json" if config.mode != "eval" else f"eval_{split}.json"
+  print(f"{results[0]['task']} {split} accuracy: " + " | ".join(f"{r['method']} {r['accuracy']:.3f}" for r in results))
+  print("results: " + ", ".join(os.path.join(w, record) for _, w in runs))
   print(compiles.summary())
 
 

@@ -58,3 +58,55 @@ def test_sweep_runs_the_demo_config_from_outside_the_checkout(outside, tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = [json.loads(line) for line in (workdir / "trials.jsonl").read_text().splitlines()]
   assert [(r["task"], r["method"]) for r in rows] == [("mini_count", "linear")]
+
+
+def _pip_install_target(target) -> None:
+  """A non-editable `pip install --no-deps --target=target` of this checkout (what a user's `pip install` puts
+  in site-packages, jpeft's dependencies aside); skipped only when pip cannot build without a package index."""
+  try:
+    import wheel  # pylint: disable=g-import-not-at-top,unused-import
+    isolation = ["--no-build-isolation"]  # setuptools and wheel are here: no index needed
+  except ImportError:
+    isolation = []  # pip fetches them into an isolated build environment
+  proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *isolation,
+                         f"--target={target}", REPO], capture_output=True, text=True, timeout=300)
+  if proc.returncode != 0 and not isolation and "No matching distribution" in proc.stderr:
+    pytest.skip("pip cannot build the package here: setuptools/wheel are not installed and no index is reachable")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_shipped_config_is_named_after_a_non_editable_install(tmp_path):
+  site = tmp_path / "site"
+  _pip_install_target(site)
+  assert (site / "jpeft" / "configs" / "vtab_lora.py").is_file()  # configs/ installs as jpeft.configs
+  cwd = tmp_path / "elsewhere"
+  cwd.mkdir()
+  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "demo"
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", "--config=demo", f"--workdir={workdir}",
+                         f"--config.data.data_dir={tmp_path / 'tfds'}", *SHORT],
+                        cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads((workdir / "result.json").read_text())
+  assert (result["task"], result["method"]) == ("mini_count", "lora")
+  assert result["pretrained"] == os.path.join(str(site), "jpeft", "assets", "mini-ViT_8.npz")
+  # A name jpeft does not ship: one line naming it and some names that exist.
+  proc = subprocess.run([sys.executable, "-m", "jpeft.main", "--config=vtab_nosuchmethod"], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and "--config=vtab_nosuchmethod: no such file" in proc.stderr
+  assert "clip_imagenet" in proc.stderr
+
+
+def test_config_names_resolve_in_a_checkout_and_a_real_file_wins(tmp_path, monkeypatch):
+  from jpeft import cli  # pylint: disable=g-import-not-at-top
+  shipped = os.path.join(REPO, "configs", "vtab_lora.py")
+  assert cli.resolve_config_path("vtab_lora") == shipped
+  assert cli.resolve_config_path("vtab_lora.py:x") == shipped + ":x"
+  assert "vtab_lora" in cli.shipped_config_names() and "demo" in cli.shipped_config_names()
+  monkeypatch.chdir(tmp_path)
+  assert cli.resolve_config_path("configs/vtab_lora.py") == shipped  # the README's form, outside a checkout
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "vtab_lora.py").write_text("")
+  assert cli.resolve_config_path("configs/vtab_lora.py") == "configs/vtab_lora.py"  # the user's own file
+  assert cli.resolve_config_path("elsewhere/vtab_lora.py") == "elsewhere/vtab_lora.py"
+  assert cli.resolve_config_path("nosuch") == "nosuch"

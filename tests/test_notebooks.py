@@ -42,5 +42,23 @@ def test_notebook_runs_shrunk_on_cpu(path, tmp_path, mini_count_data_dir):
   client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
   client.execute(env=env)  # raises CellExecutionError, with the cell and its traceback, on any error
   outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
-  assert any("trainable params:" in o.get("text", "") for o in outputs)  # jpeft.summary's table
-  assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the demo's plot and the sweep's
+  assert any("image/png" in o.get("data", {}) for o in outputs)  # each notebook shows at least one figure
+  if os.path.basename(path) == "quickstart.ipynb":
+    assert any("trainable params:" in o.get("text", "") for o in outputs)  # jpeft.summary's table
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 1
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_notebook_has_a_colab_badge_and_one_repository_url(path):
+  nb = nbformat.read(path, as_version=4)
+  name = os.path.basename(path)
+  assert f"colab.research.google.com/github/jpeft/jpeft/blob/main/notebooks/{name}" in nb.cells[0].source
+  code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+  # The repository's URL is one constant; everything else uses REPO_URL.
+  assert code.count("https://github.com/") == 1 and "REPO_URL = 'https://github.com/jpeft/jpeft'" in code
+  assert "<your-fork>" not in code
+
+
+def test_the_four_notebooks_exist():
+  assert sorted(map(os.path.basename, NOTEBOOKS)) == [
+      "analysis_ensembles.ipynb", "quickstart.ipynb", "robustness_wise.ipynb", "vtab_sweep_tpu.ipynb"]

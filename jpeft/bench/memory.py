@@ -17,7 +17,7 @@ figures are what the compiler plans for each chip.
 import json
 
 import jax
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from jpeft import cli
@@ -91,4 +91,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.bench.memory"))
+  cli.run_program(main, "jpeft.bench.memory")

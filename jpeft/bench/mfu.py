@@ -21,7 +21,7 @@ import statistics
 from typing import Optional
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from jpeft import cli, config_base
 from jpeft.bench import measure
@@ -105,4 +105,4 @@ if __name__ == "__main__":
   _PEAK = flags.DEFINE_float("peak_tflops", None, "Dense peak TFLOP/s per device for the compute dtype; "
                              "default: looked up from the device kind (see PEAK_TFLOPS).")
   _OUT = flags.DEFINE_string("out", None, "Also write the rows as JSON to this file.")
-  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.bench.mfu"))
+  cli.run_program(main, "jpeft.bench.mfu")

@@ -171,11 +171,11 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":  # flags only here: experiments/profile_vs_timm.py imports this module beside its own
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags
   from jpeft import cli
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config (as for jpeft.main).", lock_config=True)
   _STEPS = flags.DEFINE_integer("steps", 3, "Profiled steps (after 2 warmup steps).")
   _OUT = flags.DEFINE_string("out", None, "Also write the profile as JSON to this file.")
   flags.mark_flags_as_required(["config"])
-  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.bench.profile"))
+  cli.run_program(main, "jpeft.bench.profile")

@@ -8,7 +8,7 @@ them, and no checkpoint is downloaded) and a synthetic batch, on all devices wit
 Printed per step function (see jpeft/bench/measure.py for each field): compile_s, images/s, peak_mem_MB,
 GFLOPs/image. For model FLOPs utilisation over several methods and dtypes in one command, `jpeft.bench.mfu`.
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from jpeft import cli
@@ -32,4 +32,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.bench.step"))
+  cli.run_program(main, "jpeft.bench.step")

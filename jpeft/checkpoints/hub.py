@@ -18,7 +18,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Optional
 
@@ -83,8 +85,27 @@ def _fetch_url(url: str, path: str) -> None:
       os.remove(tmp)
 
 
+class HubUnreachable(OSError):
+  """The Hugging Face hub cannot be reached at all: offline mode, or no connection within a few seconds."""
+
+
+def _check_hub_reachable() -> None:
+  """Raises HubUnreachable unless the hub's endpoint accepts a connection: checked before downloading, since
+  huggingface_hub retries a refused connection for about 30 s, logging each try."""
+  from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+  if constants.HF_HUB_OFFLINE:
+    raise HubUnreachable("HF_HUB_OFFLINE is set")
+  endpoint = urllib.parse.urlparse(constants.ENDPOINT)
+  port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+  try:
+    socket.create_connection((endpoint.hostname, port), timeout=5).close()
+  except OSError as e:
+    raise HubUnreachable(f"{endpoint.hostname}:{port} cannot be reached: {e}") from e
+
+
 def _fetch_hf(repo: str, filename: str, path: str) -> None:
   from huggingface_hub import hf_hub_download  # pylint: disable=import-outside-toplevel
+  _check_hub_reachable()
   logging.info("Downloading %s/%s from the Hugging Face hub to %s", repo, filename, path)
   hf_hub_download(repo_id=repo, filename=filename, local_dir=os.path.dirname(path))
 
@@ -115,7 +136,7 @@ def fetch(source: Source, cache_dir: Optional[str] = None) -> str:
     # Network failures surface as different types depending on the transport (urllib, requests, httpx) and
     # huggingface_hub version; each is reported to the user below, none is swallowed.
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(f"{type(e).__name__}: {e}")
+      errors.append(str(e) if isinstance(e, HubUnreachable) else f"{type(e).__name__}: {e}")
       if not _absent_on_hub(e):  # offline or refused: the next file would fail the same way, after retries
         break
   where = (f"download {source.url} and save it as {paths[0]}" if source.url else

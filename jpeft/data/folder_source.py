@@ -11,23 +11,41 @@ the sorted union of class folders of all splits, so every split agrees)::
     <root>/<task>/<split>/<class name>/<image>
 
 Both give a tf.data.Dataset of {'image': uint8 [H, W, 3], 'label': int32 []}, the same as
-`tfds_source.load_tfds`, so the rest of the pipeline cannot tell the sources apart.
+`tfds_source.load_tfds`, so the rest of the pipeline cannot tell the sources apart. Every image a
+split names is decoded once when the split is opened (`jpeft.data.bad_images`), so a missing or
+broken file is reported, by name and list line, before anything trains.
 """
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import tensorflow as tf
 
+from jpeft.data.bad_images import BadImage, decode_file, drop_bad_images
 from jpeft.data.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
-def read_list_file(path: str, num_classes: Optional[int] = None) -> list[tuple[str, int]]:
-  """Parses a "relative/path label" list: [(relative path, label)], blank lines skipped.
+class ListEntry(NamedTuple):
+  """One line of a list file: the image's path relative to the task folder, its label, its line number."""
+  path: str
+  label: int
+  line: int
+
+
+class FolderSplit(NamedTuple):
+  """A split of a folder source: its usable image files and their labels, and the bad images left out
+  (`skip_bad_images`; otherwise a bad image is a DataError)."""
+  paths: list[str]
+  labels: list[int]
+  skipped: tuple[BadImage, ...] = ()
+
+
+def read_list_file(path: str, num_classes: Optional[int] = None) -> list[ListEntry]:
+  """Parses a "relative/path label" list: [(relative path, label, line number)], blank lines skipped.
 
   The label is the last whitespace-separated field, so paths may contain spaces.
 
@@ -54,7 +72,7 @@ def read_list_file(path: str, num_classes: Optional[int] = None) -> list[tuple[s
       if label < 0 or (num_classes is not None and label >= num_classes):
         raise DataError(f'{path}, line {lineno}: label {label} is outside [0, {num_classes}) '
                         f'for this task. Check that the list belongs to this task.')
-      entries.append((parts[0], label))
+      entries.append(ListEntry(parts[0], label, lineno))
   return entries
 
 
@@ -72,9 +90,11 @@ def find_task_dir(root: str, names: Sequence[str]) -> str:
                   f'task\'s images and lists there, or check folder_root.')
 
 
-def processed_split(task_dir: str, split: str,
-                    num_classes: Optional[int] = None) -> tuple[list[str], list[int]]:
-  """(absolute image paths, labels) of `<task_dir>/<split>.txt`; checks that images exist."""
+def processed_split(task_dir: str, split: str, num_classes: Optional[int] = None,
+                    skip_bad_images: bool = False) -> FolderSplit:
+  """The images and labels of `<task_dir>/<split>.txt`, each image decoded once to check it (see
+  `jpeft.data.bad_images`): a missing or undecodable one is a DataError naming it and its line, or with
+  `skip_bad_images` is left out (and named in a warning and in `FolderSplit.skipped`)."""
   path = os.path.join(task_dir, f'{split}.txt')
   if not os.path.isfile(path):
     have = sorted(f[:-4] for f in os.listdir(task_dir) if f.endswith('.txt'))
@@ -82,12 +102,12 @@ def processed_split(task_dir: str, split: str,
                     f"Processed VTAB-1K folders hold only train800, val200, train800val200 and "
                     f"test; use source='tfds' for the full splits.")
   entries = read_list_file(path, num_classes)
-  paths = [os.path.join(task_dir, rel) for rel, _ in entries]
-  missing = [p for p in paths[:1] + paths[-1:] if not os.path.isfile(p)]
-  if missing:  # Checking first and last only: cheap, and catches a wrong root.
-    raise DataError(f'{path} lists {missing[0]}, which does not exist. Paths in the lists are '
-                    f'relative to the task folder {task_dir}.')
-  return paths, [label for _, label in entries]
+  paths = [os.path.join(task_dir, e.path) for e in entries]
+  if paths and not any(os.path.isfile(p) for p in paths):  # A wrong root, rather than bad images.
+    raise DataError(f'None of the {len(paths)} files {path} lists exists (the first: {paths[0]}, which does '
+                    f'not exist). Paths in the lists are relative to the task folder {task_dir}.')
+  return FolderSplit(*drop_bad_images(paths, [e.label for e in entries], f"split '{split}' ({path})",
+                                      skip_bad_images, path, [e.line for e in entries]))
 
 
 def image_folder_classes(task_dir: str) -> list[str]:
@@ -100,8 +120,8 @@ def image_folder_classes(task_dir: str) -> list[str]:
   return sorted(classes)
 
 
-def image_folder_split(task_dir: str, split: str) -> tuple[list[str], list[int], list[str]]:
-  """(image paths, labels, class names) of `<task_dir>/<split>/<class>/<image>`."""
+def image_folder_split(task_dir: str, split: str, skip_bad_images: bool = False) -> FolderSplit:
+  """The images and labels of `<task_dir>/<split>/<class>/<image>`, checked as in `processed_split`."""
   split_dir = os.path.join(task_dir, split)
   if not os.path.isdir(split_dir):
     have = sorted(d for d in os.listdir(task_dir) if os.path.isdir(os.path.join(task_dir, d)))
@@ -119,12 +139,11 @@ def image_folder_split(task_dir: str, split: str) -> tuple[list[str], list[int],
         labels.append(label)
   if not paths:
     raise DataError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) under {split_dir}/<class>/.')
-  return paths, labels, classes
+  return FolderSplit(*drop_bad_images(paths, labels, f"split '{split}' ({split_dir})", skip_bad_images))
 
 
 def _decode(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-  image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-  return {'image': tf.cast(image, tf.uint8), 'label': tf.cast(label, tf.int32)}
+  return {'image': decode_file(path), 'label': tf.cast(label, tf.int32)}
 
 
 def files_dataset(paths: Sequence[str], labels: Sequence[int],

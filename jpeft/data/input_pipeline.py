@@ -12,6 +12,7 @@ Preprocessing defaults to the study's VTAB-1K recipe: bicubic resize to 224, pix
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional, Union
 
@@ -20,6 +21,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jpeft.data import folder_source, preprocess, tfds_source
+from jpeft.data.bad_images import BadImage
 from jpeft.data.errors import DataError
 from jpeft.data.tasks import SplitSpec, Subset, Task, get_task
 
@@ -40,42 +42,74 @@ def _split_key(split: Union[str, Subset]) -> str:
   return split if isinstance(split, str) else str(split)
 
 
-def load_examples(task: Union[str, Task], split: Union[str, SplitSpec], *,
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """One opened split (`open_examples`).
+
+  Attributes:
+    dataset: {'image': uint8 [H, W, 3], 'label': int32 []} per example.
+    size: number of examples, None if unknown without reading them (some TFDS splits).
+    skipped: the bad images left out (folder sources with skip_bad_images=True), in split order.
+  """
+  dataset: tf.data.Dataset
+  size: Optional[int]
+  skipped: tuple[BadImage, ...] = ()
+
+
+def open_examples(task: Union[str, Task], split: Union[str, SplitSpec], *,
                   source: str = 'tfds', data_dir: Optional[str] = None,
                   folder_root: Optional[str] = None, download: bool = True,
-                  shuffle_files: bool = False, seed: int = 0
-                  ) -> tuple[tf.data.Dataset, Optional[int]]:
-  """Undecorated examples of one split and their number (None if unknown).
+                  shuffle_files: bool = False, seed: int = 0,
+                  skip_bad_images: bool = False) -> Examples:
+  """Undecorated examples of one split, their number and the images left out.
 
   `shuffle_files`: TFDS: shuffle the record files; folders: reshuffle the file list each
   epoch (both seeded with `seed`). Otherwise examples come in split order.
 
-  Returns:
-    (dataset of {'image': uint8 [H, W, 3], 'label': int32 []}, number of examples or None).
+  Folder sources decode every image once here (`jpeft.data.bad_images`): a missing, non-image
+  or corrupt file is a DataError naming it (and its line in the list file), raised before any
+  training; `skip_bad_images=True` leaves such files out instead, with a warning naming them.
+  TFDS data were checked when the dataset was prepared; `skip_bad_images` does not apply.
   """
   _check_source(source)
   shuffle = seed if shuffle_files else None  # Folder sources: shuffle file names per epoch.
   if source == 'imagefolder':
     name = task.name if isinstance(task, Task) else task
     task_dir = folder_source.find_task_dir(folder_root, [name])
-    paths, labels, _ = folder_source.image_folder_split(task_dir, _split_key(split))
-    return folder_source.files_dataset(paths, labels, shuffle), len(paths)
-  task = get_task(task)
-  if source == 'folder':
+    files = folder_source.image_folder_split(task_dir, _split_key(split), skip_bad_images)
+  elif source == 'folder':
+    task = get_task(task)
     if not isinstance(split, str):
       raise DataError(f'Subsets ({split}) need source="tfds"; processed folders hold fixed lists.')
     task_dir = folder_source.find_task_dir(folder_root, task.folder_candidates)
-    paths, labels = folder_source.processed_split(task_dir, split, task.num_classes)
-    return folder_source.files_dataset(paths, labels, shuffle), len(paths)
-  ds = tfds_source.load_tfds(task, split, data_dir=data_dir, download=download,
-                             shuffle_files=shuffle_files, seed=seed)
-  size = task.split_sizes.get(split) if isinstance(split, str) else None
-  return ds, size
+    files = folder_source.processed_split(task_dir, split, task.num_classes, skip_bad_images)
+  else:
+    task = get_task(task)
+    ds = tfds_source.load_tfds(task, split, data_dir=data_dir, download=download,
+                               shuffle_files=shuffle_files, seed=seed)
+    return Examples(ds, task.split_sizes.get(split) if isinstance(split, str) else None)
+  return Examples(folder_source.files_dataset(files.paths, files.labels, shuffle), len(files.paths),
+                  files.skipped)
+
+
+def load_examples(task: Union[str, Task], split: Union[str, SplitSpec], *,
+                  source: str = 'tfds', data_dir: Optional[str] = None,
+                  folder_root: Optional[str] = None, download: bool = True,
+                  shuffle_files: bool = False, seed: int = 0, skip_bad_images: bool = False
+                  ) -> tuple[tf.data.Dataset, Optional[int]]:
+  """`open_examples`' (dataset of {'image': uint8 [H, W, 3], 'label': int32 []}, number of
+  examples or None)."""
+  examples = open_examples(task, split, source=source, data_dir=data_dir, folder_root=folder_root,
+                           download=download, shuffle_files=shuffle_files, seed=seed,
+                           skip_bad_images=skip_bad_images)
+  return examples.dataset, examples.size
 
 
 def num_examples(task: Union[str, Task], split: Union[str, SplitSpec], *, source: str = 'tfds',
-                 data_dir: Optional[str] = None, folder_root: Optional[str] = None) -> int:
-  """Number of examples in a split (from the split table, the list file or TFDS metadata)."""
+                 data_dir: Optional[str] = None, folder_root: Optional[str] = None,
+                 skip_bad_images: bool = False) -> int:
+  """Number of examples in a split (from the split table, the list file or TFDS metadata); for
+  folder sources, after checking every image (see `open_examples`)."""
   _check_source(source)
   if source == 'tfds':
     task = get_task(task)
@@ -87,7 +121,8 @@ def num_examples(task: Union[str, Task], split: Union[str, SplitSpec], *, source
       return len(tfds_source._subset_indices(builder, spec))  # pylint: disable=protected-access
     spec = tfds_source.clamp_split(spec, tfds_source._split_sizes(builder), task.name)  # pylint: disable=protected-access
     return builder.info.splits[spec].num_examples
-  _, size = load_examples(task, split, source=source, folder_root=folder_root)
+  _, size = load_examples(task, split, source=source, folder_root=folder_root,
+                          skip_bad_images=skip_bad_images)
   return size
 
 
@@ -110,7 +145,8 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
                 shard_index: int = 0, num_shards: int = 1, shuffle_buffer: int = 10_000,
                 cache: Optional[bool] = None, download: bool = True,
                 resize_method: str = 'bicubic', extra: preprocess.TrainAugment = preprocess.TrainAugment(),
-                eval_resize: str = 'short_side') -> tf.data.Dataset:
+                eval_resize: str = 'short_side', skip_bad_images: bool = False,
+                examples: Optional[Examples] = None) -> tf.data.Dataset:
   """Batched, preprocessed examples of one split.
 
   Args:
@@ -139,6 +175,9 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
     resize_method: tf.image.resize method.
     extra: RandAugment policy, colour jitter and random erasing of augmented images.
     eval_resize: 'short_side' or 'square' resize before the eval centre crop.
+    skip_bad_images: folder sources: leave out images that do not decode (see `open_examples`).
+    examples: the split already opened by `open_examples` (e.g. to read its `skipped`), used
+      instead of opening it again (its file order stays as opened).
 
   Returns:
     tf.data.Dataset of {'image': float32 [B, image_size, image_size, 3], 'label': int32 [B]};
@@ -148,9 +187,11 @@ def get_dataset(task: Union[str, Task], split: Union[str, SplitSpec], *, batch_s
   preprocess.parse_augment(augment)  # Fail early on typos.
   if not 0 <= shard_index < num_shards:
     raise DataError(f'shard_index={shard_index} must be in [0, num_shards={num_shards}).')
-  ds, size = load_examples(task, split, source=source, data_dir=data_dir,
-                           folder_root=folder_root, download=download,
-                           shuffle_files=train, seed=seed)
+  if examples is None:
+    examples = open_examples(task, split, source=source, data_dir=data_dir,
+                             folder_root=folder_root, download=download, shuffle_files=train,
+                             seed=seed, skip_bad_images=skip_bad_images)
+  ds, size = examples.dataset, examples.size
   if num_shards > 1:
     ds = ds.shard(num_shards, shard_index)
   if cache if cache is not None else (size is not None and size <= CACHE_MAX_EXAMPLES):
@@ -182,7 +223,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                       normalization: str = 'none', center_crop: bool = False,
                       download: bool = True, resize_method: str = 'bicubic',
                       batch_size: int = 256, cache_dir: Optional[str] = None,
-                      eval_resize: str = 'short_side') -> dict[str, np.ndarray]:
+                      eval_resize: str = 'short_side', skip_bad_images: bool = False,
+                      examples: Optional[Examples] = None) -> dict[str, np.ndarray]:
   """A whole split, preprocessed once, as arrays (the fast path for VTAB-1K-sized splits).
 
   1,000 images at 224x224 are 600 MB of float32: small enough to keep on the devices, so
@@ -191,7 +233,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
   Args:
     cache_dir: if set, the arrays are saved there as .npy on first use and read back (memory-
       mapped) afterwards, so a sweep of many trainings preprocesses each split once. The file
-      name encodes task, split, source and preprocessing; delete the files if the data change.
+      name encodes task, split, source, preprocessing and skip_bad_images; delete the files if
+      the data change.
     (other arguments as in `get_dataset`)
 
   Returns:
@@ -202,6 +245,7 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
     key = '_'.join(str(x) for x in (name, _split_key(split), source, image_size, normalization,
                                      ('cc' if eval_resize == 'short_side' else 'ccsq') if center_crop else 'rs',
                                      resize_method))
+    key += '_skip' if skip_bad_images else ''  # Without the bad files: not what a strict run reads.
     key = ''.join(c if c.isalnum() or c in '_-.' else '-' for c in key)
     paths = {k: os.path.join(cache_dir, f'{key}.{k}.npy') for k in ('image', 'label')}
     if all(os.path.exists(p) for p in paths.values()):
@@ -210,7 +254,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                                folder_root=folder_root, image_size=image_size,
                                normalization=normalization, center_crop=center_crop,
                                download=download, resize_method=resize_method,
-                               batch_size=batch_size, eval_resize=eval_resize)
+                               batch_size=batch_size, eval_resize=eval_resize,
+                               skip_bad_images=skip_bad_images, examples=examples)
     os.makedirs(cache_dir, exist_ok=True)
     for k, p in paths.items():  # Write then rename: readers never see a partial file.
       tmp = f'{p}.tmp{os.getpid()}.npy'
@@ -221,7 +266,8 @@ def load_split_arrays(task: Union[str, Task], split: Union[str, SplitSpec], *,
                    source=source, folder_root=folder_root, image_size=image_size,
                    normalization=normalization, center_crop=center_crop, num_epochs=1,
                    drop_remainder=False, download=download, resize_method=resize_method,
-                   cache=False, eval_resize=eval_resize)
+                   cache=False, eval_resize=eval_resize, skip_bad_images=skip_bad_images,
+                   examples=examples)
   images, labels = [], []
   for batch in tfds.as_numpy(ds):
     images.append(batch['image'])

@@ -67,15 +67,24 @@ def quick_gelu(x):
 _ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False), "quick_gelu": quick_gelu}
 
 
+# How softmax(q k^T / sqrt(d)) v is computed (config.model.attention). All three are the same math; they differ in
+# summation order and in what is kept for the backward pass: 'einsum' is written out here (the [B, H, T, T]
+# logits materialised), 'xla' and 'cudnn' are `jax.nn.dot_product_attention` with that implementation (XLA's
+# fused path; cuDNN's flash attention, on NVIDIA GPUs in bfloat16 / float16 only).
+ATTENTION_IMPLEMENTATIONS = ("einsum", "xla", "cudnn")
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with a fused qkv Dense.
 
   key_mask: [T] marks the tokens others may attend to, or [T, T] (query, key) pairs that may attend (the CLIP
   text tower's causal mask).
+  implementation: one of ATTENTION_IMPLEMENTATIONS.
   """
   num_heads: int
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
+  implementation: str = "einsum"
 
   @nn.compact
   def __call__(self, z, ctx: Context, key_mask=None):
@@ -86,12 +95,20 @@ class Attention(nn.Module):
       qkv = method.dense(self, "qkv", z, qkv, ctx)
     q, k, v = jnp.split(qkv.reshape(batch, tokens, 3, self.num_heads, head_dim), 3, axis=2)
     q, k, v = q[:, :, 0], k[:, :, 0], v[:, :, 0]  # [B, T, H, hd]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-    if key_mask is not None:
-      mask = key_mask if key_mask.ndim == 2 else key_mask[None, :]
-      logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, tokens, width)
+    mask = None if key_mask is None else (key_mask if key_mask.ndim == 2 else key_mask[None, :])  # [T|1, T]
+    if self.implementation == "einsum":
+      logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      if mask is not None:
+        logits = jnp.where(mask[None, None], logits, jnp.finfo(logits.dtype).min)
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    elif self.implementation in ATTENTION_IMPLEMENTATIONS:
+      out = jax.nn.dot_product_attention(q, k, v, mask=None if mask is None else mask[None, None],
+                                         implementation=self.implementation)
+    else:
+      raise ValueError(f"Unknown attention implementation '{self.implementation}': expected one of "
+                       f"{ATTENTION_IMPLEMENTATIONS}.")
+    out = out.reshape(batch, tokens, width)
     y = nn.Dense(width, dtype=self.dtype, name="proj")(out)
     for method in self.methods:
       y = method.dense(self, "proj", out, y, ctx)
@@ -134,6 +151,7 @@ class Block(nn.Module):
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
   layer_scale: bool = False
+  attention: str = "einsum"
 
   def _sublayer(self, where: str, x, ctx: Context, key_mask):
     ln = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln1" if where == "attn" else "ln2")
@@ -144,7 +162,7 @@ class Block(nn.Module):
     for method in self.methods:
       z_in = method.before_sublayer(self, where, z_in, ctx)
     if where == "attn":
-      h = Attention(self.num_heads, self.methods, self.dtype, name="attn")(z_in, ctx, key_mask)
+      h = Attention(self.num_heads, self.methods, self.dtype, self.attention, name="attn")(z_in, ctx, key_mask)
     else:
       h = Mlp(self.mlp_dim, self.act, self.methods, self.dtype, name="mlp")(z_in, ctx)
     for method in self.methods:
@@ -182,6 +200,7 @@ class Encoder(nn.Module):
   dtype: Any = jnp.float32
   layer_scale: bool = False
   remat: bool = False
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x, ctx: Context):
@@ -205,7 +224,8 @@ class Encoder(nn.Module):
                                    [jnp.ones((x.shape[1] - lctx.num_prefix,), bool)])
       rate = self.drop_path_rate * layer / max(self.depth - 1, 1)  # linear over depth, as timm
       x = block_cls(self.mlp_dim, self.num_heads, rate, self.act, self.ln_eps, self.methods, self.dtype,
-                    layer_scale=self.layer_scale, name=f"block_{layer}")(x, lctx, key_mask)
+                    layer_scale=self.layer_scale, attention=self.attention,
+                    name=f"block_{layer}")(x, lctx, key_mask)
       kept = []
       offset = 0
       pieces = []
@@ -236,6 +256,7 @@ class VisionTransformer(nn.Module):
     methods: PEFT methods, applied in order at every insertion point.
     dtype: compute dtype (parameters stay float32).
     remat: recompute each block's activations in the backward pass (`nn.remat`, i.e. jax.checkpoint).
+    attention: how attention is computed, one of ATTENTION_IMPLEMENTATIONS (see there).
   """
   num_classes: int
   patch_size: int = 16
@@ -254,6 +275,7 @@ class VisionTransformer(nn.Module):
   methods: tuple[Method, ...] = ()
   dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, merge_factor=1.0):
@@ -281,7 +303,7 @@ class VisionTransformer(nn.Module):
       x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="ln_pre")(x)
     x, collected = Encoder(self.depth, self.mlp_dim, self.num_heads, self.drop_path_rate, self.act,
                            self.ln_eps, self.methods, self.dtype, layer_scale=self.layer_scale,
-                           remat=self.remat, name="encoder")(x, ctx)
+                           remat=self.remat, attention=self.attention, name="encoder")(x, ctx)
 
     # CLS and every collected token group go through the final LN and its hooks in one call, so a method's
     # parameters at the final norm (SSF's) are created once.

@@ -8,13 +8,13 @@ of the same backbone: `partition.combine(trainable, frozen_of_the_backbone)`.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from jpeft import outputs
 from jpeft.checkpoints import save_npz
 from jpeft.peft import base
 from jpeft.peft.build import build_methods, methods_config
@@ -24,13 +24,14 @@ _METADATA_KEY = "jpeft_peft"
 
 
 def save_adapter(path: str, trainable: Mapping[str, Any], methods: Sequence[base.Method],
-                 metadata: Optional[Mapping[str, str]] = None) -> None:
+                 metadata: Optional[Mapping[str, str]] = None, overwrite: bool = False) -> None:
   """Writes the trainable flat dict (from `partition.split`) and the methods' config to `path` atomically;
-  `metadata` adds string entries to the file's header (e.g. `jpeft.export`'s provenance)."""
+  `metadata` adds string entries to the file's header (e.g. `jpeft.export`'s provenance). An existing `path`
+  is replaced only with `overwrite` (else FileExistsError)."""
   tensors = {k: np.ascontiguousarray(np.asarray(v)) for k, v in trainable.items()}
-  tmp = f"{path}.tmp{os.getpid()}"
-  save_file(tensors, tmp, metadata={**(metadata or {}), _METADATA_KEY: json.dumps(methods_config(tuple(methods)))})
-  os.replace(tmp, path)
+  with outputs.atomic_path(path, overwrite) as tmp:
+    save_file(tensors, tmp, metadata={**(metadata or {}),
+                                      _METADATA_KEY: json.dumps(methods_config(tuple(methods)))})
 
 
 def load_adapter(path: str) -> tuple[dict[str, np.ndarray], tuple[base.Method, ...]]:

@@ -6,11 +6,14 @@
   tables.write_all(summaries, 'runs/sweep')                      # results.md / .csv, accuracy_vs_params.png
 
 Finished trials are recorded in `<workdir>/trials.jsonl` under the base config recorded beside them
-(`trial_log`), so a rerun resumes and a rerun under another config is refused.
+(`trial_log`), so a rerun resumes and a rerun under another config is refused. Any number of processes may
+sweep one workdir, each (task, method) pair trained by the one holding its lock (`pairs`: shards, locks, the
+recorded plan); `report` writes the tables of what finished and names the state of every other pair.
 
-CLI: `python -m jpeft.sweep --config=... --tasks=... --methods=... --workdir=...` (see `__main__`).
+CLI: `python -m jpeft.sweep --config=... --tasks=... --methods=... --workdir=... [--shard=K/N]` and
+`python -m jpeft.sweep --workdir=... --report` (see `__main__`).
 """
-from jpeft.sweep import grid, protocol, runner, tables, trial_log
+from jpeft.sweep import grid, pairs, protocol, report, runner, tables, trial_log
 from jpeft.sweep.grid import GridError, Trial, default_grid, expand, shape_groups
 from jpeft.sweep.protocol import run_sweep, select
 from jpeft.sweep.runner import run_trials

@@ -18,12 +18,17 @@ ensembles and error analysis across methods (`jpeft.analysis`); each row names i
 The base config the trials are made under is recorded in `<workdir>/sweep_config.json`; a rerun under another
 base config is refused (see `jpeft.sweep.trial_log`).
 
-Launched as several processes (`jax.distributed`), every process runs the same protocol and trains its devices'
-share of each chunk's trials (`jpeft.sweep.runner`); only process 0 writes to the workdir (a shared
-filesystem: the others read it to resume).
+Independent processes may sweep one workdir at once (`jpeft.sweep.pairs`): each (task, method) pair is trained
+by the process holding its lock, trials.jsonl is appended to under a lock, and summary.jsonl is rewritten from
+every finished pair of the recorded plan when a process ends. Launched as several processes of one job
+(`jax.distributed`), every process runs the same protocol and trains its devices' share of each chunk's trials
+(`jpeft.sweep.runner`); only process 0 takes the locks and writes to the workdir (a shared filesystem: the
+others read it to resume).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import dataclasses
 import json
@@ -35,9 +40,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from jpeft import workdir_lock
+from jpeft.data import input_pipeline
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import runner, trial_log
-from jpeft.train import splits
+from jpeft.sweep import pairs, runner, trial_log
+from jpeft.train import config_checks, splits
 from jpeft.train.errors import ConfigError
 
 PREDICTIONS_DIR = "predictions"
@@ -105,79 +112,234 @@ def _save_predictions(workdir: str, rows: Sequence[dict], predictions: Mapping[s
     row["predictions"] = os.path.relpath(path, workdir)
 
 
-def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
-              trial_batch: int, final: bool = True,
-              log: Callable[[str], None] = print) -> list[dict]:
-  """Runs the protocol for every task x method; returns (and writes) one summary row per pair.
+def final_trials(trials: Sequence[grid_lib.Trial], winner: str, seeds: Sequence[int]) -> list[grid_lib.Trial]:
+  """The final runs of the selected setting `winner` (a config_key of `trials`): one per seed."""
+  setting = next(t for t in trials if t.config_key == winner and t.tune_split == 0)
+  return [dataclasses.replace(setting, seed=seed) for seed in seeds]
 
-  Args:
-    config: base config (data, model, optim; method, lr, wd, peft and seed are set per trial).
-    tasks, methods: what to sweep.
-    grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
-    workdir: where trials.jsonl, sweep_config.json, summary.jsonl and summary.csv live; rerunning with the same
-      base config resumes (more tasks, methods or grid values included).
-    trial_batch: trials trained together in one compiled program.
-    final: also retrain the winner on train800val200 and evaluate test.
-    log: progress messages.
-  Raises:
-    ConfigError: the workdir's trials were made under another base config, or init_from or early stopping is set.
-    TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
-  """
+
+def pair_summary(trials: Sequence[grid_lib.Trial], rows: Mapping[tuple[str, str], dict], final_seeds: Sequence[int],
+                 final: bool) -> tuple[Optional[dict], int, int]:
+  """(summary row, or None while the pair is unfinished; trials recorded; trials it takes) of one (task, method)
+  from the recorded `rows` ({(stage, key): row}). A pair whose every trial diverged is finished, with
+  selected None."""
+  tune = [rows.get(("tune", t.key)) for t in trials]
+  total = len(trials) + (len(final_seeds) if final else 0)
+  recorded = sum(r is not None for r in tune)
+  if recorded < len(trials):
+    return None, recorded, total
+  winner = select(tune)
+  final_rows = []
+  if winner is not None and final:
+    final_rows = [rows.get(("final", t.key)) for t in final_trials(trials, winner, final_seeds)]
+    recorded += sum(r is not None for r in final_rows)
+    if recorded < total:
+      return None, recorded, total
+  return _summary_row(trials, tune, winner, final_rows), recorded, total
+
+
+def collect(plan: Mapping, rows: Mapping[tuple[str, str], dict]) -> list[dict]:
+  """Every pair of a recorded plan (`pairs.read_plan`) with its state in `rows`: dicts with 'task', 'method',
+  'summary' (None while unfinished), 'recorded' and 'total' trials."""
+  seeds = grid_lib.final_seeds(plan["grid"])
+  out = []
+  for task, method in plan["pairs"]:
+    trials = grid_lib.expand(task, method, plan["grid"], plan["tune_splits"].get(task, 1))
+    summary, recorded, total = pair_summary(trials, rows, seeds, plan["final"])
+    out.append(dict(task=task, method=method, summary=summary, recorded=recorded, total=total))
+  return out
+
+
+def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, trial_batch: int,
+              final: bool) -> tuple[dict, dict[str, int], tuple[int, ...]]:
+  """Checks everything a sweep can check before it writes anything: the config, the grid of every pair,
+  trial_batch, and that each task's training splits hold a batch. Returns ({pair: trials}, {task: tuning
+  splits}, final seeds)."""
   if config.init_from.workdir:  # every trial would silently start from the pretrained backbone instead
     raise ConfigError(f"Config field 'init_from.workdir' = '{config.init_from.workdir}' is not supported by sweeps: "
                       "each trial starts from the pretrained backbone and a fresh head. Drop it to sweep, or start "
                       "single runs from that run with python -m jpeft.main.")
+  if config.init_from.get("peft"):  # trials are initialised from the seed (model_setup's init_params), not from it
+    raise ConfigError(f"Config field 'init_from.peft' = '{config.init_from.peft}' is not supported by sweeps: each "
+                      "trial starts from the pretrained backbone. Drop it to sweep, or start single runs from the "
+                      "adapter with python -m jpeft.main.")
   if config.early_stopping.patience:  # trials train their epochs in lockstep, each to the end
     raise ConfigError(f"Config field 'early_stopping.patience' = {config.early_stopping.patience} is not supported "
                       "by sweeps: their trials train every epoch and are selected by val accuracy (last and best "
                       "epoch). Set it to 0 to sweep, or train single runs with python -m jpeft.main.")
-  final_seeds = grid_lib.final_seeds(grid)  # checked here: a bad seed stops the sweep before any training
+  if not tasks or not methods:
+    raise ConfigError(f"Nothing to sweep: --tasks={','.join(tasks)} --methods={','.join(methods)}; name at least "
+                      "one task and one method.")
+  runner.check_trial_batch(trial_batch)
+  seeds = grid_lib.final_seeds(grid)
+  tune_splits = {task: splits.num_tune_splits(config, task) for task in tasks}
+  trials = {(t, m): grid_lib.expand(t, m, grid, tune_splits[t]) for t in tasks for m in methods}
+  for pair_trials in trials.values():
+    config_checks.validate_config(runner.trial_config(config, pair_trials[0], "tune"))
+  for task in tasks:
+    _check_batch_fits(config, task, ("tune", "final") if final else ("tune",))
+  return trials, tune_splits, seeds
+
+
+def _check_batch_fits(config, task: str, modes: Sequence[str]) -> None:
+  """ConfigError if a training split of `task` is smaller than one batch (the split sizes come from the task's
+  split table or list files, without loading images)."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.task = task
+  d = config.data
+  for mode in modes:
+    (name, spec), _ = splits.mode_splits(config, mode)
+    try:
+      size = input_pipeline.num_examples(task, spec, source=d.source, data_dir=d.data_dir, folder_root=d.folder_root)
+    except Exception:  # pylint: disable=broad-except
+      continue  # data not readable now: training loads it, reports the problem and checks the batch again
+    if size < config.optim.batch_size:
+      raise ConfigError(f"Config field 'optim.batch_size' = {config.optim.batch_size} is larger than the {name} "
+                        f"split of '{task}' ({size} examples), so drop_last leaves no batch: lower "
+                        "--config.optim.batch_size.")
+
+
+def _agree(value: bool) -> bool:
+  """Process 0's `value` on every process of a multi-process sweep (they train the same pairs in lockstep)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
+def _open_workdir(stack: contextlib.ExitStack, config, workdir: str, plan: dict, lead: bool) -> trial_log.TrialLog:
+  """Joins the workdir's sweep processes (process 0 of a multi-process sweep for all of them), checks the
+  recorded config and records this process's plan. A recorded config under which no trial finished is replaced
+  when no other process runs there (a sweep that failed before its first trial does not block its rerun)."""
+  if not lead:
+    return trial_log.open_log(config, workdir, write=False)
   os.makedirs(workdir, exist_ok=True)
+  meta = pairs.meta_lock_path(workdir)
+  with workdir_lock.locked(meta):
+    fd, alone = workdir_lock.join(workdir, "jpeft.sweep")
+    stack.callback(os.close, fd)
+    record = trial_log.open_log(config, workdir, replace_unused=alone, lock_path=meta)
+    pairs.update_plan(workdir, alone=alone, **plan)
+  return record
+
+
+def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
+              trial_batch: int, final: bool = True, log: Callable[[str], None] = print,
+              shard: Optional[pairs.Shard] = None) -> list[dict]:
+  """Runs the protocol for this process's (task, method) pairs; returns the summary rows of those it finished.
+
+  Other processes may sweep the same workdir at once (`jpeft.sweep.pairs`): each pair is trained by the
+  process holding its lock; a pair another process holds is left to it (logged, no summary row here).
+
+  Args:
+    config: base config (data, model, optim; method, lr, wd, peft and seed are set per trial).
+    tasks, methods: what to sweep: the pairs tasks x methods, in that order.
+    grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
+    workdir: where trials.jsonl, sweep_config.json, sweep_plan.json, summary.jsonl and summary.csv live;
+      rerunning with the same base config resumes (more tasks, methods or grid values included).
+    trial_batch: trials trained together in one compiled program.
+    final: also retrain the winner on train800val200 and evaluate test.
+    log: progress messages.
+    shard: which pairs this process takes (default: all).
+  Returns:
+    One summary row per finished pair of this process (selected None where every trial diverged).
+  Raises (before writing anything, for what can be checked then):
+    ConfigError: a config, grid or batch size the sweep cannot use; the workdir's trials were made under another
+      base config.
+    GridError: a grid value that cannot describe a sweep.
+    TrialLogError: trials.jsonl has a line that is not a trial record, or a row of another config.
+    WorkdirLockedError: a run holds the workdir.
+  """
+  trials, tune_splits, final_seeds = _validate(config, tasks, methods, grid, trial_batch, final)
+  grid_dict = grid.to_dict() if hasattr(grid, "to_dict") else dict(grid)
+  plan = dict(pairs=list(trials), grid=grid_dict, final=final, tune_splits=tune_splits)
   lead = jax.process_index() == 0
-  record = trial_log.open_log(config, workdir, write=lead)
+  summaries = []
+  with contextlib.ExitStack() as stack:
+    record = _open_workdir(stack, config, workdir, plan, lead)
+    data, data_task = {}, None  # one task's splits, shared by its pairs while this process trains them in a row
+    for task, method in (shard or pairs.Shard(None, 1)).select(list(trials)):
+      claim = pairs.claim(workdir, task, method) if lead else None
+      if not _agree(claim is not None):
+        log(f"{task}/{method}: held by another process ({pairs.holder(workdir, task, method)}); left to it")
+        continue
+      if task != data_task:
+        data, data_task = {}, task
+      try:
+        summaries.append(_run_pair(config, trials[(task, method)], record, workdir, trial_batch, final,
+                                   final_seeds, claim, data, log))
+      except BaseException:
+        if claim is not None:
+          claim.release("stopped")
+        raise
+      if claim is not None:
+        claim.release("finished")
+    if lead:
+      with workdir_lock.locked(pairs.meta_lock_path(workdir)):
+        record.refresh()
+        recorded = pairs.read_plan(workdir)
+        write_summary([p["summary"] for p in collect(recorded, record.rows) if p["summary"]], workdir)
+  return summaries
+
+
+def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str, trial_batch: int,
+              final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
+              log: Callable[[str], None]) -> dict:
+  """Tunes, selects and retrains one (task, method) whose lock this process holds; returns its summary row."""
+  task, method = trials[0].task, trials[0].method
+  lead = claim is not None
+  with (workdir_lock.locked(pairs.meta_lock_path(workdir)) if lead else contextlib.nullcontext()):
+    record.refresh()  # rows an earlier holder of the pair recorded (a killed job's, resumed here)
 
   def record_chunk(rows, predictions):
     if lead:
       _save_predictions(workdir, rows, predictions)
     record.append(rows)
 
-  summaries = []
-  for task in tasks:
-    data: dict = {}  # this task's splits, loaded once for all its methods and groups
-    for method in methods:
-      runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
-      trials = grid_lib.expand(task, method, grid, splits.num_tune_splits(config, task))
-      todo = [t for t in trials if not record.has("tune", t)]
-      log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
-          f"{len(trials) - len(todo)} already finished, training {len(todo)}")
-      runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners)
-      tune_rows = [record.get("tune", t) for t in trials]
-      winner = select(tune_rows)
-      final_rows: list[dict] = []
-      if winner is not None and final:
-        setting = next(t for t in trials if t.config_key == winner and t.tune_split == 0)
-        finals = [dataclasses.replace(setting, seed=seed) for seed in final_seeds]
-        todo = [t for t in finals if not record.has("final", t)]
-        log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
-            f"{len(finals)} seeds, training {len(todo)}")
-        runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data,
-                          runners=runners)
-        final_rows = [record.get("final", t) for t in finals]
-      summaries.append(_summary_row(trials, tune_rows, winner, final_rows))
-  if lead:
-    write_summary(summaries, workdir)
-  return summaries
+  def progress(stage):
+    if claim is None:
+      return None
+    claim.progress(stage=stage, epoch=0)
+    return lambda epoch, epochs: claim.progress(stage=stage, epoch=epoch, epochs=epochs)
+
+  runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
+  todo = [t for t in trials if not record.has("tune", t)]
+  log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
+      f"{len(trials) - len(todo)} already finished, training {len(todo)}")
+  runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
+                    on_epoch=progress("tune"))
+  tune_rows = [record.get("tune", t) for t in trials]
+  winner = select(tune_rows)
+  final_rows: list[dict] = []
+  if winner is None:
+    log(f"{task}/{method}: no finite trial: all {len(trials)} tune trials diverged (non-finite loss), nothing "
+        "to select")
+  elif final:
+    finals = final_trials(trials, winner, final_seeds)
+    todo = [t for t in finals if not record.has("final", t)]
+    log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
+        f"{len(finals)} seeds, training {len(todo)}")
+    runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
+                      on_epoch=progress("final"))
+    final_rows = [record.get("final", t) for t in finals]
+  return _summary_row(trials, tune_rows, winner, final_rows)
 
 
 def write_summary(summaries: Sequence[dict], workdir: str) -> None:
-  """summary.jsonl (one JSON row per task x method) and summary.csv (hyperparameters as one JSON column)."""
-  with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+  """summary.jsonl (one JSON row per task x method) and summary.csv (hyperparameters as one JSON column), each
+  written under a temporary name and renamed, so a reader never sees half a file."""
+  path = os.path.join(workdir, SUMMARY_FILE)
+  with open(path + ".tmp", "w") as f:
     for row in summaries:
       f.write(json.dumps(row) + "\n")
+  os.replace(path + ".tmp", path)
   fields = ["task", "method", "test_accuracy", "test_std", "val_accuracy", "trainable_params", "num_trials",
             "diverged", "seeds", "selected"]
-  with open(os.path.join(workdir, SUMMARY_CSV), "w", newline="") as f:
+  path = os.path.join(workdir, SUMMARY_CSV)
+  with open(path + ".tmp", "w", newline="") as f:
     writer = csv.DictWriter(f, fields, extrasaction="ignore")
     writer.writeheader()
     for row in summaries:
       writer.writerow({k: json.dumps(row.get(k)) if k in ("seeds", "selected") else row.get(k) for k in fields})
+  os.replace(path + ".tmp", path)

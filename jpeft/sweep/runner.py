@@ -67,6 +67,13 @@ def _check_mode(mode: str) -> None:
     raise ConfigError(f"Sweep mode '{mode}' is not one of {tuple(config_checks.SPLITS)}.")
 
 
+def check_trial_batch(trial_batch) -> None:
+  """ConfigError unless `trial_batch` is a positive integer."""
+  if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
+    raise ConfigError(f"--trial_batch={trial_batch!r} is not usable: expected a positive integer, the number "
+                      "of trials trained together (lower it if a chunk does not fit in memory).")
+
+
 def _pad(items: list, multiple: int) -> list:
   """Repeats the last item so the trial axis divides over the devices (padded trials are discarded)."""
   return items + [items[-1]] * (-len(items) % multiple)
@@ -152,13 +159,15 @@ class GroupRunner:
     return dict(accuracy=np.asarray(correct) / n, loss=np.asarray(loss) / n, logits=np.concatenate(logits, 1),
                 labels=np.concatenate(labels))
 
-  def train(self, trials: Sequence[Trial], mode: str) -> tuple[list[dict], dict]:
+  def train(self, trials: Sequence[Trial], mode: str,
+            on_epoch: Optional[Callable[[int, int], None]] = None) -> tuple[list[dict], dict]:
     """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
 
     Args:
       trials: a chunk of this group, all of one tuning split.
       mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the
         size -> its val, or the size's subset -> test (`splits.mode_splits`).
+      on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
 
     Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
     and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
@@ -206,6 +215,8 @@ class GroupRunner:
       if done % self.config.eval_every_epochs == 0 or done == epochs:
         result = self.evaluate(eval_data, trainable, hparams, size)
         evals.append(dict(epoch=done, accuracy=result["accuracy"], loss=result["loss"]))
+      if on_epoch is not None:
+        on_epoch(done, epochs)
     wall = time.time() - start
     stop_on_nan = self.config.optim.nan_policy == "stop"
     rows = []
@@ -225,7 +236,8 @@ class GroupRunner:
 def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
                on_chunk: Optional[Callable[[list[dict], dict], None]] = None,
                mesh: Optional[Mesh] = None, data: Optional[dict] = None,
-               runners: Optional[dict] = None) -> list[dict]:
+               runners: Optional[dict] = None,
+               on_epoch: Optional[Callable[[int, int], None]] = None) -> list[dict]:
   """Trains `trials` in shape groups, `trial_batch` trials per compiled call, and returns their rows.
 
   Args:
@@ -239,10 +251,9 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     data: split cache (see `splits.open_mode`) to share loading across calls.
     runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
+    on_epoch: see `GroupRunner.train`.
   """
-  if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
-    raise ConfigError(f"trial_batch = {trial_batch!r} is not usable: expected a positive integer, the number "
-                      "of trials trained together (lower it if a chunk does not fit in memory).")
+  check_trial_batch(trial_batch)
   _check_mode(mode)  # before any runner is built
   data = {} if data is None else data
   runners = {} if runners is None else runners
@@ -256,7 +267,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
       by_split.setdefault(trial.tune_split, []).append(trial)
     for members in by_split.values():
       for i in range(0, len(members), trial_batch):
-        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode)
+        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch)
         if on_chunk is not None:
           on_chunk(chunk_rows, predictions)
         rows.extend(chunk_rows)

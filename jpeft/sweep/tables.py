@@ -105,20 +105,24 @@ def plot_accuracy_vs_params(summaries: Sequence[dict], path: str) -> None:
   ax.set_ylabel("test accuracy (%, mean over tasks)")
   ax.grid(True, alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fig.savefig(path + ".tmp", dpi=120, format="png")
   plt.close(fig)
+  os.replace(path + ".tmp", path)
 
 
 def write_all(summaries: Sequence[dict], workdir: str) -> dict[str, str]:
-  """Writes results.md, results.csv and accuracy_vs_params.png to `workdir`; returns their paths."""
+  """Writes results.md, results.csv and accuracy_vs_params.png to `workdir` (each under a temporary name, then
+  renamed: sweep processes sharing the workdir rewrite them while others read); returns their paths."""
   header, rows = build_table(summaries)
   paths = {name: os.path.join(workdir, name) for name in ("results.md", "results.csv", "accuracy_vs_params.png")}
-  with open(paths["results.md"], "w") as f:
+  with open(paths["results.md"] + ".tmp", "w") as f:
     f.write(to_markdown(header, rows))
-  with open(paths["results.csv"], "w", newline="") as f:
+  os.replace(paths["results.md"] + ".tmp", paths["results.md"])
+  with open(paths["results.csv"] + ".tmp", "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows([[("" if v is None else round(v, 2) if isinstance(v, float) else v) for v in row]
                       for row in rows])
+  os.replace(paths["results.csv"] + ".tmp", paths["results.csv"])
   plot_accuracy_vs_params(summaries, paths["accuracy_vs_params.png"])
   return paths

@@ -25,12 +25,13 @@ random-init rows have in `<workdir>/random_init`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from typing import Any, Callable, Optional, Sequence
 
-from jpeft import peft
+from jpeft import peft, workdir_lock
 from jpeft.sweep import grid as grid_lib
 from jpeft.train import model_setup, results, run_config
 from jpeft.train.errors import ConfigError, RunError
@@ -67,9 +68,10 @@ def sweep_defining_values(config) -> dict[str, Any]:
   configs/vtab_lora.py and resuming it from configs/vtab_ssf.py is the same sweep, while another LoRA dropout
   is not.
   """
-  # model.remat computes the same numbers (and sweeps recorded before it existed keep their hash without it).
+  # model.remat and model.attention compute the same math (and sweeps recorded before they existed keep their
+  # hash without them).
   values = run_config.defining_values(json.loads(config.to_json()), SWEEP_DEFINING,
-                                      exclude=PER_TRIAL + ("model.remat",))
+                                      exclude=PER_TRIAL + ("model.remat", "model.attention"))
   if config.head_init != "random":  # a random head keeps the hash of sweeps recorded before head_init existed
     values["head_init"] = config.head_init
   if config.head_init == "zeroshot":  # the zero-shot head's source, classes and templates define every trial's start
@@ -129,18 +131,29 @@ class TrialLog:
       config. The file is left as it was.
   """
 
-  def __init__(self, path: str, row_hash: Callable[[dict], str], write: bool = True):
+  def __init__(self, path: str, row_hash: Callable[[dict], str], write: bool = True,
+               lock_path: Optional[str] = None):
     self.path = path
     self.row_hash = row_hash
     self.write = write
+    self.lock_path = lock_path
     self.rows: dict[tuple[str, str], dict] = {}
-    if not os.path.exists(path):
+    self._offset = 0  # bytes of the file read so far (complete lines only)
+    self._lines = 0
+    self.refresh()
+
+  def refresh(self) -> None:
+    """Reads the rows appended since the last read (by this or another process sharing the workdir). A torn
+    last line (a writer killed in the middle of it, or one still writing) is left for later."""
+    if not os.path.exists(self.path):
       return
-    with open(path, "rb") as f:
+    with open(self.path, "rb") as f:
+      f.seek(self._offset)
       data = f.read()
     complete = data[:data.rfind(b"\n") + 1]
     foreign = []
-    for number, line in enumerate(complete.decode("utf-8", errors="replace").split("\n")[:-1], start=1):
+    for number, line in enumerate(complete.decode("utf-8", errors="replace").split("\n")[:-1],
+                                  start=self._lines + 1):
       if not line.strip():
         continue
       try:
@@ -148,25 +161,22 @@ class TrialLog:
         stage, key = row["stage"], row["key"]
       except (ValueError, TypeError, KeyError) as e:
         raise TrialLogError(
-            f"Line {number} of '{path}' is not a trial record ({type(e).__name__}: {e}): {_shorten(line)}. "
+            f"Line {number} of '{self.path}' is not a trial record ({type(e).__name__}: {e}): {_shorten(line)}. "
             "Delete that line and rerun: its trial is trained again, every other line is kept.") from None
-      if row.get(HASH_FIELD) != row_hash(row):
-        foreign.append((number, row.get(HASH_FIELD), row_hash(row)))
+      if row.get(HASH_FIELD) != self.row_hash(row):
+        foreign.append((number, row.get(HASH_FIELD), self.row_hash(row)))
       self.rows[(stage, key)] = row
     if foreign:
       (number, other, expected), more = foreign[0], len(foreign) - 1
       made = (f"under another sweep config (hash {other})" if other else
               "without a recorded sweep config (written before sweeps recorded theirs)")
       raise TrialLogError(
-          f"Line {number} of '{path}'{f' and {more} more' if more else ''} was made {made}, but this sweep's "
+          f"Line {number} of '{self.path}'{f' and {more} more' if more else ''} was made {made}, but this sweep's "
           f"config hashes to {expected} for that trial (see {SWEEP_CONFIG_FILE} beside it), so those trials cannot be "
           "reported as this sweep's. Rerun with the config they were made under, or pass a new --workdir for "
           "this config.")
-    if len(complete) < len(data) and write:
-      # A kill in the middle of a write leaves one torn last line: drop it (that trial is trained again) so
-      # the next append starts on a fresh line.
-      with open(path, "r+b") as f:
-        f.truncate(len(complete))
+    self._offset += len(complete)
+    self._lines += complete.count(b"\n")
 
   def has(self, stage: str, trial: grid_lib.Trial) -> bool:
     return (stage, trial.key) in self.rows
@@ -175,23 +185,51 @@ class TrialLog:
     return self.rows[(stage, trial.key)]
 
   def append(self, rows: Sequence[dict]) -> None:
-    """Appends `rows` (stamped with the config hash), flushed and fsynced, so a kill loses at most this chunk."""
+    """Appends `rows` (stamped with the config hash), flushed and fsynced, so a kill loses at most this chunk.
+
+    With a `lock_path` the append holds that lock, so processes sharing the workdir append whole lines one at a
+    time (also on NFS, whose appends are not atomic across hosts); a torn last line found then was left by a
+    killed writer and is dropped first (its trials are trained again)."""
     rows = [dict(row, **{HASH_FIELD: self.row_hash(row)}) for row in rows]
     if self.write:
-      with open(self.path, "a") as f:
-        for row in rows:
-          f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+      with (workdir_lock.locked(self.lock_path) if self.lock_path else contextlib.nullcontext()):
+        with open(self.path, "ab+") as f:
+          f.seek(0, os.SEEK_END)
+          size = f.tell()
+          if size:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if not tail.endswith(b"\n"):
+              cut = tail.rfind(b"\n")
+              if cut < 0 and size > len(tail):  # a torn line longer than the window: find its start
+                f.seek(0)
+                whole = f.read()
+                f.truncate(whole.rfind(b"\n") + 1)
+              else:
+                f.truncate(size - len(tail) + cut + 1)
+          f.write("".join(json.dumps(row) + "\n" for row in rows).encode())
+          f.flush()
+          os.fsync(f.fileno())
     for row in rows:
       self.rows[(row["stage"], row["key"])] = row
 
 
-def open_log(config, workdir: str, write: bool = True) -> TrialLog:
+def _has_rows(path: str) -> bool:
+  """Whether the trials file at `path` records any trial."""
+  if not os.path.exists(path):
+    return False
+  with open(path, "rb") as f:
+    return any(line.strip() for line in f)
+
+
+def open_log(config, workdir: str, write: bool = True, replace_unused: bool = False,
+             lock_path: Optional[str] = None) -> TrialLog:
   """The workdir's TrialLog for a sweep under base `config`; records the config at the first run.
 
   `write` False (every process of a multi-process sweep but process 0) reads the workdir and keeps appended
-  rows in memory only, so one process writes each file.
+  rows in memory only, so one process writes each file. `replace_unused`: a recorded config under which no
+  trial finished (a sweep that failed before its first trial) is replaced by this one instead of refused; the
+  caller sets it only when no other process runs on the workdir. `lock_path`: see `TrialLog.append`.
 
   Raises:
     ConfigError: sweep_config.json records other run-defining values (all differing fields are named), or
@@ -201,8 +239,9 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
   values = sweep_defining_values(config)
   digest = model_setup.pretrained_digest(config)
   path = os.path.join(workdir, SWEEP_CONFIG_FILE)
+  trials_path = os.path.join(workdir, TRIALS_FILE)
   record, recorded = None, None
-  if os.path.exists(path):
+  if os.path.exists(path) and not (replace_unused and write and not _has_rows(trials_path)):
     try:
       with open(path) as f:
         record = json.load(f)
@@ -226,7 +265,7 @@ def open_log(config, workdir: str, write: bool = True) -> TrialLog:
           f"file there now hashes to {digest[:16]}... ({path}): it has changed since (a new jpeft's mini backbone, "
           "a re-exported checkpoint), so its finished trials would be reported as this backbone's. Pass a new "
           "--workdir for this backbone, or put back the file the trials were made from.")
-  log = TrialLog(os.path.join(workdir, TRIALS_FILE), lambda row: method_hash(values, row["method"]), write)
+  log = TrialLog(trials_path, lambda row: method_hash(values, row["method"]), write, lock_path)
   if write and recorded is None:
     results.write_json(path, dict(hash=config_hash(values), values=values, **{PRETRAINED_DIGEST_FIELD: digest}))
   elif write and digest and not record.get(PRETRAINED_DIGEST_FIELD):

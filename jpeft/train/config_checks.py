@@ -66,6 +66,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _require(config.head_init != "zeroshot" or bool(config.model.projection_dim), "model.projection_dim",
            config.model.projection_dim, "the CLIP projection width (512 for ViT-B/16) with head_init='zeroshot'")
   _require(config.model.dtype in DTYPES, "model.dtype", config.model.dtype, f"one of {tuple(DTYPES)}")
+  attention = config.model.get("attention", "einsum")
+  _require(attention in vit.ATTENTION_IMPLEMENTATIONS, "model.attention", attention,
+           f"one of {vit.ATTENTION_IMPLEMENTATIONS}")
+  _require(attention != "cudnn" or (jax.default_backend() == "gpu" and config.model.dtype == "bfloat16"),
+           "model.attention", attention, "'einsum' or 'xla' here: 'cudnn' runs on NVIDIA GPUs with "
+           f"model.dtype='bfloat16' (this is a {jax.default_backend()} backend, model.dtype='{config.model.dtype}')")
   _require(0 <= config.model.drop_path_rate < 1, "model.drop_path_rate", config.model.drop_path_rate,
            "in [0, 1)")
   for field in ("log_every_steps", "checkpoint_every_epochs", "eval_every_epochs", "checkpoint_max_to_keep"):
@@ -73,7 +79,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              "a positive integer")
   _require(isinstance(config.init_from.workdir, str), "init_from.workdir", config.init_from.workdir,
            "the workdir of a trained run, or '' to start from the pretrained backbone")
-  for field in ("head", "optimizer"):
+  _require(isinstance(config.init_from.get("peft", ""), str), "init_from.peft", config.init_from.get("peft"),
+           "a PyTorch PEFT adapter directory, or ''")
+  for field in ("head", "optimizer", "allow_unfinished"):
     _require(isinstance(config.init_from[field], bool), f"init_from.{field}", config.init_from[field],
              "True or False")
   try:

@@ -17,7 +17,7 @@ from jpeft.data import tasks
 from jpeft.train import (checkpointing, model_setup, optim, results, reuse, run_config, sharding,
                          steps)
 from jpeft.train.errors import ConfigError
-from jpeft.train.splits import Split, mode_splits
+from jpeft.train.splits import Split, mode_splits, skipped_images
 
 
 def evaluate(eval_step, trainable, frozen, split: Split, hparams, batch_size: int, mesh) -> dict:
@@ -73,7 +73,7 @@ def _has_checkpoint(workdir: str) -> bool:
 def require_checkpoint(config, workdir: str) -> None:
   """Raises ConfigError, creating nothing, if there is no checkpoint to evaluate: `workdir` has none and
   `config.init_from.workdir` names no other run."""
-  if not config.init_from.workdir and not _has_checkpoint(workdir):
+  if not config.init_from.workdir and not config.init_from.get("peft") and not _has_checkpoint(workdir):
     raise ConfigError(f"mode 'eval' needs a checkpoint, but '{_checkpoint_dir(workdir)}' has none. Pass the "
                       "--workdir of a finished training run (same --config), or train first with "
                       "--config.mode=tune or final (or evaluate another run's checkpoint into this new workdir "
@@ -83,7 +83,8 @@ def require_checkpoint(config, workdir: str) -> None:
 def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
   """(state, meta) of the run `config.init_from.workdir` names, fitted to this config's model; its head must fit
   (an evaluation cannot train a new one)."""
-  source = reuse.load_run(config.init_from.workdir, "--config.init_from.workdir")
+  source = reuse.load_run(config.init_from.workdir, "--config.init_from.workdir",
+                          config.init_from.allow_unfinished, reuse.ALLOW_FLAG)
   reuse.check_compatible(config, source)
   params, head_kept = reuse.take_params(source, setup.trainable, setup.labels, keep_head=True)
   if not head_kept:
@@ -91,14 +92,16 @@ def _restore_source(config, setup, mesh) -> tuple[dict, dict]:
                       f"which was trained for task '{source.config.task}' and does not fit task '{config.task}' "
                       f"({setup.task.num_classes} classes). Evaluate on a task with the same classes, or train a "
                       "new head with --config.mode=tune or final.")
-  meta = dict(source.meta, init_from=dict(workdir=source.workdir, step=source.step, task=source.config.task))
+  meta = dict(source.meta, init_from=dict(workdir=source.workdir, **source.completion.record(),
+                                          task=source.config.task))
   return dict(trainable=sharding.replicate(params, mesh), step=source.step), meta
 
 
 def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model_setup.Setup, mesh) -> tuple:
   """-> (state, meta) of the newest intact checkpoint in `workdir`, after checking that `config` describes its
   run (`run_config.EVAL_MAY_DIFFER` may differ), or, when `workdir` has none, of the run
-  `config.init_from.workdir` names. state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
+  `config.init_from.workdir` names, or the PEFT adapter `config.init_from.peft` names (evaluated on mode
+  'final''s split unless config.eval_split says). state: trainable (flat, replicated on `mesh`), opt_state, step, rng;
   meta: what `trainer._meta` saved (epoch, mode, evals, config, ...). Sets nothing aside. Under early stopping,
   trainable is the best parameters (`jpeft.train.checkpointing`)."""
   _, trainable, opt_state = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
@@ -114,6 +117,9 @@ def restore_newest(config: ml_collections.ConfigDict, workdir: str, setup: model
       _, state, meta = ckpt.restore_newest_intact(like, check, set_aside_damaged=False)
     finally:
       ckpt.close()
+  elif config.init_from.get("peft"):  # the adapter, as model_setup put it in place (the head included)
+    state = dict(trainable=sharding.replicate(setup.trainable, mesh), step=0)
+    meta = dict(mode="final", epoch=0, init_from=dict(peft=os.path.abspath(config.init_from.peft)))
   else:
     state, meta = _restore_source(config, setup, mesh)
   return state, meta
@@ -129,14 +135,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   state, meta = restore_newest(config, workdir, setup, mesh)
   frozen, _, _ = place_state(config, setup, optim.make_optimizer(config.optim, setup.labels), mesh)
   split, spec = (config.eval_split, config.eval_split) if config.eval_split else mode_splits(config, meta["mode"])[1]
-  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen,
-                    Split.open(config, setup.task, split, spec),
+  data = Split.open(config, setup.task, split, spec)
+  result = evaluate(jit_eval_step(setup.model, mesh, setup.task), state["trainable"], frozen, data,
                     sharding.replicate(steps.hparams_from_config(config, 1), mesh), config.optim.batch_size, mesh)
   # Under early stopping the checkpoint's parameters are its best ones: name their step and epoch.
   best = (meta.get("early_stopping") or {}).get("best") or dict(step=int(state["step"]), epoch=meta["epoch"])
   out = dict(task=config.task, method=config.method, split=split, accuracy=result["accuracy"],
              loss=result["loss"], step=best["step"], epoch=best["epoch"], workdir=os.path.abspath(workdir),
-             init_from=meta.get("init_from"))
+             init_from=meta.get("init_from"), warnings=list(data.warnings),
+             skipped_images=skipped_images(data))
   if jax.process_index() == 0:
     results.save_predictions(workdir, split, result, prefix=results.EVAL_PREFIX)
     results.write_json(os.path.join(workdir, f"{results.EVAL_PREFIX}{split}.json"), out)

@@ -144,6 +144,7 @@ def build_model(config) -> tuple[Any, tuple, Any, Callable]:
                            methods=methods, drop_path_rate=config.model.drop_path_rate,
                            projection_dim=config.model.projection_dim, dtype=DTYPES[config.model.dtype],
                            remat=bool(config.model.get("remat", False)),
+                           attention=config.model.get("attention", "einsum"),
                            normalize_feature=config.head_init == "zeroshot")
   size = config.data.image_size
   init_fn = jax.jit(lambda k: model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
@@ -173,6 +174,9 @@ def build(config) -> Setup:
     head = zeroshot.zeroshot_config_head(config, task.num_classes)
     params, _ = checkpoints.merge_into(params, head)
     loaded |= set(partition.flatten(head))
+  if config.init_from.get("peft"):  # the adapter replaces the methods' initial parameters (and the head)
+    from jpeft.export import peft_import  # pylint: disable=import-outside-toplevel  (jpeft.export imports this)
+    params = peft_import.load_into(config, params, methods, task.num_classes)
   labels = partition.label_params(params, methods)
   trainable, frozen = partition.split(params, labels)
   return Setup(task, model, methods, labels, trainable, frozen, init_params, frozenset(loaded))

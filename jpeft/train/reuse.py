@@ -9,13 +9,19 @@ A resumed run with `init_from` continues from its own checkpoint and never reads
 
 Only what fixes the trained parameters' meaning must match the source (`INIT_DEFINING`): the backbone, the
 methods and their hyperparameters, the model and the input normalisation.
+
+Every reader of another run (`init_from`, `jpeft.export`, `jpeft.wise`) goes through `load_run`, which refuses
+an unfinished run (`Completion`: killed before its last step, or its newest checkpoint damaged) with
+`UnfinishedRunError` unless the caller allows it; what the reader then used is `SavedRun.completion`, which each
+of them records in its output.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from typing import Any
+import sys
+from typing import Any, Optional
 
 import jax
 import ml_collections
@@ -27,9 +33,71 @@ from jpeft.peft import base
 from jpeft.train import checkpointing, model_setup, run_config
 from jpeft.train.errors import ConfigError
 
+# How a user lets init_from start from an unfinished run.
+ALLOW_FLAG = "--config.init_from.allow_unfinished=True"
 # Fields of the source's config that must equal the new run's: they decide what the trained parameters mean.
 INIT_DEFINING = ("method", "peft", "merge_factor", "model.variant", "model.style", "model.projection_dim",
                  "pretrained", "data.normalization")
+
+
+class UnfinishedRunError(ConfigError):
+  """The run's newest intact checkpoint is not the step it was meant to end at (the message names both)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+  """How far a run got, from its checkpoints.
+
+  Attributes:
+    step: the step of its newest intact checkpoint (the one readers use).
+    planned_step: the step its config ends at (optim.epochs x its steps per epoch); None if it cannot be told.
+    newest_step: the newest checkpoint on disk; above `step` when that one is damaged.
+    early_stopped: early stopping ended the run (it is finished below `planned_step`).
+  """
+  step: int
+  planned_step: Optional[int]
+  newest_step: int
+  early_stopped: bool = False
+
+  @property
+  def finished(self) -> bool:
+    reached = self.planned_step is not None and self.step >= self.planned_step
+    return self.newest_step == self.step and (reached or self.early_stopped)
+
+  def record(self) -> dict:
+    """{step, planned_step, finished}: what outputs made from the run record about it."""
+    return dict(step=self.step, planned_step=self.planned_step, finished=self.finished)
+
+
+def completion(step: int, meta: dict, newest_step: int) -> Completion:
+  """The `Completion` of a run whose newest intact checkpoint is `step` with metadata `meta` (as
+  `trainer._meta` writes it) and whose newest checkpoint on disk is `newest_step`."""
+  planned = meta.get("total_steps")
+  epochs = json.loads(meta["config"])["optim"]["epochs"]
+  if planned is None and meta.get("epoch"):  # recorded before checkpoints held total_steps: all at epoch ends
+    planned = step // meta["epoch"] * epochs
+  stopped = (meta.get("early_stopping") or {}).get("stopped_epoch") is not None
+  return Completion(step=int(step), planned_step=planned, newest_step=int(newest_step), early_stopped=stopped)
+
+
+def check_finished(done: Completion, workdir: str, what: str, allow_flag: str, allow: bool) -> None:
+  """Raises UnfinishedRunError for an unfinished run unless `allow`; with `allow` warns on stderr.
+
+  what: the setting that named `workdir` ('--workdir'); allow_flag: how the user allows it ('--allow_unfinished')."""
+  if done.finished:
+    return
+  planned = "an unknown step" if done.planned_step is None else f"step {done.planned_step}"
+  if done.newest_step != done.step:
+    why = (f"its newest checkpoint (step {done.newest_step}) is damaged; the newest intact one is step "
+           f"{done.step}, and the run was meant to reach {planned}")
+    fix = "Restore the damaged checkpoint, or run the run's training command again to redo it,"
+  else:
+    why = f"it is an unfinished run: its newest checkpoint is step {done.step}, and it was meant to reach {planned}"
+    fix = "Run its training command again to finish it (it resumes),"
+  if allow:
+    print(f"warning: {what}='{workdir}': {why}; using step {done.step} ({allow_flag}).", file=sys.stderr)
+    return
+  raise UnfinishedRunError(f"{what}='{workdir}': {why}. {fix} or pass {allow_flag} to use step {done.step}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +111,7 @@ class SavedRun:
     trainable: flat {path: host array} of the trained parameters (head included).
     opt_state: its `optax.ScaleByAdamState` (count [], mu / nu flat dicts like `trainable`).
     meta: the checkpoint's metadata (epoch, evals, ...).
+    completion: how far the run got (`Completion`; finished unless the caller allowed otherwise).
   """
   workdir: str
   step: int
@@ -50,30 +119,44 @@ class SavedRun:
   trainable: dict
   opt_state: Any
   meta: dict
+  completion: Completion
 
 
-def load_run(workdir: str, what: str = "--workdir") -> SavedRun:
-  """Reads the newest intact checkpoint of the run in `workdir` (creating nothing).
+def load_run(workdir: str, what: str = "--workdir", allow_unfinished: bool = False,
+             allow_flag: str = "--allow_unfinished") -> SavedRun:
+  """Reads the newest intact checkpoint of the finished run in `workdir` (creating nothing).
 
-  `what` names the setting the path came from, for error messages ('--config.init_from.workdir').
-  Raises ConfigError when `workdir` holds no checkpoint, DamagedCheckpointError when none reads back whole."""
+  Args:
+    workdir: the run's workdir.
+    what: the setting the path came from, for error messages ('--config.init_from.workdir').
+    allow_unfinished: accept an unfinished run (killed before its last step, or its newest checkpoint damaged)
+      and read its newest intact checkpoint, with a warning on stderr.
+    allow_flag: how the user of the calling tool sets `allow_unfinished`, for the error message.
+  Raises:
+    ConfigError when `workdir` holds no checkpoint, UnfinishedRunError (a ConfigError) for an unfinished run,
+    DamagedCheckpointError when no checkpoint reads back whole.
+  """
   directory = os.path.join(workdir, "checkpoints")
   restored = None
   if os.path.isdir(directory):
     ckpt = checkpointing.Checkpointer(directory, create=False)
     try:
       restored = ckpt.restore_newest_intact(None, lambda meta: None, set_aside_damaged=False)
+      newest = ckpt.latest_step()
     finally:
       ckpt.close()
   if restored is None:
     raise ConfigError(f"{what}='{workdir}' holds no checkpoint ('{directory}' "
                       f"{'has none' if os.path.isdir(directory) else 'does not exist'}). Pass the workdir of a "
-                      "finished (or checkpointed) training run.")
+                      "finished training run.")
   step, state, meta = restored
+  done = completion(step, meta, max(newest, step))
+  check_finished(done, workdir, what, allow_flag, allow_unfinished)
   to_host = lambda tree: jax.tree.map(np.asarray, jax.device_get(tree))
   return SavedRun(workdir=os.path.abspath(workdir), step=step,
                   config=ml_collections.ConfigDict(json.loads(meta["config"])),
-                  trainable=to_host(state["trainable"]), opt_state=to_host(state["opt_state"]), meta=meta)
+                  trainable=to_host(state["trainable"]), opt_state=to_host(state["opt_state"]), meta=meta,
+                  completion=done)
 
 
 def check_compatible(config, source: SavedRun) -> None:
@@ -126,9 +209,12 @@ def start_from(config, fresh: dict, labels: dict, tx) -> tuple[dict, Any, dict]:
 
   Returns (trainable flat dict, optimizer state, record): the optimizer state is the source's AdamW moments
   and count when `init_from.optimizer` (a new head's entries fresh), else `tx.init` of the parameters; the
-  record (for result.json) is {workdir, step, task, head: 'source' | 'new', optimizer: bool}.
+  record (for result.json) is {workdir, step, planned_step, finished, task, head: 'source' | 'new',
+  optimizer: bool}: `step` is the source's checkpoint taken, below `planned_step` (finished False) only with
+  `init_from.allow_unfinished`.
   """
-  source = load_run(config.init_from.workdir, "--config.init_from.workdir")
+  source = load_run(config.init_from.workdir, "--config.init_from.workdir", config.init_from.allow_unfinished,
+                    ALLOW_FLAG)
   check_compatible(config, source)
   params, head_kept = take_params(source, fresh, labels, config.init_from.head)
   opt_state = tx.init(params)
@@ -138,7 +224,7 @@ def start_from(config, fresh: dict, labels: dict, tx) -> tuple[dict, Any, dict]:
     take = lambda new, old: {k: old[k] if head_kept or labels[k] != base.HEAD else new[k] for k in new}
     opt_state = optax.ScaleByAdamState(count=source.opt_state.count, mu=take(opt_state.mu, source.opt_state.mu),
                                        nu=take(opt_state.nu, source.opt_state.nu))
-  record = dict(workdir=source.workdir, step=source.step, task=source.config.task,
+  record = dict(workdir=source.workdir, **source.completion.record(), task=source.config.task,
                 head="source" if head_kept else "new", optimizer=bool(config.init_from.optimizer))
   return params, opt_state, record
 

@@ -15,22 +15,27 @@ from jpeft.train.errors import ConfigError
 # silently mix two runs. Logging, checkpoint and eval intervals and data locations may change.
 RUN_DEFINING = ("task", "mode", "seed", "method", "peft", "merge_factor", "head_init", "zeroshot", "model",
                 "pretrained", "init_from", "optim", "data.image_size", "data.normalization", "data.augment",
-                "data.augment_final_only", "data.center_crop", "data.subset", "data.tune_split",
+                "data.augment_final_only", "data.center_crop", "data.skip_bad_images", "data.subset", "data.tune_split",
                 "data.subset_index_file", "data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing", "early_stopping")
 # Run-defining fields that may change on resume: the bar for too many skipped steps changes no arithmetic, so
 # a run that failed it can be accepted by raising it and starting the same command again; rematerialisation
-# trades memory for time and computes the same numbers.
-RESUME_MAY_DIFFER = ("optim.max_skipped_fraction", "model.remat")
+# trades memory for time and computes the same numbers; the attention implementation computes the same math in
+# another summation order (as another device would); a resumed run never reads its init_from source again.
+RESUME_MAY_DIFFER = ("optim.max_skipped_fraction", "model.remat", "model.attention",
+                     "init_from.allow_unfinished")
 # ... and at mode 'eval', which trains nothing: the mode itself, the batch size (evaluation is per example),
-# the training augmentation.
+# the training augmentation, and leaving out the eval split's bad images (recorded in eval_<split>.json).
 EVAL_MAY_DIFFER = RESUME_MAY_DIFFER + ("mode", "optim.batch_size", "data.augment", "data.randaugment",
-                                      "data.color_jitter", "data.random_erasing")
+                                      "data.color_jitter", "data.random_erasing", "data.skip_bad_images")
 # Fields added after runs were recorded without them, with the value that computes what those runs computed: a
 # recorded config that lacks the field matches this value (so upgrading jpeft does not strand a resumable run).
-ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "head_init": "random",
+ADDED_FIELDS = {"optim.schedule_granularity": "step", "model.remat": False, "model.attention": "einsum",
+                "head_init": "random",
                 "zeroshot.checkpoint": None, "zeroshot.classnames": "imagenet", "zeroshot.templates": "openai_imagenet",
                 "init_from.workdir": "", "init_from.head": True, "init_from.optimizer": False,
-                "data.augment_final_only": False, "data.center_crop": False, "data.subset": "", "data.tune_split": 0,
+                "init_from.allow_unfinished": False, "init_from.peft": "",
+                "data.augment_final_only": False, "data.center_crop": False, "data.skip_bad_images": False,
+                "data.subset": "", "data.tune_split": 0,
                 "data.subset_index_file": None, "data.eval_resize": "short_side",
                 "data.randaugment": "rand-m9-mstd0.5-inc1", "data.color_jitter": 0.0, "data.random_erasing": 0.0,
                 "early_stopping.patience": 0, "early_stopping.metric": "accuracy", "early_stopping.split": "",

@@ -12,22 +12,30 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import tempfile
 from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
+from absl import logging
 
 from jpeft.data import input_pipeline, manyshot, preprocess
+from jpeft.data.bad_images import BadImage, BadImagesError
 from jpeft.data.errors import DataError
 from jpeft.train.config_checks import SPLITS
 from jpeft.train.errors import ConfigError
 
 
+def _source_kwargs(config) -> dict:
+  d = config.data
+  return dict(data_dir=d.data_dir, source=d.source, folder_root=d.folder_root, skip_bad_images=d.skip_bad_images)
+
+
 def _data_kwargs(config) -> dict:
   d = config.data
-  return dict(data_dir=d.data_dir, source=d.source, folder_root=d.folder_root, image_size=d.image_size,
-              normalization=d.normalization, center_crop=d.center_crop, eval_resize=d.eval_resize)
+  return dict(_source_kwargs(config), image_size=d.image_size, normalization=d.normalization,
+              center_crop=d.center_crop, eval_resize=d.eval_resize)
 
 
 def mode_splits(config, mode: Optional[str] = None) -> tuple[tuple[str, Any], tuple[str, Any]]:
@@ -51,23 +59,29 @@ def num_tune_splits(config, task: Optional[str] = None) -> int:
 
 def open_mode(config, task, mode: str, cache: Optional[dict] = None) -> tuple["Split", "Split"]:
   """(train, eval) Splits of `mode`; the train split is augmented with `data.augment` unless
-  `data.augment_final_only` and mode is not 'final'. `cache` ({key: Split}) shares opened splits."""
+  `data.augment_final_only` and mode is not 'final'. `cache` ({key: Split}) shares opened splits. Bad images
+  in either split are one BadImagesError naming those of both."""
   (train_name, train_spec), (eval_name, eval_spec) = mode_splits(config, mode)
   d = config.data
   augment = None if d.augment_final_only and mode != "final" else d.augment
   cache = {} if cache is None else cache
-  out = []
+  keys, bad = [], []
   for name, spec, aug in ((train_name, train_spec, augment), (eval_name, eval_spec, None)):
-    key = (task.name, name, aug)
-    if key not in cache:
-      cache[key] = Split.open(config, task, name, spec, aug)
-    out.append(cache[key])
-  return out[0], out[1]
+    keys.append((task.name, name, aug))
+    if keys[-1] not in cache:
+      try:
+        cache[keys[-1]] = Split.open(config, task, name, spec, aug)
+      except BadImagesError as e:  # check the other split too: one message names every bad file of the run
+        bad.append(e)
+  if bad:
+    raise BadImagesError.combine(bad)
+  return cache[keys[0]], cache[keys[1]]
 
 
-def load_split(config, task, split) -> dict[str, np.ndarray]:
-  """{'image': f32 [N, H, W, 3], 'label': i32 [N]} of a whole split (name or Subset), in memory."""
-  return input_pipeline.load_split_arrays(task, split, **_data_kwargs(config))
+def load_split(config, task, split, examples: Optional[input_pipeline.Examples] = None) -> dict[str, np.ndarray]:
+  """{'image': f32 [N, H, W, 3], 'label': i32 [N]} of a whole split (name or Subset), in memory; `examples`: the
+  split already opened (`input_pipeline.open_examples`)."""
+  return input_pipeline.load_split_arrays(task, split, examples=examples, **_data_kwargs(config))
 
 
 def epoch_order(num_examples: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
@@ -102,7 +116,8 @@ def _stream_cache_path(config, task, spec) -> str:
   d = config.data
   index_file = getattr(spec, "index_file", None) or d.subset_index_file
   stamp = os.path.getmtime(index_file) if index_file and os.path.exists(index_file) else None
-  key = repr((task.name, str(spec), d.source, d.data_dir, d.folder_root, stamp))
+  key = repr((task.name, str(spec), d.source, d.data_dir, d.folder_root, stamp)
+             + (("skip_bad_images",) if d.skip_bad_images else ()))  # without the bad files: another set
   root = d.stream_cache_dir or os.path.join(tempfile.gettempdir(), "jpeft_stream")
   return os.path.join(root, f"{task.name}_{hashlib.sha1(key.encode()).hexdigest()[:16]}")
 
@@ -133,19 +148,29 @@ def _write_images(ds, path: str, size: int, shape: tuple) -> tuple[np.ndarray, O
   return labels, (sizes if shape is not None else None)
 
 
-def decode_to_disk(config, task, spec) -> dict[str, np.ndarray]:
-  """{'image': uint8 [N, H, W, 3] (memory-mapped), 'label': int32 [N]} of a split, decoded once into
-  `data.stream_cache_dir` and read back from there afterwards (written under temporary names, then renamed).
-  Images of different sizes are stored top-left in an array of the largest, with 'size': int [N, 2] (h, w)."""
+def decode_to_disk(config, task, spec) -> tuple[dict[str, np.ndarray], tuple[BadImage, ...]]:
+  """({'image': uint8 [N, H, W, 3] (memory-mapped), 'label': int32 [N]}, the bad images left out) of a split,
+  decoded once into `data.stream_cache_dir` and read back from there afterwards (written under temporary names,
+  then renamed). Images of different sizes are stored top-left in an array of the largest, with 'size':
+  int [N, 2] (h, w)."""
   path = _stream_cache_path(config, task, spec)
   files = {k: f"{path}.{k}.npy" for k in ("image", "label", "size")}
+  skipped_file = f"{path}.skipped.json"
   if os.path.exists(files["image"]):  # written last: the others are complete
-    return {k: np.load(f, mmap_mode="r") for k, f in files.items() if os.path.exists(f)}
-  d = config.data
-  size = input_pipeline.num_examples(task, spec, source=d.source, data_dir=d.data_dir, folder_root=d.folder_root)
-  ds, _ = input_pipeline.load_examples(task, spec, source=d.source, data_dir=d.data_dir, folder_root=d.folder_root)
+    skipped = ()
+    if os.path.exists(skipped_file):
+      with open(skipped_file) as f:
+        skipped = tuple(BadImage(**b) for b in json.load(f))
+    return {k: np.load(f, mmap_mode="r") for k, f in files.items() if os.path.exists(f)}, skipped
+  examples = input_pipeline.open_examples(task, spec, **_source_kwargs(config))
+  ds = examples.dataset
+  size = examples.size if examples.size is not None else input_pipeline.num_examples(task, spec, **_source_kwargs(config))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = {k: f"{path}.tmp{os.getpid()}.{k}.npy" for k in files}
+  tmp_skipped = f"{path}.tmp{os.getpid()}.skipped.json"
+  if examples.skipped:
+    with open(tmp_skipped, "w") as f:
+      json.dump([b.to_json() for b in examples.skipped], f)
   try:
     labels, sizes = _write_images(ds, tmp["image"], size, None)
   except _SizesDiffer:  # e.g. VTAB-1K's DTD: a pass for the largest size, then one to write
@@ -153,6 +178,8 @@ def decode_to_disk(config, task, spec) -> dict[str, np.ndarray]:
     labels, sizes = _write_images(ds, tmp["image"], size, tuple(int(n) for n in largest))
     np.save(tmp["size"], sizes)
   np.save(tmp["label"], labels)
+  if examples.skipped:
+    os.replace(tmp_skipped, skipped_file)
   for k in ("size", "label", "image"):  # image last: its presence marks a complete set
     if sizes is not None or k != "size":
       os.replace(tmp[k], files[k])
@@ -170,6 +197,8 @@ class Split:
     raw: when streamed: `decode_to_disk`'s arrays, else None.
     config: the run's config (preprocessing).
     augment: training augmentation of the streamed path (None: none).
+    skipped: the bad images left out (`data.skip_bad_images`).
+    warnings: what is odd about the split (one label only), also logged when it is opened.
   """
   size: int
   name: str
@@ -177,16 +206,21 @@ class Split:
   raw: Optional[dict]
   config: Any
   augment: Optional[str] = None
+  skipped: tuple[BadImage, ...] = ()
+  warnings: tuple[str, ...] = ()
 
   @classmethod
   def open(cls, config, task, name: str, spec: Any = None, augment: Optional[str] = None) -> "Split":
-    """Split `name` of `task`, read as `spec` (a split name or Subset; default `name`)."""
+    """Split `name` of `task`, read as `spec` (a split name or Subset; default `name`). A folder source's bad
+    image is a DataError here, before anything trains (see `jpeft.data.bad_images`)."""
     spec = name if spec is None else spec
     if config.data.in_memory:
-      arrays = load_split(config, task, spec)
-      return cls(len(arrays["label"]), name, arrays, None, config, augment)
-    raw = decode_to_disk(config, task, spec)
-    return cls(len(raw["label"]), name, None, raw, config, augment)
+      examples = input_pipeline.open_examples(task, spec, **_source_kwargs(config))
+      arrays, raw, skipped = load_split(config, task, spec, examples), None, examples.skipped
+    else:
+      arrays, (raw, skipped) = None, decode_to_disk(config, task, spec)
+    labels = (arrays or raw)["label"]
+    return cls(len(labels), name, arrays, raw, config, augment, skipped, _single_label(labels, name, task.name))
 
   def _stream(self, index: np.ndarray, batch_size: int, train: bool, seed: int) -> Iterator[dict]:
     """Batches of the examples at `index`, in that order, through tf.data (parallel preprocessing, prefetch)."""
@@ -232,6 +266,29 @@ class Split:
     else:
       batches = self._stream(np.arange(self.size), batch_size, False, 0)
     return pad_batches(batches, batch_size)
+
+
+def _single_label(labels: np.ndarray, split: str, task: str) -> tuple[str, ...]:
+  """A warning (logged, and returned for the result) when every example of the split has the same label."""
+  values = np.unique(np.asarray(labels))
+  if len(labels) < 2 or len(values) != 1:
+    return ()
+  warning = (f"Every example of split '{split}' of task '{task}' has label {int(values[0])}: a model trained or "
+             "scored on it learns or shows nothing. Check the list file's labels or the class folders.")
+  logging.warning("%s", warning)
+  return (warning,)
+
+
+def skipped_images(*splits: Split) -> dict:
+  """{'count': n, 'files': [{'split', 'path', 'reason', 'list_file', 'line'}, ...]} of the bad images the splits
+  left out (`data.skip_bad_images`), each split once: what result.json records."""
+  files = [dict(split=s.name, **b.to_json()) for s in {id(s): s for s in splits}.values() for b in s.skipped]
+  return dict(count=len(files), files=files)
+
+
+def split_warnings(*splits: Split) -> list[str]:
+  """The splits' warnings, each split once."""
+  return [w for s in {id(s): s for s in splits}.values() for w in s.warnings]
 
 
 def count_steps_per_epoch(train_data: Split, batch_size: int, task_name: str) -> int:

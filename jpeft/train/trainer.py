@@ -15,9 +15,10 @@ Writes into workdir: metrics.jsonl, tb/ (TensorBoard), checkpoints/, result.json
 run starts from, WiSE-FT's zero-shot end), and logits_<split>.npy [N, C] f32 / labels_<split>.npy [N] i32 of the
 final evaluation (and logits_<task>_test.npy of each of `config.shift_tasks`). result.json holds accuracy (last epoch),
 best_accuracy / best_epoch (over the evaluated epochs), evals (every evaluation), trainable_params,
-total_params, steps, skipped_steps, warnings, pretrained (the backbone pointer), init_from (None, or the run it
-started from: `jpeft.train.reuse.start_from`'s record), and, summed over the
-launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
+total_params, steps, skipped_steps, warnings (skipped steps, splits with one label), skipped_images ({count, files}:
+the bad images `data.skip_bad_images` left out, each with its split, path, reason, list file and line), pretrained
+(the backbone pointer), init_from (None, or the run it started from: `jpeft.train.reuse.start_from`'s record),
+and, summed over the launches the run took (1 + resumes; each counted up to its last checkpoint, the last one to the end): wall_s,
 train_images_per_s (steady state: without the first, compiling epoch of each launch), launches and
 devices_per_launch (the global device count of each launch, over all jax processes); shift_accuracy: {'<task>_test':
 accuracy} of `config.shift_tasks` (scored on the classes each covers).
@@ -30,6 +31,7 @@ early_stopping: {split, metric, patience, best_epoch, best_step, best_value, sto
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import time
@@ -46,7 +48,7 @@ from jpeft import workdir_lock
 from jpeft.train import (checkpointing, config_checks, early_stopping, evaluation, model_setup, optim, results,
                          reuse, run_config, sharding, steps, writers)
 from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
-from jpeft.train.splits import Split, count_steps_per_epoch, open_mode
+from jpeft.train.splits import Split, count_steps_per_epoch, open_mode, skipped_images, split_warnings
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -89,17 +91,27 @@ def _held(workdir: str) -> Iterator[None]:
       yield
     except BaseException:
       if lead:
-        _remove_unused(workdir, existed)
+        _remove_unused(workdir, existed, keep_files=_has_checkpoint(workdir))
       raise
 
 
-def _remove_unused(workdir: str, existed: Optional[set]) -> None:
-  """Removes the new entries of `workdir` (not in `existed`) that hold no file; the lock file too if nothing
-  else new is left; the workdir if it is new (`existed` None) and then empty."""
+def _has_checkpoint(workdir: str) -> bool:
+  """Whether `<workdir>/checkpoints` holds a finished checkpoint (orbax names those by their step alone)."""
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def _remove_unused(workdir: str, existed: Optional[set], keep_files: bool = True) -> None:
+  """Removes the new entries of `workdir` (not in `existed`) that hold no file, or (keep_files=False: a run that
+  saved no checkpoint, whose logs and initial head describe nothing kept) every new entry; the lock file too if
+  nothing else new is left; the workdir if it is new (`existed` None) and then empty."""
   try:
-    for name in set(os.listdir(workdir)) - (existed or set()):
+    for name in set(os.listdir(workdir)) - (existed or set()) - {workdir_lock.LOCK_FILE}:
       path = os.path.join(workdir, name)
-      if os.path.isdir(path) and not any(files for _, _, files in os.walk(path)):
+      if not os.path.isdir(path):
+        if not keep_files:
+          os.remove(path)
+      elif not keep_files or not any(files for _, _, files in os.walk(path)):
         shutil.rmtree(path)
     if set(os.listdir(workdir)) - (existed or set()) == {workdir_lock.LOCK_FILE}:
       os.remove(os.path.join(workdir, workdir_lock.LOCK_FILE))
@@ -110,9 +122,11 @@ def _remove_unused(workdir: str, existed: Optional[set]) -> None:
 
 
 def _meta(config, epoch: int, evals: list, skipped: int, progress: dict, init_from, stopper=None,
-          pretrained_digest=None) -> dict:
-  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history."""
+          pretrained_digest=None, total_steps=None) -> dict:
+  """What a checkpoint needs besides arrays: where the frozen backbone comes from, and the run's history;
+  total_steps (the step the run ends at) tells readers whether the run finished (`reuse.completion`)."""
   return dict(epoch=epoch, evals=evals, skipped=skipped, progress=progress, init_from=init_from,
+              total_steps=total_steps,
               early_stopping=stopper.to_meta() if stopper else None,
               pretrained=model_setup.pretrained_name(config), **{model_setup.PRETRAINED_DIGEST: pretrained_digest},
               method=config.method, variant=config.model.variant,
@@ -159,6 +173,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model_setup.check_pretrained(config, meta, workdir, digest)
 
     restored = ckpt.restore_newest_intact(like, check_meta, set_aside_damaged=lead)
+    saved_step = int(restored[0]) if restored else None
+    finished = _finished_result(config, workdir, saved_step)
+    if finished is not None:
+      return finished
     if lead:  # what a killed process logged after its last checkpoint is replayed now: log it once
       writers.drop_after(workdir, restored[0] if restored else 0)
       results.save_init_head(workdir, setup.trainable, setup.labels)
@@ -179,6 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       min_size = config.sharding.min_shard_size  # the layout place_state gave the fresh state
       trainable = sharding.shard_params(start, mesh, min_size)
       opt_state = sharding.shard_params(start_opt, mesh, min_size)
+    elif config.init_from.get("peft"):  # the model setup's initial parameters are the adapter's
+      init_from = dict(peft=os.path.abspath(config.init_from.peft))
     timed_images, timed_seconds = earlier["timed_images"], earlier["timed_seconds"]
 
     bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
@@ -196,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step += 1
         if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
           skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, epoch_start,
-                            step - epoch * steps_per_epoch)
+                            step - epoch * steps_per_epoch, saved_step)
           pending = []
       if epoch != first_epoch:  # the first epoch of a process also compiles: not steady state
         # Read after the epoch's last flush, which waited for its last step: the device is done.
@@ -217,8 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress = _progress(earlier, start_time, timed_images, timed_seconds)
         ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
                              rng=jax.random.key_data(train_key)),
-                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest),
+                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest, total_steps),
                   best=stopper.params if stopper else None)
+        saved_step = step
     ckpt.wait()
   finally:
     if bar is not None:
@@ -227,13 +248,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if writer:
       writer.close()
 
-  warnings = _check_skipped(config, skipped, step, workdir)
+  shift = evaluation.shift_sets(config, setup.model, mesh)
+  warnings = _check_skipped(config, skipped, step, workdir) + split_warnings(train_data, watched, eval_data)
   if stopper:  # the result is the best parameters' (resumed or not)
     trainable = stopper.params
   if last is None or stopper:  # resumed from the final checkpoint, or the last evaluation is not the result's
     last = evaluation.evaluate(eval_step, trainable, frozen, eval_data, hparams, batch_size, mesh)
   shifted = {name: evaluation.evaluate(shift_step, trainable, frozen, data, hparams, batch_size, mesh)
-             for name, data, shift_step in evaluation.shift_sets(config, setup.model, mesh)}
+             for name, data, shift_step in shift}
   best = max(evals, key=lambda e: e["accuracy"])
   num_trainable = sum(int(np.prod(v.shape)) for v in setup.trainable.values())
   num_total = num_trainable + sum(int(np.prod(v.shape)) for v in setup.frozen.values())
@@ -248,6 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 devices_per_launch=progress["devices_per_launch"],
                 pretrained=model_setup.pretrained_name(config), init_from=init_from,
                 shift_accuracy={name: out["accuracy"] for name, out in shifted.items()},
+                skipped_images=skipped_images(train_data, watched, eval_data, *(data for _, data, _ in shift)),
                 **({"early_stopping": stopper.record()} if stopper else {}))
   try:
     if config.save_merged:  # every process: sharded arrays are gathered, and orbax's save (process 0 writes)
@@ -262,6 +285,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
                        "final checkpoint is saved; free space (or fix permissions) and run the same command "
                        "again: it restores the checkpoint and only redoes the evaluation.") from e
+  return result
+
+
+def _finished_result(config, workdir: str, saved_step: Optional[int]) -> Optional[dict]:
+  """result.json of a run that trained to its end, whose newest checkpoint (at `saved_step`) is that end: said in
+  one line and returned unchanged, unless `config.reevaluate` asks to evaluate the checkpoint again; else None."""
+  path = os.path.join(workdir, "result.json")
+  if saved_step is None or config.reevaluate or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  if result.get("steps") != saved_step:  # written by an earlier end than the newest checkpoint: not this one's
+    return None
+  if jax.process_index() == 0:
+    print(f"jpeft: the run in '{workdir}' is finished (step {saved_step}, {result['eval_split']} accuracy "
+          f"{result['accuracy']:.4f}); nothing was changed. To evaluate its final checkpoint again and rewrite "
+          "result.json, add --config.reevaluate=True.", flush=True)
   return result
 
 
@@ -290,8 +330,10 @@ def _check_skipped(config, skipped: int, steps_done: int, workdir: str) -> list[
 
 
 def _flush(pending: list, step: int, epoch: int, config, writer, bar, batch_size: int, epoch_start: float,
-           steps_in_epoch: int) -> int:
-  """Fetches the pending step metrics, enforces the NaN policy, logs their mean. Returns #skipped steps."""
+           steps_in_epoch: int, saved_step: Optional[int]) -> int:
+  """Fetches the pending step metrics, enforces the NaN policy, logs their mean. Returns #skipped steps.
+
+  saved_step: the step of the run's newest checkpoint, None if it has none (named by the NaN error)."""
   fetched = jax.device_get(pending)
   # Read after the fetch, which waits for the device to finish these steps (dispatch returns before it does).
   seconds = time.time() - epoch_start
@@ -301,9 +343,12 @@ def _flush(pending: list, step: int, epoch: int, config, writer, bar, batch_size
     if config.optim.nan_policy == "stop":
       raise NonFiniteLossError(
           f"The loss or gradients became NaN/inf at step {first_bad} (epoch {epoch + 1}) of the run "
-          f"(optim.lr = {config.optim.lr}, optim.wd = {config.optim.wd}). The run stopped; the last checkpoint "
-          "in the workdir is the last good state and was not overwritten. Lower --config.optim.lr, or set "
-          "--config.optim.nan_policy=skip to skip such batches as the study's code did.")
+          f"(optim.lr = {config.optim.lr}, optim.wd = {config.optim.wd}). The run stopped; "
+          + (f"its last checkpoint (step {saved_step}) is the last good state and was not overwritten. "
+             if saved_step is not None else
+             "it had written no checkpoint yet, so nothing of it was kept (the same command starts it over). ")
+          + "Lower --config.optim.lr, or set --config.optim.nan_policy=skip to skip such batches as the study's "
+          "code did.")
   good = [m for m, ok in zip(fetched, finite) if ok]
   mean = {k: float(np.mean([m[k] for m in good])) for k in ("loss", "accuracy", "lr")} if good else {}
   scalars = {f"train/{k}": v for k, v in mean.items()}

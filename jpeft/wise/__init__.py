@@ -16,16 +16,17 @@ from jpeft.wise import ensemble, report
 
 
 def run(workdirs: Sequence[str], alphas: Sequence[float], specs: Optional[Sequence[str]] = None,
-        out_dir: Optional[str] = None) -> dict[str, str]:
+        out_dir: Optional[str] = None, allow_unfinished: bool = False) -> dict[str, str]:
   """Evaluates the WiSE-FT ensembles of each run at `alphas` on the sets of `specs` ('task:split'; default: the
   first run's eval split and shift tasks), writes the table and figure to `out_dir` (default <workdir>/wise for
-  one run) and returns the written paths."""
-  runs = [ensemble.load_run(w) for w in workdirs]
+  one run) and returns the written paths. An unfinished run is refused (`jpeft.train.reuse.UnfinishedRunError`)
+  unless `allow_unfinished`; every row records the step used ('step', 'planned_step', 'finished')."""
+  runs = [ensemble.load_run(w, allow_unfinished) for w in workdirs]
   sets = ensemble.eval_sets(runs[0], specs)
   names = [f"{task}:{split}" for task, split in sets]
   rows = []
   with tqdm.tqdm(total=len(runs) * len(alphas) * len(sets), desc="wise") as bar:
     for r in runs:
       for row in ensemble.evaluate(r, alphas, sets, bar):
-        rows.append(dict(row, method=r.config.method, run=os.path.abspath(r.workdir)))
+        rows.append(dict(row, method=r.config.method, run=os.path.abspath(r.workdir), **r.completion.record()))
   return report.write(out_dir or os.path.join(workdirs[0], "wise"), report.summarise(rows, names), names)

@@ -1,4 +1,7 @@
-"""python -m jpeft.wise --workdir=<finished run>[,<run>...]: WiSE-FT tables (json, csv, md) and figure (png)."""
+"""python -m jpeft.wise --workdir=<finished run>[,<run>...]: WiSE-FT tables (json, csv, md) and figure (png).
+
+An unfinished run (killed before its last step, or its newest checkpoint damaged) is refused, exit 1, unless
+--allow_unfinished; the step each run's fine-tuned end comes from is in every output."""
 import sys
 
 from absl import app, flags
@@ -14,6 +17,9 @@ _SPLITS = flags.DEFINE_list("splits", None, "Evaluation sets as <task>:<split>, 
                             "(default: the first run's eval split, then the test split of its config.shift_tasks).")
 _OUT = flags.DEFINE_string("out", None, "Output folder for wise.{json,csv,md,png} (default: <workdir>/wise; "
                            "required with several runs).")
+_ALLOW_UNFINISHED = flags.DEFINE_bool("allow_unfinished", False, "Accept runs that did not reach their last step "
+                                      "(or whose newest checkpoint is damaged): their newest intact checkpoint is "
+                                      "the alpha = 1 end; the step is recorded in every output.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -34,7 +40,7 @@ def main(argv) -> None:
   try:
     if len(_WORKDIR.value) > 1 and not _OUT.value:
       raise ConfigError(f"--workdir names {len(_WORKDIR.value)} runs: pass --out=<folder> for their joint table.")
-    paths = wise.run(_WORKDIR.value, _alphas(_ALPHAS.value), _SPLITS.value, _OUT.value)
+    paths = wise.run(_WORKDIR.value, _alphas(_ALPHAS.value), _SPLITS.value, _OUT.value, _ALLOW_UNFINISHED.value)
   except cli.USER_ERRORS as e:
     print(f"jpeft.wise: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -10,17 +10,14 @@ alpha = 1 the fine-tuned one.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Optional, Sequence
 
-import jax
 import ml_collections
 import numpy as np
 
 from jpeft.data import tasks
 from jpeft.peft import base
-from jpeft.train import checkpointing, config_checks, evaluation, model_setup, optim, results, sharding, steps
+from jpeft.train import config_checks, evaluation, model_setup, results, reuse, sharding, steps
 from jpeft.train.errors import ConfigError
 from jpeft.train.splits import Split
 
@@ -36,6 +33,7 @@ class Run:
     start, finetuned: flat {path: array} trainable weights at the start (head from init_head.npz) and at the
       newest intact checkpoint.
     step: the checkpoint's step.
+    completion: how far the run got (`reuse.Completion`: the step, the step it was meant to reach, finished).
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -43,27 +41,17 @@ class Run:
   start: dict
   finetuned: dict
   step: int
+  completion: reuse.Completion
 
 
-def _checkpoint_meta(workdir: str) -> dict:
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
-  try:
-    latest = ckpt.latest_step()
-    if latest is None:
-      raise ConfigError(f"WiSE-FT needs a finished run, but '{workdir}' holds no checkpoint. Pass the --workdir "
-                        "of a training run (python -m jpeft.main ... --workdir=<dir>).")
-    return ckpt.read_meta(latest)
-  finally:
-    ckpt.close()
-
-
-def load_run(workdir: str) -> Run:
+def load_run(workdir: str, allow_unfinished: bool = False) -> Run:
   """Rebuilds the run in `workdir` from its newest checkpoint's config.
 
-  Raises ConfigError if there is no checkpoint, no init_head.npz, a method has no zero-shot end, or the pretrained
-  file has changed since the run recorded it."""
-  meta = _checkpoint_meta(workdir)
-  config = ml_collections.ConfigDict(json.loads(meta["config"]))
+  Raises ConfigError if there is no checkpoint, the run is unfinished (`reuse.UnfinishedRunError`, unless
+  `allow_unfinished`: then its newest intact checkpoint is the fine-tuned end), there is no init_head.npz, a
+  method has no zero-shot end, or the pretrained file has changed since the run recorded it."""
+  saved = reuse.load_run(workdir, "--workdir", allow_unfinished)
+  config, meta = saved.config, saved.meta
   model_setup.check_pretrained(config, meta, workdir)  # the zero-shot end and the frozen weights come from the file
   setup = model_setup.build(config)
   unsupported = [m.name for m in setup.methods if m.wise is None]
@@ -83,15 +71,12 @@ def load_run(workdir: str) -> Run:
       raise ConfigError(f"{results.INIT_HEAD} in '{workdir}' holds {path} {value.shape}, which the run's model "
                         f"does not have (it has {np.shape(start.get(path))}): the file is not this run's.")
     start[path] = value
-  tx = optim.make_optimizer(config.optim, setup.labels)
-  like = dict(trainable=setup.trainable, opt_state=tx.init(setup.trainable), step=0,
-              rng=jax.random.key_data(jax.random.PRNGKey(0)))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), create=False)
-  try:
-    step, state, _ = ckpt.restore_newest_intact(like, lambda meta: None, set_aside_damaged=False)
-  finally:
-    ckpt.close()
-  return Run(workdir, config, setup, start, jax.device_get(state["trainable"]), step)
+  misfit = sorted(k for k in set(start) | set(saved.trainable) if k not in start or k not in saved.trainable
+                  or np.shape(start[k]) != np.shape(saved.trainable[k]))
+  if misfit:
+    raise ConfigError(f"The checkpoint in '{workdir}' holds parameters its own config's model does not have "
+                      f"({misfit[:6]}): it was written by another jpeft version.")
+  return Run(workdir, config, setup, start, saved.trainable, saved.step, saved.completion)
 
 
 def ensemble(run: Run, alpha: float) -> tuple[dict, float]:

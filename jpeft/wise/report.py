@@ -27,16 +27,19 @@ def summarise(rows: Sequence[dict], sets: Sequence[str]) -> list[dict]:
 def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, str]:
   """Writes wise.json, wise.csv, wise.md and (with shifted sets) wise.png into `out_dir`; returns their paths.
 
-  rows: dicts with 'run', 'method', 'alpha', 'merge_factor', 'in_distribution', 'shift_mean' and one
-  accuracy per name in `sets` (the first set is the in-distribution one)."""
+  rows: dicts with 'run', 'method', 'alpha', 'merge_factor', 'in_distribution', 'shift_mean', one accuracy per
+  name in `sets` (the first set is the in-distribution one), and the run's checkpoint: 'step', 'planned_step',
+  'finished' (`jpeft.train.reuse.Completion.record`)."""
   os.makedirs(out_dir, exist_ok=True)
   paths = {kind: os.path.join(out_dir, f"wise.{kind}") for kind in ("json", "csv", "md", "png")}
-  columns = ["method", "alpha", "merge_factor", *sets, "in_distribution", "shift_mean", "run"]
+  columns = ["method", "alpha", "merge_factor", *sets, "in_distribution", "shift_mean", "run", "step",
+             "planned_step", "finished"]
   results.write_json(paths["json"], dict(sets=list(sets), rows=list(rows)))
   results.write_csv(paths["csv"], rows, columns)
   pct = lambda v: "" if v is None else f"{100 * v:.1f}"
   lines = [f"WiSE-FT: accuracy (%) of (1 - alpha) * start + alpha * fine-tuned. In distribution: `{sets[0]}`; "
            f"shifted: {', '.join(f'`{s}`' for s in sets[1:]) or 'none'}. alpha = 0 is the zero-shot model.", "",
+           *_checkpoint_lines(rows), "",
            "| method | alpha | " + " | ".join(sets) + " | mean of shifts |",
            "|---|---|" + "---|" * (len(sets) + 1)]
   for row in rows:
@@ -49,6 +52,17 @@ def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, 
   else:
     del paths["png"]
   return paths
+
+
+def _checkpoint_lines(rows: Sequence[dict]) -> list[str]:
+  """One line per run naming the checkpoint that is its fine-tuned end (alpha = 1)."""
+  lines = []
+  for row in {row["run"]: row for row in rows}.values():
+    planned = "an unknown number" if row.get("planned_step") is None else row["planned_step"]
+    state = ("finished" if row.get("finished") else
+             "UNFINISHED (--allow_unfinished): alpha = 1 is this mid-training checkpoint, not the fine-tuned model")
+    lines.append(f"- `{row['method']}` ({row['run']}): step {row['step']} of {planned}, {state}.")
+  return lines
 
 
 def _plot(path: str, rows: Sequence[dict], in_distribution: str) -> None:

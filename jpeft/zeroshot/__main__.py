@@ -9,13 +9,11 @@ the same head itself with --config.head_init=zeroshot (see `jpeft.zeroshot`).
 """
 import json
 import shutil
-import sys
 import time
 
 from absl import app, flags
 
 from jpeft import cli, zeroshot
-from jpeft.checkpoints import CheckpointError
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A whole CLIP checkpoint (both towers): a file (OpenAI .pt, "
                                   "open_clip .bin/.safetensors, Hugging Face model.safetensors) or a known name "
@@ -39,12 +37,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}: pass options as --flag=value.")
   start = time.time()
-  try:
-    head = zeroshot.build_head(_CHECKPOINT.value, _CLASSNAMES.value, _TEMPLATES.value, num_heads=_NUM_HEADS.value,
-                               act=_ACT.value, vocab=_VOCAB.value, cache_dir=_CACHE_DIR.value)
-  except (CheckpointError, ValueError) as e:
-    print(f"jpeft.zeroshot: error: {e}", file=sys.stderr)
-    sys.exit(1)
+  head = zeroshot.build_head(_CHECKPOINT.value, _CLASSNAMES.value, _TEMPLATES.value, num_heads=_NUM_HEADS.value,
+                             act=_ACT.value, vocab=_VOCAB.value, cache_dir=_CACHE_DIR.value)
   cache = zeroshot.cache_path(_CHECKPOINT.value, _CLASSNAMES.value, _TEMPLATES.value, num_heads=_NUM_HEADS.value,
                               act=_ACT.value, vocab=_VOCAB.value, cache_dir=_CACHE_DIR.value)
   if _OUT.value:
@@ -58,4 +52,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: cli.parse_flags_or_exit(argv, "jpeft.zeroshot", ()))
+  cli.run_program(main, "jpeft.zeroshot", (), errors=(ValueError,))

@@ -138,3 +138,76 @@ def test_class_mask():
   class_mask = data.class_mask
   assert class_mask('imagenet_r').sum() == 200 and class_mask('imagenet_r').shape == (1000,)
   assert class_mask('dtd').all()
+
+
+def _write_jpeg_task(task_dir, n=4):
+  """<task_dir>/images/<i>.jpg (8x8, grey level 40 i) listed in test.txt with label i; returns the paths."""
+  paths = []
+  for i in range(n):
+    path = os.path.join(str(task_dir), 'images', f'{i}.jpg')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_jpeg(np.full((8, 8, 3), 40 * i, np.uint8)))
+    paths.append(path)
+  (task_dir / 'test.txt').write_text(''.join(f'images/{i}.jpg {i}\n' for i in range(n)))
+  return paths
+
+
+def _corrupt(path):
+  with open(path, 'rb') as f:
+    head = f.read()[:20]  # The JPEG markers survive, the compressed data do not.
+  with open(path, 'wb') as f:
+    f.write(head + b'\x00' * 200)
+
+
+def _one_line_error(**kwargs):
+  with pytest.raises(data.DataError) as error:
+    data.load_split_arrays('dtd', 'test', source='folder', image_size=SIZE, **kwargs)
+  assert '\n' not in str(error.value)
+  return str(error.value)
+
+
+def test_corrupt_jpeg_is_named_with_its_list_line(tmp_path):
+  paths = _write_jpeg_task(tmp_path / 'dtd')
+  _corrupt(paths[1])
+  message = _one_line_error(folder_root=str(tmp_path))
+  assert f'test.txt): line 2: {paths[1]} cannot be decoded' in message
+  assert 'skip_bad_images=True' in message and paths[2] not in message
+
+
+def test_text_file_named_jpg_is_named(tmp_path):
+  paths = _write_jpeg_task(tmp_path / 'dtd')
+  with open(paths[2], 'w') as f:
+    f.write('not an image\n')
+  message = _one_line_error(folder_root=str(tmp_path))
+  assert f'line 3: {paths[2]} is not an image file' in message
+  # The image-folder layout has no list file: the file alone is named.
+  image_dir = tmp_path / 'pets' / 'train' / 'cat'
+  image_dir.mkdir(parents=True)
+  (image_dir / 'a.jpg').write_text('not an image\n')
+  _write_png(str(image_dir / 'b.png'), np.zeros((8, 8, 3), np.uint8))
+  with pytest.raises(data.DataError, match=f"in split 'train' .*: {image_dir / 'a.jpg'} is not an image file"):
+    data.get_dataset('pets', 'train', batch_size=2, train=True, source='imagefolder', folder_root=str(tmp_path))
+
+
+def test_listed_missing_file_is_named(tmp_path):
+  paths = _write_jpeg_task(tmp_path / 'dtd')
+  os.remove(paths[1])  # Neither the first nor the last line, which were the only ones checked before.
+  message = _one_line_error(folder_root=str(tmp_path))
+  assert f'line 2: {paths[1]} does not exist' in message
+  with pytest.raises(data.DataError, match='line 2: .*does not exist'):
+    data.num_examples('dtd', 'test', source='folder', folder_root=str(tmp_path))
+
+
+def test_skip_bad_images_leaves_them_out_and_names_them(tmp_path, caplog):
+  paths = _write_jpeg_task(tmp_path / 'dtd', n=5)
+  _corrupt(paths[1])
+  os.remove(paths[3])
+  out = data.load_split_arrays('dtd', 'test', source='folder', folder_root=str(tmp_path), image_size=SIZE,
+                               skip_bad_images=True)
+  assert list(out['label']) == [0, 2, 4]  # The good images, with their own labels.
+  np.testing.assert_allclose(out['image'][:, 0, 0, 0], np.array([0, 80, 160]) / 255, atol=3 / 255)
+  warning = '\n'.join(r.getMessage() for r in caplog.records)
+  assert '2 bad images of 5' in warning and paths[1] in warning and paths[3] in warning
+  examples = data.open_examples('dtd', 'test', source='folder', folder_root=str(tmp_path), skip_bad_images=True)
+  assert examples.size == 3 and [(b.path, b.line) for b in examples.skipped] == [(paths[1], 2), (paths[3], 4)]
+  assert data.num_examples('dtd', 'test', source='folder', folder_root=str(tmp_path), skip_bad_images=True) == 3

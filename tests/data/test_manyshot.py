@@ -172,14 +172,14 @@ def test_images_of_different_sizes_stream_like_in_memory(monkeypatch, tmp_path):
   from jpeft.data import input_pipeline  # pylint: disable=g-import-not-at-top
   images = [np.full((4 + i % 3, 5 + i % 2, 3), 20 * i, np.uint8) for i in range(10)]
 
-  def load_examples(task, split, **kwargs):
+  def open_examples(task, split, **kwargs):
     del task, split, kwargs
-    return tf.data.Dataset.from_generator(
+    return input_pipeline.Examples(tf.data.Dataset.from_generator(
         lambda: ({"image": im, "label": np.int32(i % 2)} for i, im in enumerate(images)),
         output_signature={"image": tf.TensorSpec([None, None, 3], tf.uint8), "label": tf.TensorSpec([], tf.int32)}
-    ), len(images)
+    ), len(images))
 
-  monkeypatch.setattr(input_pipeline, "load_examples", load_examples)
+  monkeypatch.setattr(input_pipeline, "open_examples", open_examples)
   monkeypatch.setattr(input_pipeline, "num_examples", lambda *args, **kwargs: len(images))
   opened = []
   for in_memory in (True, False):

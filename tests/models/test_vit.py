@@ -60,3 +60,46 @@ def test_wrong_image_size_names_both_token_counts():
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
   with pytest.raises(ValueError, match="17 tokens but the image gives 37"):
     model.apply({"params": params}, jnp.zeros((1, 48, 48, 3)))
+
+
+def _logits_and_grads(attention, methods):
+  model = vit.create_model("mu/8", num_classes=5, methods=methods, attention=attention)
+  images = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(0), images)["params"]
+  # A non-zero head, so that the gradients reach every block.
+  params["head"]["kernel"] = jax.random.normal(jax.random.PRNGKey(2), params["head"]["kernel"].shape)
+  weights = jax.random.normal(jax.random.PRNGKey(3), (3, 5))
+  loss = lambda p: jnp.sum(weights * model.apply({"params": p}, images))
+  return model.apply({"params": params}, images), jax.grad(loss)(params)
+
+
+@pytest.mark.parametrize("method", ["", "vqt"])  # vqt's query tokens are masked out as keys (key_mask path)
+def test_xla_attention_computes_what_the_einsum_path_computes(method):
+  from jpeft import peft
+  methods = peft.build_methods(method, {}) if method else ()
+  logits, grads = _logits_and_grads("einsum", methods)
+  xla_logits, xla_grads = _logits_and_grads("xla", methods)
+  assert float(jnp.abs(logits).max()) > 1e-2
+  np.testing.assert_allclose(xla_logits, logits, rtol=1e-5, atol=1e-5)
+  flat, xla_flat = jax.tree_util.tree_flatten(grads)[0], jax.tree_util.tree_flatten(xla_grads)[0]
+  for grad, xla_grad in zip(flat, xla_flat):  # float32 summation order: agreement relative to each leaf's scale
+    assert float(jnp.abs(xla_grad - grad).max()) <= 1e-5 * float(jnp.abs(grad).max()) + 1e-7
+
+
+def test_unknown_attention_implementation_is_refused_by_the_model():
+  with pytest.raises(ValueError, match="Unknown attention implementation 'flash'"):
+    vit.create_model("mu/8", num_classes=2, attention="flash").init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+@pytest.mark.parametrize("attention,expected", [("flash", "one of ('einsum', 'xla', 'cudnn')"),
+                                                ("cudnn", "'cudnn' runs on NVIDIA GPUs")])
+def test_an_attention_the_config_cannot_run_is_one_config_error(attention, expected):
+  from jpeft import config_base
+  from jpeft.train import config_checks
+  from jpeft.train.errors import ConfigError
+  config = config_base.demo_config()
+  config_checks.validate_config(config)
+  config.model.attention = attention
+  with pytest.raises(ConfigError, match="model.attention") as error:
+    config_checks.validate_config(config)
+  assert expected in str(error.value)

@@ -53,7 +53,7 @@ def test_tune_and_final_share_one_program_and_final_equals_trainer(folder_root, 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5])
 def test_bad_trial_batch_is_named(folder_root, bad):
-  with pytest.raises(ConfigError, match=f"trial_batch = {bad!r} is not usable"):
+  with pytest.raises(ConfigError, match=f"trial_batch={bad!r} is not usable"):
     runner.run_trials(load_config(tiny_overrides(folder_root)), _trials([1e-3], [0]), "tune", trial_batch=bad)
 
 

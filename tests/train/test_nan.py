@@ -1,4 +1,6 @@
 """A non-finite loss stops the run keeping the last good checkpoint, or is skipped when configured."""
+import os
+
 import numpy as np
 import pytest
 
@@ -25,12 +27,31 @@ def poisoned_batches(monkeypatch):
 def test_nan_stops_and_keeps_last_good_checkpoint(folder_root, tmp_path, poisoned_batches):
   workdir = tmp_path / "stop"
   config = load_config(tiny_overrides(folder_root, **{"optim.epochs": 3, "checkpoint_every_epochs": 1}))
-  with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2\).*nan_policy=skip"):
+  with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2\).*its last checkpoint \(step 4\) is the last "
+                     r"good state.*nan_policy=skip"):
     trainer.run(config, str(workdir))
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
   assert ckpt.latest_step() == 4  # end of epoch 1; nothing saved after the NaN
   ckpt.close()
   assert not (workdir / "result.json").exists()
+
+
+def test_nan_before_the_first_checkpoint_says_none_was_written_and_leaves_nothing(folder_root, tmp_path,
+                                                                                 poisoned_batches):
+  workdir = tmp_path / "early"
+  config = load_config(tiny_overrides(folder_root, **{"optim.epochs": 3, "checkpoint_every_epochs": 2}))
+  with pytest.raises(NonFiniteLossError, match=r"step 5 \(epoch 2\).*it had written no checkpoint yet, so nothing "
+                     r"of it was kept") as raised:
+    trainer.run(config, str(workdir))
+  assert "last good state" not in str(raised.value)
+  assert not workdir.exists()  # no init_head.npz, metrics or empty checkpoints/ of a run that kept nothing
+
+  user_file = tmp_path / "mine" / "notes.txt"  # a workdir the user made: only what the run added goes
+  user_file.parent.mkdir()
+  user_file.write_text("mine")
+  with pytest.raises(NonFiniteLossError):
+    trainer.run(config, str(user_file.parent))
+  assert sorted(os.listdir(user_file.parent)) == ["notes.txt"] and user_file.read_text() == "mine"
 
 
 def test_nan_batch_is_skipped_when_configured(folder_root, tmp_path, poisoned_batches):

@@ -11,6 +11,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from .conftest import load_config, tiny_overrides
+from jpeft import workdir_lock
 from jpeft.train import checkpointing, splits, trainer
 from jpeft.train.checkpointing import CheckpointWriteError
 from jpeft.train.errors import ConfigError
@@ -97,3 +98,31 @@ def test_resuming_with_another_config_is_refused(folder_root, tmp_path):
   trainer.run(load_config(overrides), str(tmp_path / "run"))
   with pytest.raises(ConfigError, match=r"optim.lr = 0.01, but this config has optim.lr = 0.5.*--workdir"):
     trainer.run(load_config(dict(overrides, **{"optim.lr": 0.5})), str(tmp_path / "run"))
+
+
+def _snapshot(workdir) -> dict:
+  """{relative path: bytes} of every file under workdir but the lock (which names the process holding it)."""
+  return {os.path.relpath(os.path.join(root, name), workdir): open(os.path.join(root, name), "rb").read()
+          for root, _, names in os.walk(workdir) for name in names if name != workdir_lock.LOCK_FILE}
+
+
+def test_finished_run_started_again_says_so_and_changes_nothing(folder_root, tmp_path, capsys):
+  overrides = tiny_overrides(folder_root, **{"optim.epochs": 2})
+  workdir = tmp_path / "run"
+  first = trainer.run(load_config(overrides), str(workdir))
+  before = _snapshot(workdir)
+  capsys.readouterr()
+
+  again = trainer.run(load_config(overrides), str(workdir))
+  assert again == json.loads(json.dumps(first))  # result.json as written, no second launch or seconds
+  assert _snapshot(workdir) == before  # result.json, predictions, metrics, tb/ and checkpoints untouched
+  said = capsys.readouterr().out.strip().splitlines()
+  assert said == [f"jpeft: the run in '{workdir}' is finished (step 8, val200 accuracy {first['accuracy']:.4f}); "
+                  "nothing was changed. To evaluate its final checkpoint again and rewrite result.json, add "
+                  "--config.reevaluate=True."]
+
+  # Asked to, it evaluates the final checkpoint again: the same numbers, one more launch.
+  reevaluated = trainer.run(load_config(dict(overrides, reevaluate=True)), str(workdir))
+  assert reevaluated["accuracy"] == first["accuracy"] and reevaluated["evals"] == first["evals"]
+  assert reevaluated["launches"] == 2
+  assert json.loads((workdir / "result.json").read_text())["launches"] == 2

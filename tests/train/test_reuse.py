@@ -79,8 +79,8 @@ def test_transfer_takes_the_adapters_and_makes_a_new_head(source, other_setup):
   overrides, workdir, _ = source
   saved = reuse.load_run(workdir)
   params, opt_state, record = _start(other_setup, overrides, task=OTHER_TASK, **{"init_from.workdir": workdir})
-  assert record == dict(workdir=os.path.abspath(workdir), step=SOURCE_STEP, task="dtd", head="new",
-                        optimizer=False)
+  assert record == dict(workdir=os.path.abspath(workdir), step=SOURCE_STEP, planned_step=SOURCE_STEP,
+                        finished=True, task="dtd", head="new", optimizer=False)
   assert params["head/kernel"].shape == (32, 10)
   for path, value in params.items():
     expected = other_setup.trainable[path] if path.startswith("head/") else saved.trainable[path]
@@ -117,7 +117,8 @@ def test_sources_that_do_not_fit_are_refused_naming_the_fields(source, tmp_path)
 
 def test_a_run_from_another_run_records_it(transferred, source):
   config, workdir, result = transferred
-  expected = dict(workdir=os.path.abspath(source[1]), step=SOURCE_STEP, task="dtd", head="new", optimizer=False)
+  expected = dict(workdir=os.path.abspath(source[1]), step=SOURCE_STEP, planned_step=SOURCE_STEP, finished=True,
+                  task="dtd", head="new", optimizer=False)
   assert result["init_from"] == expected
   with open(os.path.join(workdir, "result.json")) as f:
     assert json.load(f)["init_from"] == expected

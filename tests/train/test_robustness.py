@@ -122,5 +122,5 @@ def test_cli_table_and_figure(runs, tmp_path):
 
 
 def test_a_workdir_without_a_run_is_a_clear_error(tmp_path):
-  with pytest.raises(ConfigError, match="needs a finished run"):
+  with pytest.raises(ConfigError, match="holds no checkpoint.*finished training run"):
     ensemble.load_run(str(tmp_path))
