@@ -10,7 +10,7 @@ file also records who took it last, so the refused process's error can say which
 flock on a file system shared by several hosts: NFSv4 (and NFSv3 with a lock daemon) carries it to the server,
 so it excludes processes on every host; a file system whose flock is host-local (Lustre mounted with
 `localflock`, some FUSE mounts) excludes only processes on the same host, and one without flock (Lustre without
-`flock`) makes every lock fail with an OSError that jpeft reports. See docs/notes/33-cluster.md. In a multi-host
+`flock`) makes every lock fail with an OSError that jpeft reports. See docs/how-to/cluster.md. In a multi-host
 jax.distributed job only process 0 takes the locks, since every host writes the same workdir.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _flock_unsupported(path: str, error: OSError) -> FlockUnsupportedError:
   return FlockUnsupportedError(
       f"Cannot lock '{path}' ({error.strerror}): the file system does not support flock. Put the workdir on a "
       "local disk or on a shared file system with locking (NFSv4, Lustre mounted with -o flock); see "
-      "docs/notes/33-cluster.md.")
+      "docs/how-to/cluster.md.")
 
 
 def try_lock(path: str, shared: bool = False, create: bool = True) -> Optional[int]:

@@ -12,7 +12,7 @@ every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<me
 --workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values
 may be added, but another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under
 the recorded one. Several processes may sweep one workdir at once (a job array on a shared file system,
-docs/notes/33-cluster.md): each (task, method) pair is trained by the process holding its lock, a pair another
+docs/how-to/cluster.md): each (task, method) pair is trained by the process holding its lock, a pair another
 process holds is left to it, and a pair a killed process left unfinished is resumed by the next process that
 reaches it. --shard=K/N takes pairs K, K+N, ... (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
 SLURM_ARRAY_TASK_COUNT when set, else every pair); --shard=any every pair. --report trains nothing: it writes the
