@@ -256,6 +256,7 @@ def quiet_logging_unless_asked() -> None:
     # (every Mini VTAB task's first use): expected, and it opens the demo's output.
     logging.get_absl_logger().addFilter(_no_dataset_info_warning)  # the same function twice is added once
     logging.get_absl_logger().addFilter(_no_orbax_traceback)
+    sys.unraisablehook = _no_closed_loop_report
 
 
 def _no_dataset_info_warning(record) -> bool:
@@ -268,6 +269,14 @@ def _no_orbax_traceback(record: pylogging.LogRecord) -> bool:
   traceback by each writer thread (seven of them, ~480 lines) and then raised from the next save, where the
   program reports it in one line (`checkpointing.CheckpointWriteError`)."""
   return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _no_closed_loop_report(unraisable) -> None:
+  """sys.unraisablehook, silent for asyncio's 'Event loop is closed': after a failed asynchronous checkpoint
+  write, TensorStore can still complete a future of the event loop Orbax has closed, and reports that error as
+  unraisable (a bare traceback), while the write's own error is what the program reports."""
+  if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+    sys.__unraisablehook__(unraisable)
 
 
 def start_distributed(config: ml_collections.ConfigDict, program: str) -> None:

@@ -137,3 +137,15 @@ def describe(error: Interrupted, checkpoints: str) -> str:
   """The error's own line, or (raised where the step was unknown: setup, compiling) one naming the newest
   checkpoint in the `checkpoints` directory."""
   return error.message or run_message(error.signum, None, None, checkpoints, newest_checkpoint(checkpoints))
+
+
+def sweep_message(error: Interrupted, trials_file: str) -> str:
+  """The sweep's one line: where it stopped (the error's message, if any), the finished trials kept."""
+  try:
+    with open(trials_file, "rb") as f:
+      recorded = sum(1 for line in f.read().split(b"\n")[:-1] if line.strip())
+  except OSError:
+    recorded = 0
+  stopped = f"; {error.message}" if error.message else ""
+  return (f"{cause(error.signum)}{stopped}; {recorded} finished trial{'' if recorded == 1 else 's'} "
+          f"recorded in {trials_file}; {RESUME} (it trains only the trials without a row).")

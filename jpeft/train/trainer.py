@@ -48,7 +48,7 @@ from absl import logging
 from jpeft import interrupts, workdir_lock
 from jpeft.train import (checkpointing, config_checks, early_stopping, evaluation, model_setup, optim, results,
                          reuse, run_config, sharding, steps, writers)
-from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
+from jpeft.train.errors import RESUME_AFTER_FREEING, ConfigError, NonFiniteLossError, WorkdirError, WriteError
 from jpeft.train.splits import Split, count_steps_per_epoch, open_mode, skipped_images, split_warnings
 
 
@@ -310,9 +310,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         results.save_predictions(workdir, name, out)
       results.write_json(os.path.join(workdir, "result.json"), result)
   except OSError as e:
-    raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
-                       "final checkpoint is saved; free space (or fix permissions) and run the same command "
-                       "again: it restores the checkpoint and only redoes the evaluation.") from e
+    failed = (f"'{e.path}' could not be written: {e.cause}" if isinstance(e, WriteError) else
+              f"the results could not be written to '{workdir}': {e}")
+    raise WorkdirError(f"Training finished but {failed}. The final "
+                       f"checkpoint is saved; {RESUME_AFTER_FREEING}: it restores the checkpoint and only "
+                       "redoes the evaluation.") from e
   return result
 
 
