@@ -129,7 +129,8 @@ def run_message(signum: int, step: Optional[int], total: Optional[int], director
   elif saved == step:
     kept = f"saved a checkpoint of step {saved} in {directory}"
   else:
-    kept = f"the newest checkpoint is step {saved} in {directory} (steps after it will be redone)"
+    redone = " (steps after it will be redone)" if step is not None else ""
+    kept = f"the newest checkpoint is step {saved} in {directory}{redone}"
   return f"{cause(signum)}{reached}; {kept}; {RESUME}."
 
 
