@@ -141,7 +141,8 @@ def test_sigterm_to_the_cli_exits_143_with_one_line_and_the_same_command_resumes
 
 def test_ctrl_c_to_the_cli_exits_130_with_one_line_and_no_traceback(overrides, tmp_path, compilation_cache):
   workdir = str(tmp_path / "run")
-  code, stderr = _signal_once_training(_start(overrides, workdir, compilation_cache), workdir, signal.SIGINT)
+  longer = dict(overrides, **{"optim.epochs": 20})  # so that the signal surely lands while it trains
+  code, stderr = _signal_once_training(_start(longer, workdir, compilation_cache), workdir, signal.SIGINT)
   assert code == 130, stderr[-3000:]
   assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
   lines = _lines(stderr)
