@@ -111,13 +111,22 @@ def test_a_full_tmpfs_is_one_line_and_the_same_command_resumes_once_there_is_spa
 
 
 class _FullFile:
-  """An open file on a full disk: every write fails with ENOSPC."""
+  """An open, empty file on a full disk: every write fails with ENOSPC."""
 
   def __init__(self, *args, **kwargs):
     del args, kwargs
 
   def write(self, data):
     raise ENOSPC
+
+  def seek(self, offset, whence=os.SEEK_SET):
+    return 0
+
+  def tell(self):
+    return 0
+
+  def read(self, size=-1):
+    return b""
 
   def __enter__(self):
     return self
