@@ -3,6 +3,7 @@ errors they report that way."""
 import contextlib
 import difflib
 import importlib.util
+import logging as pylogging
 import os
 import re
 import sys
@@ -247,18 +248,35 @@ def define_config_file_or_exit(name: str, default: str, help_string: str, progra
 
 
 def quiet_logging_unless_asked() -> None:
-  """Logs warnings and above only, unless the user passed --verbosity: TFDS and Orbax log every file and save at
-  INFO, which buries the progress bar and the results."""
+  """Logs warnings and above only, and no Orbax traceback, unless the user passed --verbosity: TFDS and Orbax
+  log every file and save at INFO, which buries the progress bar and the results."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
     # TFDS warns "Variant folder ... has no dataset_info.json" each time it is about to generate a dataset
     # (every Mini VTAB task's first use): expected, and it opens the demo's output.
     logging.get_absl_logger().addFilter(_no_dataset_info_warning)  # the same function twice is added once
+    logging.get_absl_logger().addFilter(_no_orbax_traceback)
+    sys.unraisablehook = _no_closed_loop_report
 
 
 def _no_dataset_info_warning(record) -> bool:
   """False for TFDS's warning that a dataset about to be prepared has no dataset_info.json yet."""
   return "has no dataset_info.json" not in record.getMessage()
+
+
+def _no_orbax_traceback(record: pylogging.LogRecord) -> bool:
+  """False for Orbax's logged tracebacks: a failed asynchronous checkpoint write (a full disk) is logged with its
+  traceback by each writer thread (seven of them, ~480 lines) and then raised from the next save, where the
+  program reports it in one line (`checkpointing.CheckpointWriteError`)."""
+  return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _no_closed_loop_report(unraisable) -> None:
+  """sys.unraisablehook, silent for asyncio's 'Event loop is closed': after a failed asynchronous checkpoint
+  write, TensorStore can still complete a future of the event loop Orbax has closed, and reports that error as
+  unraisable (a bare traceback), while the write's own error is what the program reports."""
+  if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+    sys.__unraisablehook__(unraisable)
 
 
 def start_distributed(config: ml_collections.ConfigDict, program: str) -> None:

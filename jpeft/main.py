@@ -18,6 +18,9 @@ logits_<split>.npy and labels_<split>.npy, metrics.jsonl, tb/ (TensorBoard) and 
 parameters and optimizer state only, with a pointer to the pretrained backbone); mode 'eval' writes
 eval_<split>.json, eval_logits_<split>.npy and eval_labels_<split>.npy beside them. One process at a time per
 workdir: a second one exits with status 1 without touching it.
+
+Ctrl-C (SIGINT) or SIGTERM stops the run between two steps, saves a checkpoint of the step reached and exits
+with status 130 / 143 after one line saying so; the same command resumes (docs/notes/28-signals.md).
 """
 import os
 import sys
@@ -25,7 +28,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jpeft import cli
+from jpeft import cli, interrupts
 from jpeft.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -51,7 +54,8 @@ def main(argv) -> None:
   compare = config.get("compare_methods", ()) if config.mode != "eval" else ()
   runs = [(config.method, workdir)] + [(m, os.path.join(workdir, m)) for m in compare]
   results = []
-  with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
+  with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles, interrupts.raised():
+    method_workdir = workdir
     try:
       for method, method_workdir in runs:
         config.method = method
@@ -60,6 +64,9 @@ def main(argv) -> None:
       # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
       print(f"jpeft: error: {e}", file=sys.stderr)
       sys.exit(1)
+    except interrupts.Interrupted as e:  # Ctrl-C or SIGTERM: where the run stopped, exit 130 / 143
+      print(f"jpeft: {interrupts.describe(e, os.path.join(method_workdir, 'checkpoints'))}", file=sys.stderr)
+      sys.exit(e.exit_code)
   # Short on purpose: the accuracies, where the full record is, and the compilation count (result.json has the
   # rest: every evaluation, parameters, wall time, images/s).
   split = results[0].get("eval_split") or results[0]["split"]  # mode 'eval' reports `split`

@@ -31,16 +31,20 @@ fields), sweep_plan.json and pairs/ (the pairs, grid and locks: `jpeft.sweep.pai
 (one row per task x method: selected hyperparameters, val and test accuracy, spread over seeds), results.md /
 results.csv (method x task table with group means and the study's numbers), accuracy_vs_params.png and
 predictions/<task>/<method>_seed<seed>.npz (the final runs' test logits and labels, for ensembles).
+
+Ctrl-C (SIGINT) or SIGTERM stops the sweep between two steps with one line saying what is kept and exits
+130 / 143: finished trials are in trials.jsonl, the chunk in training is trained again by the same command.
 """
+import os
 import sys
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from jpeft import cli
+from jpeft import cli, interrupts
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import pairs, protocol, report
+from jpeft.sweep import pairs, protocol, report, trial_log
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Python config file returning an ml_collections.ConfigDict (e.g. configs/vtab_lora.py); "
@@ -97,7 +101,7 @@ def main(argv) -> None:
     shard = pairs.parse_shard(_SHARD.value)
     if shard.source != "default":
       print(f"shard {shard} (from {shard.source})")
-    with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
+    with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles, interrupts.raised():
       summaries = protocol.run_sweep(config, tasks, methods, _GRID.value, _WORKDIR.value, _TRIAL_BATCH.value,
                                      final=_FINAL.value, shard=shard)
       # The tables of every finished pair of the workdir, this process's and the others'.
@@ -105,6 +109,10 @@ def main(argv) -> None:
   except (grid_lib.GridError, *cli.USER_ERRORS) as e:
     print(f"jpeft.sweep: error: {e}", file=sys.stderr)
     sys.exit(1)
+  except interrupts.Interrupted as e:  # Ctrl-C or SIGTERM: what is kept, exit 130 / 143
+    print(f"jpeft.sweep: {interrupts.sweep_message(e, os.path.join(_WORKDIR.value, trial_log.TRIALS_FILE))}",
+          file=sys.stderr)
+    sys.exit(e.exit_code)
   diverged = [row for row in summaries if row["selected"] is None]
   for row in summaries:
     if row["selected"] is not None:

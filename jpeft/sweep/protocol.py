@@ -44,7 +44,7 @@ from jpeft import workdir_lock
 from jpeft.data import input_pipeline
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import pairs, runner, trial_log
-from jpeft.train import config_checks, splits
+from jpeft.train import config_checks, errors, splits
 from jpeft.train.errors import ConfigError
 
 PREDICTIONS_DIR = "predictions"
@@ -107,8 +107,9 @@ def _save_predictions(workdir: str, rows: Sequence[dict], predictions: Mapping[s
   for row, logits in zip(rows, predictions["logits"]):
     path = (predictions_path(workdir, row["task"], row["method"], row["seed"]) if row["stage"] == "final"
             else val_predictions_path(workdir, row))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    np.savez(path, logits=logits, labels=predictions["labels"])
+    with errors.writing(path, trial_log.SWEEP_KEPT):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      np.savez(path, logits=logits, labels=predictions["labels"])
     row["predictions"] = os.path.relpath(path, workdir)
 
 
@@ -330,14 +331,14 @@ def write_summary(summaries: Sequence[dict], workdir: str) -> None:
   """summary.jsonl (one JSON row per task x method) and summary.csv (hyperparameters as one JSON column), each
   written under a temporary name and renamed, so a reader never sees half a file."""
   path = os.path.join(workdir, SUMMARY_FILE)
-  with open(path + ".tmp", "w") as f:
+  with errors.writing(path, trial_log.SWEEP_KEPT), open(path + ".tmp", "w") as f:
     for row in summaries:
       f.write(json.dumps(row) + "\n")
   os.replace(path + ".tmp", path)
   fields = ["task", "method", "test_accuracy", "test_std", "val_accuracy", "trainable_params", "num_trials",
             "diverged", "seeds", "selected"]
   path = os.path.join(workdir, SUMMARY_CSV)
-  with open(path + ".tmp", "w", newline="") as f:
+  with errors.writing(path, trial_log.SWEEP_KEPT), open(path + ".tmp", "w", newline="") as f:
     writer = csv.DictWriter(f, fields, extrasaction="ignore")
     writer.writeheader()
     for row in summaries:

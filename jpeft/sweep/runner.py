@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jpeft import interrupts
 from jpeft.peft import base, partition
 from jpeft.sweep.grid import Trial, shape_groups
 from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
@@ -160,7 +161,8 @@ class GroupRunner:
                 labels=np.concatenate(labels))
 
   def train(self, trials: Sequence[Trial], mode: str,
-            on_epoch: Optional[Callable[[int, int], None]] = None) -> tuple[list[dict], dict]:
+            on_epoch: Optional[Callable[[int, int], None]] = None,
+            stop: Optional[interrupts.StopRequest] = None) -> tuple[list[dict], dict]:
     """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
 
     Args:
@@ -168,6 +170,8 @@ class GroupRunner:
       mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the
         size -> its val, or the size's subset -> test (`splits.mode_splits`).
       on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
+      stop: checked between steps (`interrupts.deferred`); once set, the chunk stops and raises
+        `interrupts.Interrupted`. A chunk keeps no checkpoint: its trials are trained again by the next run.
 
     Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
     and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
@@ -203,6 +207,11 @@ class GroupRunner:
       bar = tqdm.tqdm(total=steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
                       leave=False, disable=steps_per_epoch < _BAR_MIN_STEPS)
       for batch, axis in self._batches(train_data, seeds, epoch):
+        if stop:
+          bar.close()
+          raise interrupts.Interrupted(stop.signum, (
+              f"the chunk of {size} {self.task_name}/{trials[0].method} trials ({mode}) stopped at step {step} of "
+              f"{steps_per_epoch * epochs} and will be trained again (a chunk keeps no checkpoint)"))
         trainable, opt_state, metrics = self._train(trainable, opt_state, self.frozen,
                                                     self._put(batch, axis == 0), train_keys, np.int32(step),
                                                     hparams, axis)
@@ -267,8 +276,12 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
       by_split.setdefault(trial.tune_split, []).append(trial)
     for members in by_split.values():
       for i in range(0, len(members), trial_batch):
-        chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch)
-        if on_chunk is not None:
-          on_chunk(chunk_rows, predictions)
+        # A signal stops the chunk between steps, or, once it is trained, after its rows are recorded whole.
+        # (Not in a multi-process sweep, whose processes could stop at different steps: there it stops at once.)
+        with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
+          chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch,
+                                                       stop=stop)
+          if on_chunk is not None:
+            on_chunk(chunk_rows, predictions)
         rows.extend(chunk_rows)
   return rows

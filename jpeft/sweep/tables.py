@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from jpeft.data import tasks as tasks_lib
+from jpeft.sweep.trial_log import SWEEP_KEPT
+from jpeft.train import errors
 
 GROUPS = ("natural", "specialized", "structured")
 # Last-epoch test accuracy (%), VTAB-1K, ViT-B/16 IN21K: (natural, specialized, structured, mean of 19), from
@@ -115,14 +117,17 @@ def write_all(summaries: Sequence[dict], workdir: str) -> dict[str, str]:
   renamed: sweep processes sharing the workdir rewrite them while others read); returns their paths."""
   header, rows = build_table(summaries)
   paths = {name: os.path.join(workdir, name) for name in ("results.md", "results.csv", "accuracy_vs_params.png")}
-  with open(paths["results.md"] + ".tmp", "w") as f:
-    f.write(to_markdown(header, rows))
-  os.replace(paths["results.md"] + ".tmp", paths["results.md"])
-  with open(paths["results.csv"] + ".tmp", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(header)
-    writer.writerows([[("" if v is None else round(v, 2) if isinstance(v, float) else v) for v in row]
-                      for row in rows])
-  os.replace(paths["results.csv"] + ".tmp", paths["results.csv"])
-  plot_accuracy_vs_params(summaries, paths["accuracy_vs_params.png"])
+  with errors.writing(paths["results.md"], SWEEP_KEPT):
+    with open(paths["results.md"] + ".tmp", "w") as f:
+      f.write(to_markdown(header, rows))
+    os.replace(paths["results.md"] + ".tmp", paths["results.md"])
+  with errors.writing(paths["results.csv"], SWEEP_KEPT):
+    with open(paths["results.csv"] + ".tmp", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(header)
+      writer.writerows([[("" if v is None else round(v, 2) if isinstance(v, float) else v) for v in row]
+                        for row in rows])
+    os.replace(paths["results.csv"] + ".tmp", paths["results.csv"])
+  with errors.writing(paths["accuracy_vs_params.png"], SWEEP_KEPT):
+    plot_accuracy_vs_params(summaries, paths["accuracy_vs_params.png"])
   return paths

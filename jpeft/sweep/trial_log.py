@@ -34,11 +34,15 @@ from typing import Any, Callable, Optional, Sequence
 from jpeft import peft, workdir_lock
 from jpeft.sweep import grid as grid_lib
 from jpeft.train import model_setup, results, run_config
+from jpeft.train import errors
 from jpeft.train.errors import ConfigError, RunError
 
 TRIALS_FILE = "trials.jsonl"
 SWEEP_CONFIG_FILE = "sweep_config.json"
 HASH_FIELD = "sweep_config"  # the row field holding the sweep config's hash
+# What a failed write (a full disk) leaves, for its one-line error.
+SWEEP_KEPT = (f"The trials recorded in {TRIALS_FILE} before it are kept; {errors.RESUME_AFTER_FREEING}: it trains "
+              "only the trials without a row.")
 PRETRAINED_DIGEST_FIELD = model_setup.PRETRAINED_DIGEST  # in sweep_config.json: the backbone file's SHA-256
 
 # The base config's fields that every trial's result depends on: `run_config.RUN_DEFINING` without what each
@@ -192,8 +196,9 @@ class TrialLog:
     killed writer and is dropped first (its trials are trained again)."""
     rows = [dict(row, **{HASH_FIELD: self.row_hash(row)}) for row in rows]
     if self.write:
+      # A write cut short (a full disk) leaves a torn last line, which the next append (or run) drops.
       with (workdir_lock.locked(self.lock_path) if self.lock_path else contextlib.nullcontext()):
-        with open(self.path, "ab+") as f:
+        with errors.writing(self.path, SWEEP_KEPT), open(self.path, "ab+") as f:
           f.seek(0, os.SEEK_END)
           size = f.tell()
           if size:

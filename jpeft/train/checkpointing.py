@@ -26,7 +26,12 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from jpeft.train.errors import RunError
+from jpeft import interrupts
+from jpeft.train.errors import RESUME_AFTER_FREEING, RunError
+
+# How a failed write surfaces: OSError from Python's file calls, ValueError from tensorstore (whose status, e.g.
+# 'RESOURCE_EXHAUSTED: ... No space left on device', orbax raises from its writer threads at the next wait).
+_WRITE_ERRORS = (OSError, ValueError)
 
 
 class CheckpointWriteError(RunError, OSError):
@@ -51,6 +56,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=create),
         item_names=("state", "meta", "best"))
+    self._pending: Optional[int] = None  # the step of a save not yet known to be on disk
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -61,13 +67,15 @@ class Checkpointer:
 
     The write is asynchronous; `wait` (or the next save) reports a failed write as CheckpointWriteError.
     """
+    self.wait()  # the previous save's failure is that step's, not this one's
     state = dict(state, opt_state=state["opt_state"]._asdict())
     items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     if best is not None:
       items["best"] = ocp.args.StandardSave(best)
+    self._pending = step
     try:
       self._manager.save(step, args=ocp.args.Composite(**items))
-    except OSError as e:
+    except _WRITE_ERRORS as e:
       raise CheckpointWriteError(self._write_message(step, e)) from e
 
   def read_meta(self, step: int) -> dict[str, Any]:
@@ -148,21 +156,28 @@ class Checkpointer:
     return target
 
   def wait(self) -> None:
-    """Blocks until the pending save is on disk."""
+    """Blocks until the pending save is on disk; CheckpointWriteError if it failed."""
     try:
       self._manager.wait_until_finished()
-    except OSError as e:
-      raise CheckpointWriteError(self._write_message(None, e)) from e
+    except _WRITE_ERRORS as e:
+      raise CheckpointWriteError(self._write_message(self._pending, e)) from e
+    finally:
+      self._pending = None
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for the pending save and releases orbax's threads. A failed save was reported by `wait` or
+    `save`, or is being reported now by the error that ends the run: it is not raised again here."""
+    try:
+      self._manager.close()
+    except _WRITE_ERRORS as e:
+      logging.info("Closing the checkpoint manager of %s: %s", self.directory, _first_line(e))
 
   def _write_message(self, step, error) -> str:
-    latest = self._manager.latest_step()
+    latest = interrupts.newest_checkpoint(self.directory)
+    intact = (f"Earlier checkpoints are intact (newest: step {latest})" if latest is not None else
+              "No earlier checkpoint was saved")
     return (f"Could not write the checkpoint{'' if step is None else f' of step {step}'} to {self.directory}: "
-            f"{error}. The disk may be full or the directory not writable. Earlier checkpoints are intact "
-            f"(latest complete step: {latest}); free space or fix permissions and run the same command again "
-            "to resume from there.")
+            f"{_first_line(error)}. {intact}; {RESUME_AFTER_FREEING} to resume from there.")
 
 
 def _first_line(error: Exception) -> str:

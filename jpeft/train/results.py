@@ -17,33 +17,40 @@ import orbax.checkpoint as ocp
 
 from jpeft import peft
 from jpeft.peft import base, partition
+from jpeft.train import errors
 
 EVAL_PREFIX = "eval_"
 
 
 def write_json(path: str, obj: dict) -> None:
+  """Writes `obj` atomically (a crash never leaves a half-written file); WriteError names `path` if it fails."""
   tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)  # atomic: a crash never leaves a half-written result
+  with errors.writing(path):
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_csv(path: str, rows: Iterable[dict], columns: Sequence[str]) -> None:
   """A table as CSV, one row per dict with `columns` in order (a missing key: empty cell), written atomically."""
   tmp = path + ".tmp"
-  with open(tmp, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(columns))
-    writer.writeheader()
-    writer.writerows({k: row.get(k) for k in columns} for row in rows)
-  os.replace(tmp, path)
+  with errors.writing(path):
+    with open(tmp, "w", newline="") as f:
+      writer = csv.DictWriter(f, fieldnames=list(columns))
+      writer.writeheader()
+      writer.writerows({k: row.get(k) for k in columns} for row in rows)
+    os.replace(tmp, path)
 
 
 def save_predictions(workdir: str, split: str, evaluation: dict, prefix: str = "") -> None:
   """Writes `<prefix>logits_<split>.npy` (f32 [N, C]) and `<prefix>labels_<split>.npy` (i32 [N])."""
-  np.save(os.path.join(workdir, f"{prefix}logits_{split}.npy"), evaluation["logits"].astype(np.float32))
-  np.save(os.path.join(workdir, f"{prefix}labels_{split}.npy"), evaluation["labels"].astype(np.int32))
+  for name, array in (("logits", evaluation["logits"].astype(np.float32)),
+                      ("labels", evaluation["labels"].astype(np.int32))):
+    path = os.path.join(workdir, f"{prefix}{name}_{split}.npy")
+    with errors.writing(path):
+      np.save(path, array)
 
 
 INIT_HEAD = "init_head.npz"
@@ -58,8 +65,9 @@ def save_init_head(workdir: str, trainable, labels) -> None:
     return
   head = {k: np.asarray(jax.device_get(v)) for k, v in trainable.items() if labels[k] == base.HEAD}
   tmp = path + ".tmp.npz"
-  np.savez(tmp, **head)
-  os.replace(tmp, path)
+  with errors.writing(path):
+    np.savez(tmp, **head)
+    os.replace(tmp, path)
 
 
 def load_init_head(workdir: str) -> dict:
@@ -73,5 +81,7 @@ def save_merged(workdir: str, methods, trainable, frozen, merge_factor: float) -
   `<workdir>/merged`."""
   merged = peft.merge(partition.combine(jax.device_get(trainable), jax.device_get(frozen)), methods,
                       merge_factor=merge_factor)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(os.path.abspath(os.path.join(workdir, "merged")), merged, force=True)
+  path = os.path.abspath(os.path.join(workdir, "merged"))
+  with errors.writing(path, catch=(OSError, ValueError)):  # ValueError: TensorStore's failed write
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(path, merged, force=True)

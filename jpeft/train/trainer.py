@@ -31,6 +31,7 @@ early_stopping: {split, metric, patience, best_epoch, best_step, best_value, sto
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -44,10 +45,10 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from jpeft import workdir_lock
+from jpeft import interrupts, workdir_lock
 from jpeft.train import (checkpointing, config_checks, early_stopping, evaluation, model_setup, optim, results,
                          reuse, run_config, sharding, steps, writers)
-from jpeft.train.errors import ConfigError, NonFiniteLossError, WorkdirError
+from jpeft.train.errors import RESUME_AFTER_FREEING, ConfigError, NonFiniteLossError, WorkdirError, WriteError
 from jpeft.train.splits import Split, count_steps_per_epoch, open_mode, skipped_images, split_warnings
 
 
@@ -204,43 +205,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     bar = tqdm.tqdm(total=total_steps, initial=step, disable=not lead, desc=f"{config.task}/{config.method}")
     pending = []
     first_epoch = step // steps_per_epoch
-    for epoch in range(first_epoch, config.optim.epochs):
-      if stopper and stopper.stopped:  # resumed after the checkpoint of the epoch that stopped it
-        break
-      epoch_start = time.time()
-      for batch in train_data.train_epoch(batch_size, config.seed, epoch):
-        rng = jax.random.fold_in(train_key, step)
-        trainable, opt_state, metrics = train_step(trainable, opt_state, frozen,
-                                                   sharding.shard_batch(batch, mesh), rng, hparams)
-        pending.append(metrics)
-        step += 1
-        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-          skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, epoch_start,
-                            step - epoch * steps_per_epoch, saved_step)
-          pending = []
-      if epoch != first_epoch:  # the first epoch of a process also compiles: not steady state
-        # Read after the epoch's last flush, which waited for its last step: the device is done.
-        timed_seconds += time.time() - epoch_start
-        timed_images += steps_per_epoch * batch_size
-      done = epoch + 1
-      if done % config.eval_every_epochs == 0 or done == config.optim.epochs:
-        last = evaluation.evaluate(eval_step, trainable, frozen, watched, hparams, batch_size, mesh)
-        evals.append(dict(epoch=done, accuracy=last["accuracy"], loss=last["loss"]))
-        if writer:
-          writer.write(step, {f"{watched.name}/accuracy": last["accuracy"], f"{watched.name}/loss": last["loss"]},
-                       epoch=done)
-        if stopper:
-          stopper.observe(done, step, last, trainable)
-      if stopper and done == config.optim.epochs:
-        stopper.finish(done)
-      if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs or (stopper and stopper.stopped):
-        progress = _progress(earlier, start_time, timed_images, timed_seconds)
-        ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step,
-                             rng=jax.random.key_data(train_key)),
-                  _meta(config, done, evals, skipped, progress, init_from, stopper, digest, total_steps),
-                  best=stopper.params if stopper else None)
-        saved_step = step
-    ckpt.wait()
+
+    def save(epochs_done: int) -> None:
+      nonlocal saved_step
+      progress = _progress(earlier, start_time, timed_images, timed_seconds)
+      ckpt.save(step, dict(trainable=trainable, opt_state=opt_state, step=step, rng=jax.random.key_data(train_key)),
+                _meta(config, epochs_done, evals, skipped, progress, init_from, stopper, digest, total_steps),
+                best=stopper.params if stopper else None)
+      saved_step = step
+
+    # SIGINT / SIGTERM only set `stop` here; between steps the loop saves the step reached and stops. (In a
+    # multi-process job the processes could see it at different steps and wait for each other's save forever:
+    # there the signal stops the process at once, and the run resumes from its last periodic checkpoint.)
+    with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
+      for epoch in range(first_epoch, config.optim.epochs):
+        if stopper and stopper.stopped:  # resumed after the checkpoint of the epoch that stopped it
+          break
+        epoch_start = time.time()
+        # A run stopped mid-epoch resumes there: the epoch's batches (a function of seed and epoch) before its
+        # step are read and skipped, so the resumed run ends as an uninterrupted one.
+        for batch in itertools.islice(train_data.train_epoch(batch_size, config.seed, epoch),
+                                      step - epoch * steps_per_epoch, None):
+          if stop:
+            if pending:
+              skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, epoch_start,
+                                step - epoch * steps_per_epoch, saved_step)
+              pending = []
+            if ckpt.latest_step() != step:
+              save(epoch)
+            ckpt.wait()
+            raise interrupts.Interrupted(stop.signum, interrupts.run_message(
+                stop.signum, step, total_steps, ckpt.directory, ckpt.latest_step()))
+          rng = jax.random.fold_in(train_key, step)
+          trainable, opt_state, metrics = train_step(trainable, opt_state, frozen,
+                                                     sharding.shard_batch(batch, mesh), rng, hparams)
+          pending.append(metrics)
+          step += 1
+          if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+            skipped += _flush(pending, step, epoch, config, writer, bar, batch_size, epoch_start,
+                              step - epoch * steps_per_epoch, saved_step)
+            pending = []
+        if epoch != first_epoch:  # the first epoch of a process also compiles: not steady state
+          # Read after the epoch's last flush, which waited for its last step: the device is done.
+          timed_seconds += time.time() - epoch_start
+          timed_images += steps_per_epoch * batch_size
+        done = epoch + 1
+        if done % config.eval_every_epochs == 0 or done == config.optim.epochs:
+          last = evaluation.evaluate(eval_step, trainable, frozen, watched, hparams, batch_size, mesh)
+          evals.append(dict(epoch=done, accuracy=last["accuracy"], loss=last["loss"]))
+          if writer:
+            writer.write(step, {f"{watched.name}/accuracy": last["accuracy"], f"{watched.name}/loss": last["loss"]},
+                         epoch=done)
+          if stopper:
+            stopper.observe(done, step, last, trainable)
+        if stopper and done == config.optim.epochs:
+          stopper.finish(done)
+        if done % config.checkpoint_every_epochs == 0 or done == config.optim.epochs or (stopper and stopper.stopped):
+          save(done)
+      ckpt.wait()
+  except interrupts.Interrupted as e:
+    if e.message:
+      raise
+    # A signal outside the steps (an evaluation, a save) or during the last one: say where the run is.
+    raise interrupts.Interrupted(e.signum, interrupts.run_message(
+        e.signum, step, total_steps, ckpt.directory, interrupts.newest_checkpoint(ckpt.directory))) from None
   finally:
     if bar is not None:
       bar.close()
@@ -282,9 +310,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         results.save_predictions(workdir, name, out)
       results.write_json(os.path.join(workdir, "result.json"), result)
   except OSError as e:
-    raise WorkdirError(f"Training finished but the results could not be written to '{workdir}': {e}. The "
-                       "final checkpoint is saved; free space (or fix permissions) and run the same command "
-                       "again: it restores the checkpoint and only redoes the evaluation.") from e
+    failed = (f"'{e.path}' could not be written: {e.cause}" if isinstance(e, WriteError) else
+              f"the results could not be written to '{workdir}': {e}")
+    raise WorkdirError(f"Training finished but {failed}. The final "
+                       f"checkpoint is saved; {RESUME_AFTER_FREEING}: it restores the checkpoint and only "
+                       "redoes the evaluation.") from e
   return result
 
 

@@ -12,13 +12,17 @@ from typing import Mapping
 
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
+from absl import logging
 from tensorflow.core.util import event_pb2
+
+from jpeft.train import errors
 
 # What `tensorboard.summary.scalar` attaches, written with core TF: tensorflow-cpu ships without the
 # `tensorboard` package that `tf.summary.scalar` needs, and TensorBoard only needs this metadata to plot it.
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
 JSONL, TB = "metrics.jsonl", "tb"
+_WRITE_ERRORS = (OSError, tf.errors.OpError)  # TensorFlow reports a failed event-file write as an OpError
 
 
 class MetricWriter:
@@ -34,21 +38,30 @@ class MetricWriter:
 
   def write(self, step: int, scalars: Mapping[str, float], **fields) -> None:
     """scalars go to both files; extra `fields` (e.g. epoch, event) only to the JSON line."""
-    if self._jsonl is None:
-      self._jsonl = open(os.path.join(self._workdir, JSONL), "a")
-      self._tb = tf.summary.create_file_writer(os.path.join(self._workdir, TB))
-    record = {"step": int(step), **fields, **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + "\n")
-    self._jsonl.flush()
-    with self._tb.as_default(step=int(step)):
-      for name, value in scalars.items():
-        tf.summary.write(name, tf.constant(float(value), tf.float32), metadata=_SCALAR_METADATA)
-    self._tb.flush()
+    jsonl, tb = os.path.join(self._workdir, JSONL), os.path.join(self._workdir, TB)
+    with errors.writing(jsonl, errors.RUN_KEPT):
+      if self._jsonl is None:
+        self._jsonl = open(jsonl, "a")
+      record = {"step": int(step), **fields, **{k: float(v) for k, v in scalars.items()}}
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._jsonl.flush()
+    with errors.writing(tb, errors.RUN_KEPT, catch=_WRITE_ERRORS):
+      if self._tb is None:
+        self._tb = tf.summary.create_file_writer(tb)
+      with self._tb.as_default(step=int(step)):
+        for name, value in scalars.items():
+          tf.summary.write(name, tf.constant(float(value), tf.float32), metadata=_SCALAR_METADATA)
+      self._tb.flush()
 
   def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-      self._tb.close()
+    """Closes the files. Every record was flushed when written, so a failure here loses nothing; it is logged
+    (a full disk was already reported by the write or save that ran into it)."""
+    for f in (self._jsonl, self._tb):
+      try:
+        if f is not None:
+          f.close()
+      except _WRITE_ERRORS as e:
+        logging.warning("Closing a metrics file in %s: %s", self._workdir, e)
 
 
 def drop_after(workdir: str, step: int) -> None:
@@ -94,5 +107,6 @@ def _drop_events_after(path: str, step: int) -> None:
 
 def _replace(path: str, write) -> None:
   tmp = path + ".tmp"
-  write(tmp)
-  os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one
+  with errors.writing(path, errors.RUN_KEPT, catch=_WRITE_ERRORS):
+    write(tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one

@@ -86,7 +86,7 @@ def test_full_disk_fails_cleanly_keeping_earlier_checkpoints(folder_root, tmp_pa
   workdir = tmp_path / "full"
   overrides = tiny_overrides(folder_root, **{"optim.epochs": 4, "checkpoint_every_epochs": 2,
                                              "eval_every_epochs": 4})
-  with pytest.raises(CheckpointWriteError, match=r"No space left.*latest complete step: 8"):
+  with pytest.raises(CheckpointWriteError, match=r"No space left.*Earlier checkpoints are intact \(newest: step 8\)"):
     trainer.run(load_config(overrides), str(workdir))
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
   assert ckpt.latest_step() == 8
