@@ -149,7 +149,9 @@ def resolve_config_path(value: str) -> str:
 
 def _with_shipped_configs(argv: list[str], dict_flags: Sequence[str]) -> list[str]:
   """argv with the values of config-file flags resolved by `resolve_config_path`."""
-  names = [n for n in dict_flags if isinstance(flags.FLAGS[n].parser, config_flags.config_flags.ConfigFileFlagParser)]
+  # A program run through `run_program` may define none of them (jpeft.bench.mfu takes no --config).
+  names = [n for n in dict_flags
+           if n in flags.FLAGS and isinstance(flags.FLAGS[n].parser, config_flags.config_flags.ConfigFileFlagParser)]
   out = list(argv[:1])
   it = iter(range(1, len(argv)))
   for i in it:

@@ -37,7 +37,7 @@ def test_two_processes_match_one(folder_root, tmp_path):
   np.testing.assert_allclose(np.load(workdir / "logits_val200.npy"), np.load(tmp_path / "one" / "logits_val200.npy"),
                              rtol=1e-5, atol=1e-5)
   # Process 1 computed the same result (it prints it; only process 0 writes files).
-  assert f'"accuracy": {two["accuracy"]}' in outputs[1][0]
+  assert f"val200 accuracy: {two['method']} {two['accuracy']:.3f}" in outputs[1][0]
 
 
 def test_distributed_without_a_cluster_or_coordinator_is_one_clear_error(tmp_path):
