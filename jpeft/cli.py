@@ -258,6 +258,7 @@ def quiet_logging_unless_asked() -> None:
     # (every Mini VTAB task's first use): expected, and it opens the demo's output.
     logging.get_absl_logger().addFilter(_no_dataset_info_warning)  # the same function twice is added once
     logging.get_absl_logger().addFilter(_no_orbax_traceback)
+    pylogging.getLogger("asyncio").addFilter(_no_orbax_task_report)
     sys.unraisablehook = _no_closed_loop_report
 
 
@@ -271,6 +272,20 @@ def _no_orbax_traceback(record: pylogging.LogRecord) -> bool:
   traceback by each writer thread (seven of them, ~480 lines) and then raised from the next save, where the
   program reports it in one line (`checkpointing.CheckpointWriteError`)."""
   return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _no_orbax_task_report(record: pylogging.LogRecord) -> bool:
+  """False for asyncio's 'Task / Future exception was never retrieved' about an Orbax checkpoint write: after a
+  failed asynchronous write (a full disk), sibling write tasks fail too and nobody awaits them, while the first
+  failure is what the program reports, in one line."""
+  message = record.getMessage()
+  if "exception was never retrieved" not in message:
+    return True
+  exc_info = record.exc_info or (None, None, None)
+  frames = traceback.extract_tb(exc_info[2]) if exc_info[2] is not None else []
+  about_orbax = (".orbax-checkpoint" in message or ".orbax-checkpoint" in str(exc_info[1])
+                 or any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in frames))
+  return not about_orbax
 
 
 def _no_closed_loop_report(unraisable) -> None:

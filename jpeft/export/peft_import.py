@@ -64,7 +64,7 @@ def load_into(config, params: dict, methods: tuple[base.Method, ...], num_classe
   own = peft_format.from_peft(method, adapter_config, tensors, flat, depth)
   labels = partition.label_params(params, methods)
   projections = {"encoder/vera_a", "encoder/vera_b"} & set(own)  # frozen, but VeRA's own
-  expected = {k for k, group in labels.items() if group == base.PEFT} | projections
+  expected = {k for k, group in labels.items() if group in (base.PEFT, base.PEFT_B)} | projections
   got = {k for k in own if not k.startswith("head/")}
   if got != expected:
     raise ConfigError(f"{where} does not fit this model: missing {sorted(expected - got)[:4]}, unexpected "

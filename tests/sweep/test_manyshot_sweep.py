@@ -48,7 +48,7 @@ def test_chunks_hold_one_tuning_split(monkeypatch):
     def __init__(self, *args):
       del args
 
-    def train(self, trials, mode, on_epoch=None):
+    def train(self, trials, mode, stop=None, on_epoch=None):
       del on_epoch
       chunks.append({t.tune_split for t in trials})
       return [dict(t.row(), accuracy=0.0) for t in trials], {}
