@@ -22,52 +22,11 @@ import sys
 
 from absl import app, flags
 
-from jpeft import cli, config_base, peft
+from jpeft import cli, peft
 from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol, tables
-
-
-def mini_grid():
-  """A small grid: 2 lr x 1 wd x at most 2 values per method (the study's full grid is ~516 trainings per task).
-
-  Shapes are kept to one per method (one compiled program per method and stage); scales, which are traced,
-  get two values where the method has them.
-  """
-  grid = grid_lib.default_grid()
-  grid.lr = (1e-3, 1e-2)
-  grid.wd = (1e-4,)
-  grid.final_seeds = (42, 43)  # a test spread and the seed control of jpeft.analysis; selection stays on seed 42
-  small = {
-      "lora": dict(rank=(8,)),
-      "adapter": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "pfeiffer": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "adaptformer": dict(bottleneck=(16,), scale=(0.1, 0.2)),
-      "convpass": dict(bottleneck=(8,), scale=(1, 10), conv_init=("identity",)),
-      "repadapter": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "fact_tt": dict(rank=(8,), scale=(1, 10)),
-      "fact_tk": dict(rank=(16,), scale=(1, 10)),
-      "vpt_deep": dict(num_tokens=(5,)),
-      "vpt_shallow": dict(num_tokens=(5,)),
-      "vqt": dict(num_tokens=(1,)),
-      "oft": dict(block_size=(8,)),
-      "boft": dict(block_size=(4,), butterfly_factor=(2,)),
-      "loha": dict(rank=(4,)),
-      "lokr": dict(rank=(8,)),
-      "dora": dict(rank=(8,)),
-      "vera": dict(rank=(256,)),
-      "hra": dict(rank=(8,)),
-      "road": dict(variant=("road_1",)),
-      "fourierft": dict(n_frequency=(1000,)),
-      "c3a": dict(block_size=(64,)),
-      "glora": dict(rank=(8,)),
-      "pvera": dict(rank=(256,)),
-  }
-  for method, fields in small.items():
-    if method in grid:
-      for field, values in fields.items():
-        grid[method][field] = values
-  return grid
+from mini_setup import base_config, mini_grid
 
 
 _GRID = cli.define_config_dict_or_exit("grid", mini_grid(), "Search grid; override as --grid.lr=1e-3 or "
@@ -88,12 +47,7 @@ _COMPILATION_CACHE = cli.define_compilation_cache_flag()
 def main(argv) -> None:
   del argv
   cli.quiet_logging_unless_asked()
-  config = config_base.demo_config()
-  if _BACKBONE.value:
-    config.pretrained.path = _BACKBONE.value
-  config.optim.epochs = _EPOCHS.value
-  config.optim.warmup_epochs = min(1, _EPOCHS.value)
-  config.eval_every_epochs = _EPOCHS.value
+  config = base_config(_EPOCHS.value, _BACKBONE.value)
   mini = [t for t in tasks_lib.list_tasks() if tables.task_group(t) and t.startswith("mini_")]
   task_names = _TASKS.value or mini
   methods = _METHODS.value or sorted(peft.registry())

@@ -20,8 +20,9 @@ So a trial trained here ends where the trainer would end for that config, up to 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import ml_collections
@@ -160,86 +161,177 @@ class GroupRunner:
     return dict(accuracy=np.asarray(correct) / n, loss=np.asarray(loss) / n, logits=np.concatenate(logits, 1),
                 labels=np.concatenate(labels))
 
-  def train(self, trials: Sequence[Trial], mode: str,
-            on_epoch: Optional[Callable[[int, int], None]] = None,
-            stop: Optional[interrupts.StopRequest] = None) -> tuple[list[dict], dict]:
-    """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
+  def start(self, trials: Sequence[Trial], mode: str, states: Optional[Sequence["TrialState"]] = None) -> "Chunk":
+    """Stacks `trials` (a chunk of this group, all of one tuning split) for training on `mode`'s train split.
 
-    Args:
-      trials: a chunk of this group, all of one tuning split.
-      mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the
-        size -> its val, or the size's subset -> test (`splits.mode_splits`).
-      on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
-      stop: checked between steps (`interrupts.deferred`); once set, the chunk stops and raises
-        `interrupts.Interrupted`. A chunk keeps no checkpoint: its trials are trained again by the next run.
-
-    Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
-    and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
+    mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the size
+      -> its val, or the size's subset -> test (`splits.mode_splits`).
+    states: where each trial stopped (`detach`, all at one epoch), to continue them; default: fresh trials.
     """
     _check_mode(mode)
-    start = time.time()
+    began = time.time()
     if len({t.tune_split for t in trials}) != 1:
       raise ValueError("A chunk trains on one tuning split; group trials by `tune_split` (see run_trials).")
     config = self.config.copy_and_resolve_references()
     config.data.tune_split = trials[0].tune_split if mode == "tune" else 0
     train_data, eval_data = splits.open_mode(config, self.setup.task, mode, self.data)
-    eval_split = eval_data.name
     steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
-    size = len(trials)
     padded = _pad(list(trials), self.mesh.size)
     seeds = [t.seed for t in padded]
     base_merge = float(self.config.merge_factor)
+    # The schedule spans the full epochs whether or not a trial is stopped early (successive halving).
     schedule = optim.schedule_steps(self.config.optim, steps_per_epoch)
     hparams = self._put(dict(lr=np.float32([t.lr for t in padded]), wd=np.float32([t.wd for t in padded]),
                              merge_factor=np.float32([base_merge * t.merge_multiplier() for t in padded]),
                              **{k: np.full(len(padded), v, np.float32) for k, v in schedule.items()}),
                         True)
-    trainable = self._put(self._init_trainable(seeds), True)
-    opt_state = self._init_opt(trainable)
+    n = len(trials)
+    if states is None:
+      trainable = self._put(self._init_trainable(seeds), True)
+      opt_state = self._init_opt(trainable)
+      epoch, step = 0, 0
+      histories = [dict(evals=[], rung_evals=[], nonfinite=0, wall=time.time() - began) for _ in trials]
+    else:
+      if len({s.epoch for s in states}) != 1:
+        raise ValueError("Trials continued in one chunk must have stopped at the same epoch.")
+      padded_states = _pad(list(states), self.mesh.size)
+      trainable = self._put(_stack([s.trainable for s in padded_states]), True)
+      opt_state = self._put(_stack([s.opt_state for s in padded_states]), True)
+      epoch, step = states[0].epoch, states[0].step
+      histories = [dict(evals=list(s.evals), rung_evals=list(s.rung_evals), nonfinite=s.nonfinite, wall=s.wall)
+                   for s in states]
     train_keys = self._put(np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), 1)) for s in seeds]),
                            True)
-    epochs = self.config.optim.epochs
-    evals: list[dict] = []
-    nonfinite = np.zeros(len(padded), np.int64)
-    step = 0
-    for epoch in range(epochs):
+    return Chunk(list(trials), mode, seeds, hparams, trainable, opt_state, train_keys, train_data, eval_data,
+                 steps_per_epoch, epoch, step, histories, np.zeros(len(padded), np.int64))
+
+  def advance(self, chunk: "Chunk", to_epoch: int, on_epoch: Optional[Callable[[int, int], None]] = None,
+              stop: Optional[interrupts.StopRequest] = None, rung: bool = False) -> None:
+    """Trains `chunk` on from its epoch to `to_epoch`, evaluating every `eval_every_epochs` and at the last epoch;
+    `rung`: also evaluate at `to_epoch` into the trials' `rung_evals` (a cut of successive halving).
+
+    on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
+    stop: checked between steps (`interrupts.deferred`); once set, the chunk stops and raises
+      `interrupts.Interrupted`. A chunk keeps no checkpoint: its trials are trained again by the next run.
+    """
+    start = time.time()
+    size, epochs = len(chunk.trials), self.config.optim.epochs
+    eval_split = chunk.eval_data.name
+    for epoch in range(chunk.epoch, to_epoch):
       finite = []
-      bar = tqdm.tqdm(total=steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
-                      leave=False, disable=steps_per_epoch < _BAR_MIN_STEPS)
-      for batch, axis in self._batches(train_data, seeds, epoch):
+      bar = tqdm.tqdm(total=chunk.steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
+                      leave=False, disable=chunk.steps_per_epoch < _BAR_MIN_STEPS)
+      for batch, axis in self._batches(chunk.train_data, chunk.seeds, epoch):
         if stop:
           bar.close()
           raise interrupts.Interrupted(stop.signum, (
-              f"the chunk of {size} {self.task_name}/{trials[0].method} trials ({mode}) stopped at step {step} of "
-              f"{steps_per_epoch * epochs} and will be trained again (a chunk keeps no checkpoint)"))
-        trainable, opt_state, metrics = self._train(trainable, opt_state, self.frozen,
-                                                    self._put(batch, axis == 0), train_keys, np.int32(step),
-                                                    hparams, axis)
+              f"the chunk of {size} {self.task_name}/{chunk.trials[0].method} trials ({chunk.mode}) stopped at step "
+              f"{chunk.step} of {chunk.steps_per_epoch * epochs} and will be trained again (a chunk keeps no "
+              "checkpoint)"))
+        chunk.trainable, chunk.opt_state, metrics = self._train(
+            chunk.trainable, chunk.opt_state, self.frozen, self._put(batch, axis == 0), chunk.train_keys,
+            np.int32(chunk.step), chunk.hparams, axis)
         finite.append(metrics["finite"])
-        step += 1
+        chunk.step += 1
         bar.update()
       bar.close()
-      nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
-      done = epoch + 1
+      chunk.nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
+      done = chunk.epoch = epoch + 1
       if done % self.config.eval_every_epochs == 0 or done == epochs:
-        result = self.evaluate(eval_data, trainable, hparams, size)
-        evals.append(dict(epoch=done, accuracy=result["accuracy"], loss=result["loss"]))
+        self._record_eval(chunk, "evals")
       if on_epoch is not None:
         on_epoch(done, epochs)
-    wall = time.time() - start
+    if rung:
+      if not (chunk.result and chunk.result_epoch == to_epoch):
+        self._record_eval(chunk, None)
+      self._append_eval(chunk, "rung_evals")
+    for history in chunk.histories:
+      history["wall"] += time.time() - start
+
+  def _record_eval(self, chunk: "Chunk", into: Optional[str]) -> None:
+    chunk.result = self.evaluate(chunk.eval_data, chunk.trainable, chunk.hparams, len(chunk.trials))
+    chunk.result_epoch = chunk.epoch
+    if into:
+      self._append_eval(chunk, into)
+
+  @staticmethod
+  def _append_eval(chunk: "Chunk", into: str) -> None:
+    for i, history in enumerate(chunk.histories):
+      entry = dict(epoch=chunk.epoch, accuracy=float(chunk.result["accuracy"][i]), loss=float(chunk.result["loss"][i]))
+      if into == "rung_evals":  # whether a trial had diverged by a rung decides whether it may go on
+        entry["nonfinite_steps"] = int(history["nonfinite"] + chunk.nonfinite[i])
+      history[into].append(entry)
+
+  def detach(self, chunk: "Chunk") -> list["TrialState"]:
+    """Each trial's state where `chunk` stopped, on the host, to continue it later in another chunk (`start`)."""
+    trainable, opt_state = jax.device_get((chunk.trainable, chunk.opt_state))
+    return [TrialState(jax.tree.map(lambda x, i=i: np.asarray(x[i]), trainable),
+                       jax.tree.map(lambda x, i=i: np.asarray(x[i]), opt_state), chunk.epoch, chunk.step,
+                       h["evals"], h["rung_evals"], int(h["nonfinite"] + chunk.nonfinite[i]), h["wall"])
+            for i, h in enumerate(chunk.histories)]
+
+  def rows(self, chunk: "Chunk") -> tuple[list[dict], dict]:
+    """One result row per trial of `chunk` as it stands (identity, accuracy at the latest evaluation, evals,
+    non-finite steps, ...; `rung_evals` where halving cut at rungs) and the latest evaluation's predictions:
+    {'logits': [T, N, C], 'labels': [N]}."""
     stop_on_nan = self.config.optim.nan_policy == "stop"
     rows = []
-    for i, trial in enumerate(trials):
-      history = [dict(epoch=e["epoch"], accuracy=float(e["accuracy"][i]), loss=float(e["loss"][i]))
-                 for e in evals]
-      best = max(history, key=lambda e: e["accuracy"])
-      rows.append(dict(trial.row(), stage=mode, eval_split=eval_split,
-                       accuracy=history[-1]["accuracy"], loss=history[-1]["loss"],
+    for i, (trial, h) in enumerate(zip(chunk.trials, chunk.histories)):
+      history = h["evals"]
+      latest = max(history + h["rung_evals"], key=lambda e: e["epoch"])
+      best = max(history or h["rung_evals"], key=lambda e: e["accuracy"])
+      nonfinite = int(h["nonfinite"] + chunk.nonfinite[i])
+      rows.append(dict(trial.row(), stage=chunk.mode, eval_split=chunk.eval_data.name,
+                       accuracy=latest["accuracy"], loss=latest["loss"],
                        best_accuracy=best["accuracy"], best_epoch=best["epoch"], evals=history,
-                       nonfinite_steps=int(nonfinite[i]), diverged=bool(stop_on_nan and nonfinite[i] > 0),
-                       trainable_params=self.num_trainable, steps=step, chunk_trials=size,
-                       chunk_wall_s=wall))
-    return rows, dict(logits=result["logits"], labels=result["labels"])
+                       nonfinite_steps=nonfinite, diverged=bool(stop_on_nan and nonfinite > 0),
+                       trainable_params=self.num_trainable, steps=chunk.step, chunk_trials=len(chunk.trials),
+                       chunk_wall_s=h["wall"], **(dict(rung_evals=h["rung_evals"]) if h["rung_evals"] else {})))
+    return rows, dict(logits=chunk.result["logits"], labels=chunk.result["labels"])
+
+  def train(self, trials: Sequence[Trial], mode: str,
+            on_epoch: Optional[Callable[[int, int], None]] = None,
+            stop: Optional[interrupts.StopRequest] = None) -> tuple[list[dict], dict]:
+    """Trains `trials` (a chunk of this group, all of one tuning split) together for the full epochs on `mode`'s
+    train split and evaluates them (`start`, `advance`, `rows`)."""
+    chunk = self.start(trials, mode)
+    self.advance(chunk, self.config.optim.epochs, on_epoch, stop)
+    return self.rows(chunk)
+
+
+@dataclasses.dataclass
+class TrialState:
+  """One trial stopped at `epoch` (host arrays, unstacked): what `GroupRunner.start` continues it from."""
+  trainable: dict
+  opt_state: Any
+  epoch: int
+  step: int
+  evals: list
+  rung_evals: list
+  nonfinite: int
+  wall: float
+
+
+@dataclasses.dataclass
+class Chunk:
+  """Trials of one shape group in training together: stacked device state [T, ...] (padded to the devices) and
+  each real trial's history (`histories`: evals, rung_evals, non-finite steps and wall time before this chunk)."""
+  trials: list
+  mode: str
+  seeds: list
+  hparams: dict
+  trainable: Any
+  opt_state: Any
+  train_keys: Any
+  train_data: Any
+  eval_data: Any
+  steps_per_epoch: int
+  epoch: int
+  step: int
+  histories: list
+  nonfinite: np.ndarray  # non-finite steps in this chunk, per padded trial
+  result: Optional[dict] = None  # the latest evaluation: accuracy, loss [T], logits [T, N, C], labels [N]
+  result_epoch: int = -1
 
 
 def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
