@@ -2,13 +2,15 @@
 each spends, for tasks x methods of the mini study and for a larger grid where halving has trials to cut.
 
   python experiments/halving_report.py --full_workdir=runs/mini_study --workdir=runs/halving_report \\
-      --out=experiments/results/halving_mini [--backbone=<the full workdir's>] [--tasks=mini_digits] [--methods=adapter,lora] \\
-      [--large_tasks=mini_digits,mini_count] [--large_methods=adapter,fact_tt] [--large_tasks=]
+      --out=experiments/results/halving_mini [--backbone=<the full workdir's>] [--parts=mini,large] \\
+      [--tasks=mini_digits] [--methods=adapter,lora] \\
+      [--large_tasks=mini_digits,mini_count] [--large_methods=adapter] [--large_epochs=5]
 
 Part 1 (mini): `--full_workdir` is a full-protocol mini study (experiments/mini_study.py, read only); for each of
 its pairs with a result (restricted by --tasks / --methods) the halving tune stage runs here on the same grid
 and base config, without the final retrain (`final=False`). Part 2 (large): the full protocol and halving, both
-run here, on lr x wd x two values of the method's scale (16 settings a pair). For each pair: the setting each
+run here, on lr x wd x two values of the method's scale (by default 4 x 1 x 2 = 8 settings a pair, 5 epochs, to
+fit a shared CPU). For each pair: the setting each
 schedule selects, the full protocol's val200 of both (the gap where they differ; val200 has 200 images, so its
 noise is about +-3 points), and the tune stage's trial-epochs (halving's as a fraction of full's). Writes
 halving.json and halving.md to --out; the sweeps' workdirs stay in --workdir (rerunning resumes them).
@@ -37,10 +39,13 @@ _BACKBONE = flags.DEFINE_string("backbone", None, "The mini/8 backbone .npz the 
                                  "not this checkout's shipped one (sweep_config.json names it).")
 _ETA = flags.DEFINE_integer("eta", 2, "--grid.halving_eta of the halving sweeps.")
 _TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 16, "Trials trained together per compiled program.")
-_LARGE_TASKS = flags.DEFINE_list("large_tasks", ["mini_digits", "mini_count"], "Part 2's tasks (empty: no part 2).")
-_LARGE_METHODS = flags.DEFINE_list("large_methods", ["adapter", "fact_tt"], "Part 2's methods (each with a scale).")
+_PARTS = flags.DEFINE_list("parts", ["mini", "large"], "Which parts to run and report (a part already run "
+                           "resumes without training, so run parts apart and then both to write the report).")
+_LARGE_TASKS = flags.DEFINE_list("large_tasks", ["mini_digits", "mini_count"], "Part 2's tasks.")
+_LARGE_METHODS = flags.DEFINE_list("large_methods", ["adapter"], "Part 2's methods (each with a scale).")
 _LARGE_LR = flags.DEFINE_list("large_lr", ["1e-3", "3e-3", "1e-2", "3e-2"], "Part 2's learning rates.")
-_LARGE_WD = flags.DEFINE_list("large_wd", ["1e-4", "1e-3"], "Part 2's weight decays.")
+_LARGE_WD = flags.DEFINE_list("large_wd", ["1e-4"], "Part 2's weight decays.")
+_LARGE_EPOCHS = flags.DEFINE_integer("large_epochs", 5, "Part 2's epochs (fewer than the mini study's, for CPU).")
 _COMPILATION_CACHE = cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(["full_workdir"])
 
@@ -97,10 +102,15 @@ def _compare(part: str, full: dict, full_rows: dict, halved: dict) -> list[dict]
 
 
 def _sweep(config, pairs_by_task: dict, grid, workdir: str) -> float:
+  """Runs (or resumes) the tune stages; returns the wall time all invocations spent on them (kept in the workdir)."""
   start = time.time()
   for task, methods in pairs_by_task.items():
     protocol.run_sweep(config, [task], methods, grid, workdir, _TRIAL_BATCH.value, final=False)
-  return time.time() - start
+  path = os.path.join(workdir, "report_wall_s.json")
+  total = (json.load(open(path)) if os.path.exists(path) else 0.0) + time.time() - start
+  with open(path, "w") as f:
+    json.dump(total, f)
+  return total
 
 
 def _markdown(rows: list[dict], walls: dict) -> str:
@@ -115,9 +125,10 @@ def _markdown(rows: list[dict], walls: dict) -> str:
     mine = [r for r in rows if r["part"] == part]
     full_te, half_te = sum(r["full_trial_epochs"] for r in mine), sum(r["halving_trial_epochs"] for r in mine)
     gaps = [100 * r["val_gap"] for r in mine if not r["same"]]
+    listed = ", ".join(f"{g:.1f}" for g in gaps)
     lines.append(f"\n**{part}**: the same setting in {sum(r['same'] for r in mine)} of {len(mine)} pairs"
-                 + (f"; where not, the full protocol's val200 of halving's pick is {', '.join(f'{g:.1f}' for g in gaps)}"
-                    " points below its own pick's (val200 noise: about +-3 points)" if gaps else "")
+                 + (f"; where not, the full protocol's val200 of halving's pick is {listed} points below its own "
+                    "pick's (val200 noise: about +-3 points)" if gaps else "")
                  + f"; trial-epochs {half_te} of {full_te} ({half_te / full_te:.2f}).")
   if walls:
     lines.append("\nWall time of the tune stages run here (compilation included, on a shared, loaded 2-core CPU): "
@@ -133,16 +144,19 @@ def main(argv) -> None:
   walls = {}
   try:
     with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles:
-      full, full_rows = _summaries(config, _FULL.value, mini_grid())
-      chosen = {}
-      for task, method in full:
-        if (not _TASKS.value or task in _TASKS.value) and (not _METHODS.value or method in _METHODS.value):
-          chosen.setdefault(task, []).append(method)
-      mini_halving = _with(mini_grid(), **halving)
-      walls["mini, halving"] = _sweep(config, chosen, mini_halving, os.path.join(_WORKDIR.value, "mini_halving"))
-      halved, _ = _summaries(config, os.path.join(_WORKDIR.value, "mini_halving"), mini_halving)
-      rows = _compare("mini", full, full_rows, halved)
-      if _LARGE_TASKS.value:
+      rows = []
+      if "mini" in _PARTS.value:
+        full, full_rows = _summaries(config, _FULL.value, mini_grid())
+        chosen = {}
+        for task, method in full:
+          if (not _TASKS.value or task in _TASKS.value) and (not _METHODS.value or method in _METHODS.value):
+            chosen.setdefault(task, []).append(method)
+        mini_halving = _with(mini_grid(), **halving)
+        walls["mini, halving"] = _sweep(config, chosen, mini_halving, os.path.join(_WORKDIR.value, "mini_halving"))
+        halved, _ = _summaries(config, os.path.join(_WORKDIR.value, "mini_halving"), mini_halving)
+        rows += _compare("mini", full, full_rows, halved)
+      if "large" in _PARTS.value:
+        config = base_config(_LARGE_EPOCHS.value, _BACKBONE.value)
         large = _with(mini_grid(), lr=tuple(map(float, _LARGE_LR.value)), wd=tuple(map(float, _LARGE_WD.value)))
         for method in _LARGE_METHODS.value:
           large = _with(large, **{f"{method}.scale": LARGE_SCALES[method]})
@@ -158,7 +172,8 @@ def main(argv) -> None:
     sys.exit(1)
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, "halving.json"), "w") as f:
-    json.dump(dict(rows=rows, wall_s=walls, eta=_ETA.value, epochs=_EPOCHS.value), f, indent=1)
+    json.dump(dict(rows=rows, wall_s=walls, eta=_ETA.value, epochs=_EPOCHS.value, large_epochs=_LARGE_EPOCHS.value,
+                   argv=sys.argv[1:]), f, indent=1)
   text = _markdown(rows, walls)
   with open(os.path.join(_OUT.value, "halving.md"), "w") as f:
     f.write(text)

@@ -10,8 +10,9 @@ backbone pre-trained on Mini VTAB's two upstream tasks, 32x32 images, no network
 (tune on train800, select by val200 at the last epoch, retrain on train800val200, test), with `MINI_GRID`:
 lr {1e-3, 1e-2} x wd {1e-4} x one or two values of each method's own grid, tuned with seed 42, the
 selected setting retrained with seeds 42 and 43 (`--grid.final_seeds=42` for one). Mini VTAB is a stand-in
-for the code path, not the benchmark: its numbers say nothing about VTAB-1K. --grid.schedule=halving tunes by successive halving
-(docs/how-to/sweep.md; its own --workdir). Resumable like any sweep (rerun with the same --workdir and --epochs); the random-init rows are a sweep of their own in <workdir>/random_init.
+for the code path, not the benchmark: its numbers say nothing about VTAB-1K. --grid.schedule=halving tunes by
+successive halving (docs/how-to/sweep.md; its own --workdir). Resumable like any sweep (rerun with the same
+--workdir and --epochs); the random-init rows are a sweep of their own in <workdir>/random_init.
 
 Writes to --workdir: trials.jsonl, sweep_config.json, summary.jsonl / summary.csv, results.md / results.csv
 (method x task with group means, the study's VTAB-1K numbers beside them for orientation) and

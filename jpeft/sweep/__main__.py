@@ -55,7 +55,8 @@ _GRID = cli.define_config_dict_or_exit(
     "grid", grid_lib.default_grid(), "Search grid: --grid.lr=1e-3,1e-2 --grid.wd=1e-4 --grid.seeds=42,43 "
     "--grid.final_seeds=42,43 (retrain the selected setting with these seeds; default: the tuning seeds) "
     "--grid.schedule=halving (successive halving of the tune stage; default full) --grid.halving_eta=2 "
-    "--grid.halving_rungs=2,5 (epochs at which settings are cut; default geometric) --grid.<method>.<field>=v1,v2.", "jpeft.sweep")
+    "--grid.halving_rungs=2,5 (epochs at which settings are cut; default geometric) --grid.<method>.<field>=v1,v2.",
+    "jpeft.sweep")
 _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's task).")
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where trials, summaries and tables are written; rerunning "

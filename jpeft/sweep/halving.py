@@ -97,7 +97,7 @@ def resolve(grid: Mapping, epochs: int, settings: int) -> Schedule:
 
 
 def _rung_eval(row: Optional[Mapping], epoch: int) -> Optional[Mapping]:
-  """`row`'s evaluation at `epoch`: its rung_evals entry, or its last one if it finished the full epochs there."""
+  """`row`'s evaluation at the rung `epoch` (its `rung_evals` entry), or None if it has none there."""
   if row is None:
     return None
   for entry in row.get("rung_evals", ()):

@@ -120,7 +120,8 @@ def final_trials(trials: Sequence[grid_lib.Trial], winner: str, seeds: Sequence[
   return [dataclasses.replace(setting, seed=seed) for seed in seeds]
 
 
-def tune_winner(trials: Sequence[grid_lib.Trial], tune: Sequence[Optional[dict]], grid: Mapping) -> tuple[bool, Optional[str]]:
+def tune_winner(trials: Sequence[grid_lib.Trial], tune: Sequence[Optional[dict]],
+                grid: Mapping) -> tuple[bool, Optional[str]]:
   """(whether the tune stage is finished, its selected config key or None) from the recorded tune rows of
   `trials` (None where a trial has none). Under halving only the settings that finished every rung compete
   (`halving.finishers`, recomputed from the rows)."""
