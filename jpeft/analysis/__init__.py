@@ -76,10 +76,34 @@ def run(sweep: str, out: Optional[str] = None, tasks: Optional[Sequence[str]] = 
   venn = _venn_methods(venn, methods)
   out = out or os.path.join(sweep, "analysis")
   _prepare(out)
-  results = dict(agreement=agreement.analyse(predictions, methods),
-                 confident=confident.analyse(predictions, methods, confident_fraction, venn),
-                 ensembles=ensembles.analyse(predictions, methods),
-                 calibration=calibration.analyse(predictions, methods))
+  results = analyse(predictions, methods, confident_fraction, venn)
+  files = {name_of(module): module.write(results[name_of(module)], out) for _, module in SECTIONS}
+  path = os.path.join(out, "summary.md")
+  with open(path, "w") as f:
+    f.write(summary(sweep, predictions, results, files))
+  return path
+
+
+def name_of(module) -> str:
+  """A section's name: its module's ('agreement'), the key of its results and files."""
+  return module.__name__.rsplit(".", 1)[1]
+
+
+def analyse(predictions: Sequence[load.TaskPredictions], methods: Sequence[str],
+            confident_fraction: float = confident.DEFAULT_FRACTION, venn: Optional[Sequence[str]] = None) -> dict:
+  """{'agreement' | 'confident' | 'ensembles' | 'calibration': that module's `analyse` result} (no Venn diagram
+  when `venn` is None)."""
+  return dict(agreement=agreement.analyse(predictions, methods),
+              confident=confident.analyse(predictions, methods, confident_fraction, venn),
+              ensembles=ensembles.analyse(predictions, methods),
+              calibration=calibration.analyse(predictions, methods))
+
+
+def summary(sweep: str, predictions: Sequence[load.TaskPredictions], results: dict,
+            files: dict[str, Sequence[str]]) -> str:
+  """summary.md's text: the sweep, then each section's findings and the files its `write` returned (`files`:
+  {module name: paths}; summary.md links their base names)."""
+  methods = list(predictions[0].test.logits)
   seeds = {m: list(predictions[0].test.logits[m]) for m in methods}
   lines = [f"{TITLE}{sweep}", "",
            f"{len(predictions)} task(s): {', '.join(tp.task for tp in predictions)} "
@@ -87,13 +111,9 @@ def run(sweep: str, out: Optional[str] = None, tasks: Optional[Sequence[str]] = 
            f"its selected hyperparameters; seeds: " + ", ".join(f"{m} {s}" for m, s in seeds.items()) +
            ". Single-model statistics use each method's first seed; anything chosen is chosen on val200.", ""]
   for title, module in SECTIONS:
-    name = module.__name__.rsplit(".", 1)[1]
-    paths = module.write(results[name], out)
-    lines += [f"## {title}", ""] + [f"- {f}" for f in module.findings(results[name])]
-    lines += ["", "Files: " + ", ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})" for p in paths), ""]
-  if venn is None:
+    lines += [f"## {title}", ""] + [f"- {f}" for f in module.findings(results[name_of(module)])]
+    lines += ["", "Files: " + ", ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})"
+                                       for p in files[name_of(module)]), ""]
+  if results["confident"]["venn"] is None:
     lines.append("No Venn figure: it needs three methods.")
-  path = os.path.join(out, "summary.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+  return "\n".join(lines) + "\n"
