@@ -22,7 +22,7 @@ SECTIONS = (("1. Agreement: different mistakes", agreement), ("2. Confident pred
             ("3. Ensembles", ensembles), ("4. Calibration", calibration))
 
 
-def _venn_methods(asked: Optional[Sequence[str]], methods: Sequence[str]) -> Optional[list[str]]:
+def venn_methods(asked: Optional[Sequence[str]], methods: Sequence[str]) -> Optional[list[str]]:
   """The three methods of the Venn figure: `asked`, else the study's (lora, adapter, ssf) where all were
   analysed, else the first three; None with fewer than three methods."""
   if asked is not None:
@@ -73,7 +73,7 @@ def run(sweep: str, out: Optional[str] = None, tasks: Optional[Sequence[str]] = 
   if len(methods) < 2:
     raise AnalysisError(f"Only one method to analyse ({methods[0]}): the analyses compare methods. Pass at "
                         "least two with --methods=, or sweep more methods.")
-  venn = _venn_methods(venn, methods)
+  venn = venn_methods(venn, methods)
   out = out or os.path.join(sweep, "analysis")
   _prepare(out)
   results = analyse(predictions, methods, confident_fraction, venn)

@@ -13,13 +13,13 @@ The packed folder is a sweep as `python -m jpeft.analysis --sweep=<it>` reads on
                      sweep's) in compressed .npz;
   sweep_config.json  the base config the trials were made under, as the sweep recorded it (its provenance);
   packed.json        where it was packed from, what it holds, and its size; it marks the folder as a pack, which
-                     --overwrite may replace (and the rows, without their config hash, cannot be resumed by
-                     `python -m jpeft.sweep`).
+                     --overwrite may replace. (The rows carry no config hash, so `python -m jpeft.sweep` refuses
+                     to resume into the folder.)
 Every file is checked against its row's accuracy on the way (as the analysis checks it), so a stale file is never
 packed. The folder is written beside --out under a temporary name and renamed once complete.
 
-A sweep still running (no summary.jsonl yet) is packed from its recorded plan: only its finished tasks (every
-pair of the task finished), unless --tasks names them.
+A sweep still running (no summary.jsonl yet) is packed from its recorded plan: by default its finished tasks (every
+pair of the task finished); --tasks= and --methods= may name finished pairs of a task still running.
 """
 from __future__ import annotations
 
@@ -44,9 +44,12 @@ TRIAL_FIELDS = ("key", "config_key", "task", "method", "lr", "wd", "hparams", "s
                 "eval_split", "accuracy", "predictions")
 
 
-def _running_summaries(workdir: str, tasks: Optional[Sequence[str]]) -> tuple[list[dict], list[str]]:
-  """(summary rows of the finished pairs, tasks left out as unfinished) of a sweep without summary.jsonl, from
-  its recorded plan, as the sweep would write them at its end (`protocol.collect`)."""
+def _running_summaries(workdir: str, tasks: Optional[Sequence[str]], methods: Optional[Sequence[str]]
+                       ) -> tuple[list[dict], list[str], list[str]]:
+  """(summary rows of the finished pairs, the methods to pack, tasks left out as unfinished) of a sweep without
+  summary.jsonl, from its recorded plan, as the sweep would write them at its end (`protocol.collect`). Every
+  planned method of the packed tasks is packed unless `methods` says otherwise; a pair of them still running
+  is an AnalysisError."""
   plan = pairs.read_plan(workdir)
   trials_path = os.path.join(workdir, trial_log.TRIALS_FILE)
   if plan is None or not os.path.exists(trials_path):
@@ -56,9 +59,18 @@ def _running_summaries(workdir: str, tasks: Optional[Sequence[str]]) -> tuple[li
   rows = {(r["stage"], r["key"]): r for r in load.read_jsonl(trials_path)}
   state = protocol.collect(plan, rows)
   unfinished = list(dict.fromkeys(p["task"] for p in state if p["summary"] is None))
-  keep = [t for t in dict.fromkeys(p["task"] for p in state) if t not in unfinished] if tasks is None else tasks
-  return [p["summary"] for p in state if p["summary"] and p["task"] in keep], [t for t in unfinished
-                                                                              if t not in keep]
+  keep = tasks or [t for t in dict.fromkeys(p["task"] for p in state) if t not in unfinished]
+  if not keep:
+    raise AnalysisError(f"The sweep in {workdir} has not finished any task yet ({', '.join(unfinished)} still "
+                        "running): nothing to pack. Pass --tasks= and --methods= to pack its finished pairs.")
+  methods = methods or list(dict.fromkeys(p["method"] for p in state if p["task"] in keep))
+  running = [f"{p['task']}/{p['method']}" for p in state
+             if p["summary"] is None and p["task"] in keep and p["method"] in methods]
+  if running:
+    raise AnalysisError(f"The sweep in {workdir} is still running {', '.join(running)}: pack them once they have "
+                        "finished, or leave them out with --tasks= / --methods=.")
+  return ([p["summary"] for p in state if p["summary"] and p["task"] in keep], methods,
+          [t for t in unfinished if t not in keep])
 
 
 def _check_out(out: str, overwrite: bool) -> bool:
@@ -97,10 +109,7 @@ def pack(sweep: str, out: str, tasks: Optional[Sequence[str]] = None, methods: O
   left_out: list[str] = []
   summaries = None
   if not os.path.exists(os.path.join(sweep, protocol.SUMMARY_FILE)):
-    summaries, left_out = _running_summaries(sweep, tasks)
-    if not summaries:
-      raise AnalysisError(f"The sweep in {sweep} has not finished any task yet ({', '.join(left_out)} still "
-                          "running): nothing to pack.")
+    summaries, methods, left_out = _running_summaries(sweep, tasks, methods)
   tasks, methods, chosen = load.selected_rows(sweep, tasks, methods, summaries)
   if summaries is None:
     summaries = load.read_jsonl(os.path.join(sweep, protocol.SUMMARY_FILE))
