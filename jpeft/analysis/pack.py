@@ -12,9 +12,9 @@ The packed folder is a sweep as `python -m jpeft.analysis --sweep=<it>` reads on
                      changes the argmax of about one test sample in 1,000, so the analysis would no longer be the
                      sweep's) in compressed .npz;
   sweep_config.json  the base config the trials were made under, as the sweep recorded it (its provenance);
-  packed.json        where it was packed from, what it holds, and its size; it marks the folder as a pack, which
-                     --overwrite may replace. (The rows carry no config hash, so `python -m jpeft.sweep` refuses
-                     to resume into the folder.)
+  packed.json        where it was packed from, what it holds, and the size of the rest; it marks the folder as
+                     a pack, which --overwrite may replace. (The rows carry no config hash, so
+                     `python -m jpeft.sweep` refuses to resume into the folder.)
 Every file is checked against its row's accuracy on the way (as the analysis checks it), so a stale file is never
 packed. The folder is written beside --out under a temporary name and renamed once complete.
 
@@ -100,7 +100,8 @@ def _size(folder: str) -> tuple[int, int]:
 
 def pack(sweep: str, out: str, tasks: Optional[Sequence[str]] = None, methods: Optional[Sequence[str]] = None,
          overwrite: bool = False) -> dict:
-  """Writes the packed copy of `sweep` to `out` (see the module docstring) and returns its packed.json record.
+  """Writes the packed copy of `sweep` to `out` (see the module docstring) and returns its packed.json record,
+  with the folder's 'files' and 'bytes' (packed.json included) added.
 
   Raises AnalysisError for a sweep the analysis could not read (before writing anything), OutputError for an
   `out` that may not be written (an existing folder that is not a pack, or a pack without `overwrite`).
@@ -134,13 +135,13 @@ def pack(sweep: str, out: str, tasks: Optional[Sequence[str]] = None, methods: O
       shutil.copyfile(config, os.path.join(tmp, trial_log.SWEEP_CONFIG_FILE))
     files, size = _size(tmp)
     record = dict(packed_from=os.path.abspath(sweep), tasks=tasks, methods=methods,
-                  predictions=sum(r["stage"] == "final" for r in rows), val_predictions=sum(
-                      r["stage"] == "tune" for r in rows), unfinished_tasks_left_out=left_out,
-                  files=files + 1, bytes=size)
+                  predictions=sum(r["stage"] == "final" for r in rows),
+                  val_predictions=sum(r["stage"] == "tune" for r in rows), unfinished_tasks_left_out=left_out,
+                  other_files=files, other_bytes=size)  # besides packed.json
     with open(os.path.join(tmp, MARKER), "w") as f:
       json.dump(record, f, indent=2)
       f.write("\n")
-    record["bytes"] += os.path.getsize(os.path.join(tmp, MARKER))
+    record["files"], record["bytes"] = _size(tmp)
     if replace:  # the earlier pack goes only once the new one is complete
       old = tmp + ".old"
       os.rename(out, old)
