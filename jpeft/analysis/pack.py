@@ -9,7 +9,7 @@ The packed folder is a sweep as `python -m jpeft.analysis --sweep=<it>` reads on
   trials.jsonl       the rows the analysis reads (`load.selected_rows`: each final seed's, and each tuning seed's
                      of the selected setting), with only the fields it reads and a few that say what a row is;
   predictions/       those rows' files, at the same relative paths, the arrays unchanged (float32 logits: float16
-                     changes the argmax of about one test sample in 1,000, so the analysis would no longer be the
+                     moves the argmax of about one test sample in 2,000, so the analysis would no longer be the
                      sweep's) in compressed .npz;
   sweep_config.json  the base config the trials were made under, as the sweep recorded it (its provenance);
   packed.json        where it was packed from, what it holds, and the size of the rest; it marks the folder as
