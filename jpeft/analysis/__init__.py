@@ -8,6 +8,8 @@ of them help? Pure numpy on the predictions a sweep saved; no model and no devic
 One module per analysis, each with `analyse` (numbers), `write` (Markdown + CSV tables, PNG figures) and
 `findings` (the summary's sentences): `agreement`, `confident`, `ensembles`, `calibration`.
 CLI: `python -m jpeft.analysis --sweep=runs/sweep [--tasks=...] [--methods=...] [--out=...]` (see `__main__`).
+`python -m jpeft.analysis.pack` copies what the analysis reads of a sweep into a small folder, to commit beside the
+tables (`pack`); `analyse` and `summary` give summary.md's text without drawing the figures.
 """
 from __future__ import annotations
 
