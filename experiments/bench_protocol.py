@@ -2,7 +2,7 @@
 
   python experiments/bench_protocol.py --out=experiments/results/bench_protocol_cpu/mini_count_lora.json
       [--task=mini_count] [--method=lora] [--epochs=10] [--lr=1e-3,1e-2] [--wd=1e-4] [--rank=8]
-      [--final_seeds=42,43] [--trial_batch=8] [--variant=mini/8] [--image_size=32] [--dtype=float32]
+      [--final_seeds=42,43] [--trial_batch=8|auto] [--variant=mini/8] [--image_size=32] [--dtype=float32]
       [--torch_python=/path/to/venv/bin/python] [--sides=sweep,sequential,torch]
 
 What a user waits for: every grid trial trained on train800 and evaluated on val200 ("tune"), the best setting
@@ -38,8 +38,9 @@ from jpeft.export import timm_architecture
 from jpeft.checkpoints import statedict
 from jpeft.peft import partition
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol
+from jpeft.sweep import fit, protocol
 from jpeft.train import model_setup, splits
+from jpeft.train.errors import ConfigError
 
 TORCH_METHODS = ("lora", "linear", "full")
 _TORCH_LOOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_protocol_torch.py")
@@ -140,6 +141,13 @@ def ratios_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+def trial_batch_arg(text: str):
+  try:
+    return fit.parse_trial_batch(text)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   floats = lambda s: [float(x) for x in s.split(",")]
@@ -152,7 +160,8 @@ def main() -> None:
   parser.add_argument("--wd", type=floats, default=[1e-4])
   parser.add_argument("--rank", type=int, default=8, help="LoRA rank (method lora)")
   parser.add_argument("--final_seeds", type=ints, default=[42, 43])
-  parser.add_argument("--trial_batch", type=int, default=8, help="trials per compiled program (sweep side)")
+  parser.add_argument("--trial_batch", type=trial_batch_arg, default=8,
+                      help="trials per compiled program (sweep side), or 'auto' (as many as fit in memory)")
   parser.add_argument("--variant", default="mini/8")
   parser.add_argument("--image_size", type=int, default=32)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),

@@ -2,7 +2,7 @@
 
   python -m jpeft.sweep --config=configs/vtab_lora.py --tasks=dtd,eurosat --methods=lora,ssf \\
       --workdir=runs/sweep [--grid.lr=1e-3,1e-2] [--grid.wd=1e-4] [--grid.lora.rank=1,8] \\
-      [--grid.seeds=42,43] [--trial_batch=8] [--nofinal] [--config.optim.epochs=10] [--cpu_devices=2]
+      [--grid.seeds=42,43] [--trial_batch=8|auto] [--nofinal] [--config.optim.epochs=10] [--cpu_devices=2]
       [--shard=K/N | --shard=any]
   python -m jpeft.sweep --workdir=runs/sweep --report
 
@@ -43,6 +43,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jpeft import cli, interrupts
+from jpeft.sweep import fit
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import pairs, protocol, report, trial_log
 
@@ -57,8 +58,8 @@ _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where trials, summaries and tables are written; rerunning "
                                "with the same workdir resumes.")
-_TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together in one compiled program; "
-                                    "lower it if a chunk does not fit in device memory.")
+_TRIAL_BATCH = fit.define_trial_batch_flag(8, "Trials trained together in one compiled program (lower it if a "
+                                           "chunk does not fit in device memory)")
 _FINAL = flags.DEFINE_boolean("final", True, "Retrain each winner on train800val200 and report test accuracy.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many XLA devices (e.g. one "
                                     "per core) and shard each chunk's trials over them; 1 keeps XLA's single "
