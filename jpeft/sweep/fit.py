@@ -5,7 +5,8 @@ backbone, the program's fixed temporaries) and a part per trial (its trainable p
 activations and gradients). `GroupRunner.fit_trial_batch` compiles the step (without running it) for one and for
 two trials per device, reads `compiled.memory_analysis()` of each, and `fit` extrapolates linearly:
 
-  bytes(k trials per device) = fixed + k * per_trial,  per_trial = bytes(2) - bytes(1),  fixed = bytes(1) - per_trial
+  bytes(k trials per device) = fixed + k * per_trial,  per_trial = bytes(2) - bytes(1),
+  fixed = max(bytes(1) - per_trial, 0)
 
 and takes the largest k with bytes(k) <= budget: SAFETY of the device's memory limit (`memory_stats()
 ['bytes_limit']` on GPU/TPU) less what else is in use there, or on a CPU SAFETY of the host's available memory
@@ -104,7 +105,9 @@ def fit(bytes_one: int, bytes_two: int, budget: int, cap: int, devices: int = 1,
     budget_source: how the budget was found, for the line.
   """
   per_trial = max(bytes_two - bytes_one, 1)
-  fixed = bytes_one - per_trial
+  # Buffer assignment is not exactly linear: an extrapolated negative shared part (tiny models) counts as 0,
+  # which overestimates (bytes(1) <= per_trial then), never under.
+  fixed = max(bytes_one - per_trial, 0)
   per_device = (budget - fixed) // per_trial
   count = min(max(per_device, 1) * devices, cap)
   why = (f"{mib(per_trial)} per trial + {mib(fixed)} shared per device (XLA's memory analysis of the train step), "

@@ -227,7 +227,7 @@ def _open_workdir(stack: contextlib.ExitStack, config, workdir: str, plan: dict,
 
 def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
               trial_batch: int | str, final: bool = True, log: Callable[[str], None] = print,
-              shard: Optional[pairs.Shard] = None) -> list[dict]:
+              shard: Optional[pairs.Shard] = None, data: Optional[dict] = None) -> list[dict]:
   """Runs the protocol for this process's (task, method) pairs; returns the summary rows of those it finished.
 
   Other processes may sweep the same workdir at once (`jpeft.sweep.pairs`): each pair is trained by the
@@ -244,6 +244,8 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
     shard: which pairs this process takes (default: all).
+    data: a split cache to read instead of opening the tasks' data (`splits.in_memory_cache`: arrays made in
+      memory, e.g. `jpeft.data.synthetic`); default: each task's splits are opened from config.data.
   Returns:
     One summary row per finished pair of this process (selected None where every trial diverged).
   Raises (before writing anything, for what can be checked then):
@@ -260,13 +262,14 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   summaries = []
   with contextlib.ExitStack() as stack:
     record = _open_workdir(stack, config, workdir, plan, lead)
-    data, data_task = {}, None  # one task's splits, shared by its pairs while this process trains them in a row
+    preloaded = data
+    data, data_task = preloaded or {}, None  # one task's splits, shared by its pairs while trained in a row
     for task, method in (shard or pairs.Shard(None, 1)).select(list(trials)):
       claim = pairs.claim(workdir, task, method) if lead else None
       if not _agree(claim is not None):
         log(f"{task}/{method}: held by another process ({pairs.holder(workdir, task, method)}); left to it")
         continue
-      if task != data_task:
+      if task != data_task and preloaded is None:
         data, data_task = {}, task
       try:
         summaries.append(_run_pair(config, trials[(task, method)], record, workdir, trial_batch, final,

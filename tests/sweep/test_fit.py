@@ -36,6 +36,13 @@ def test_fit_extrapolates_per_trial_bytes_linearly(budget, cap, devices, count, 
   assert ("exceeds the budget" in chosen.line) == (room == 0)
 
 
+def test_a_negative_extrapolated_shared_part_counts_as_zero():
+  # 100 bytes at one trial, 300 at two: 200 per trial and -100 shared, which would let (999 + 100) // 200 = 5
+  # trials into 999 bytes; counted as 0, 4 fit (5 only in 1000).
+  assert fit.fit(100, 300, 999, 8).room == 4
+  assert fit.fit(100, 300, 1000, 8).room == 5
+
+
 def test_fit_line_names_bytes_per_trial_and_budget():
   line = fit.fit(1000 * MIB + 300 * MIB, 1000 * MIB + 600 * MIB, 4000 * MIB, 64, 1, "85% of x").line
   assert line == ("--trial_batch=auto: 10 trials per program (as many as fit; room for 10): 300 MiB per trial + "
@@ -92,7 +99,7 @@ def test_a_sweep_with_auto_chunks_as_the_memory_analysis_allows(folder_root, tmp
   assert bytes_two > bytes_one > 0  # a trial's state and activations cost memory
   assert [l for l in lines if l.startswith("--trial_batch=auto")] == [
       f"--trial_batch=auto: 1 trial per program (as many as fit; room for 1): "
-      f"{fit.mib(bytes_two - bytes_one)} per trial + {fit.mib(2 * bytes_one - bytes_two)} shared per device (XLA's "
+      f"{fit.mib(bytes_two - bytes_one)} per trial + {fit.mib(max(2 * bytes_one - bytes_two, 0))} shared per device (XLA's "
       f"memory analysis of the train step), budget {fit.mib(bytes_two - 1)} per device (one trial)"]
   with open(os.path.join(workdir, "trials.jsonl")) as f:
     rows = [json.loads(line) for line in f]
