@@ -4,19 +4,26 @@
 # attention implementations (model.attention xla and cudnn beside the einsum row of that table), and the
 # tuning-protocol benchmark at ViT-B/16 (jpeft's sweep with --trial_batch=auto, jpeft trial by trial, the
 # PyTorch loop when torch and timm import) on a VTAB-shaped synthetic task made in memory (no TensorFlow, no
-# data, no network). Writes experiments/results/<device>/: device.json, mfu.json, attention_<impl>.json,
-# protocol.json, each part's log, and summary.md (the tables). Commit that folder.
+# data, no network). Writes experiments/results/<device>/ (7 files): device.json, mfu.json, attention_<impl>.json,
+# protocol.json, device_check.log (every part's output) and summary.md (the tables). Commit that folder.
 #
 #   bash experiments/device_check.sh
 #   DEVICE_CHECK_TINY=1 bash experiments/device_check.sh     # CPU smoke run (mu ViT, 32 px, 1 epoch), seconds
 #
-# Environment: PYTHON (default python), DEVICE_CHECK_OUT (default experiments/results/<device kind>; an existing
-# folder is refused), TORCH_PYTHON (the torch side's Python; default PYTHON when it imports torch and timm),
+# On this workplace's device machines (their image lacks ml_collections; its `python3` has jax, flax, torch, timm):
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
+#   then run, carrying .whl: python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+#   PYTHONPATH=/tmp/site DEVICE_CHECK_OUT=$OUT/results bash experiments/device_check.sh   (its files come back)
+#
+# Environment: PYTHON (default python, else python3), DEVICE_CHECK_OUT (default experiments/results/<device kind>;
+# an existing folder is refused), TORCH_PYTHON (the torch side's Python; default PYTHON when it imports torch and timm),
 # DEVICE_CHECK_EPOCHS (protocol epochs, default 10), DEVICE_CHECK_PARTS (default mfu,attention,protocol).
-# A part that fails is recorded (<part>.failed, its log) and the others still run; the exit status is then 1.
+# A part that fails is named in device.json's "failed" and summary.md, the others still run, and the exit status
+# is 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python || command -v python3)}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # experiments/*.py import jpeft from this checkout
 TINY=${DEVICE_CHECK_TINY:-0}
 PARTS=${DEVICE_CHECK_PARTS:-mfu,attention,protocol}
 export PYTHONUNBUFFERED=1 DEVICE_CHECK_TINY="$TINY"
@@ -60,14 +67,13 @@ else
   PROTOCOL="--variant=B/16 --image_size=224 --dtype=bfloat16 --epochs=${DEVICE_CHECK_EPOCHS:-10} --lr=1e-3,1e-2 --wd=1e-4,1e-3 --final_seeds=42,43"
 fi
 
-status=0
-run_part() {  # name, command...: output to the terminal and <name>.log; a failure leaves <name>.failed
+FAILED=""
+run_part() {  # name, command...: output to the terminal and device_check.log; a failure is named in FAILED
   local name=$1; shift
-  echo "== $name: $*"
-  if ! "$@" 2>&1 | tee "$OUT/$name.log"; then
-    echo "device_check: $name failed (its output: $OUT/$name.log)"
-    tail -n 5 "$OUT/$name.log" > "$OUT/$name.failed"
-    status=1
+  echo "== $name: $*" | tee -a "$OUT/device_check.log"
+  if ! "$@" 2>&1 | tee -a "$OUT/device_check.log"; then
+    echo "device_check: $name failed (its output: $OUT/device_check.log)" | tee -a "$OUT/device_check.log"
+    FAILED="$FAILED $name"
   fi
 }
 
@@ -93,14 +99,14 @@ case ",$PARTS," in *,protocol,*)
       --trial_batch=auto --sides="$sides" --torch_python="$TORCH" --out="$OUT/protocol.json" ;;
 esac
 
-$PY - "$OUT" "$(( $(date +%s) - start ))" <<'EOF'
+$PY - "$OUT" "$(( $(date +%s) - start ))" "$FAILED" <<'EOF'
 import json, sys
 path = f"{sys.argv[1]}/device.json"
 with open(path) as f:
   device = json.load(f)
-device["wall_s"] = int(sys.argv[2])
+device["wall_s"], device["failed"] = int(sys.argv[2]), sys.argv[3].split()
 with open(path, "w") as f:
   json.dump(device, f, indent=1)
 EOF
 $PY experiments/device_summary.py "$OUT" > /dev/null && echo "device_check: $OUT/summary.md written ($(( $(date +%s) - start )) s)"
-exit $status
+[ -z "$FAILED" ]

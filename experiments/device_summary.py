@@ -1,5 +1,5 @@
-"""Writes <dir>/summary.md from what experiments/device_check.sh left in <dir> (mfu.json, attention_*.json,
-protocol.json, device.json): one short page with the three tables, for the README's performance section.
+"""Writes <dir>/summary.md from what experiments/device_check.sh left in <dir> (device.json, mfu.json,
+attention_*.json, protocol.json): one short page with the three tables, for the README's performance section.
 
   python experiments/device_summary.py experiments/results/<device>
 """
@@ -56,18 +56,20 @@ def summary(folder: str) -> str:
   if os.path.exists(os.path.join(folder, "mfu.json")):
     lines += ["## Train step (MFU)", "", *_step_rows(_load(os.path.join(folder, "mfu.json"))), ""]
   attention = [r for path in sorted(glob.glob(os.path.join(folder, "attention_*.json"))) for r in _load(path)]
-  failed = sorted(os.path.basename(p)[len("attention_"):-len(".failed")]
-                  for p in glob.glob(os.path.join(folder, "attention_*.failed")))
-  if attention or failed:
+  failed = device.get("failed", [])
+  failed_attention = [name[len("attention_"):] for name in failed if name.startswith("attention_")]
+  if attention or failed_attention:
     lines += ["## Attention implementations (model.attention), train step", ""]
     lines += _step_rows(attention) if attention else []
-    lines += [f"- {name}: failed here (its error: `attention_{name}.failed`)" for name in failed]
+    lines += [f"- {name}: failed here (its error is in `device_check.log`)" for name in failed_attention]
     lines.append("")
   if os.path.exists(os.path.join(folder, "protocol.json")):
     lines += ["## The tuning protocol: jpeft sweep, jpeft trial by trial, the PyTorch loop", "",
               *_protocol(_load(os.path.join(folder, "protocol.json"))), ""]
-  elif os.path.exists(os.path.join(folder, "protocol.failed")):
-    lines += ["## The tuning protocol", "", "Failed here (its output: `protocol.log`).", ""]
+  elif "protocol" in failed:
+    lines += ["## The tuning protocol", "", "Failed here (its output is in `device_check.log`).", ""]
+  if "mfu" in failed:
+    lines += ["The MFU table failed here (its output is in `device_check.log`).", ""]
   return "\n".join(lines)
 
 

@@ -32,13 +32,16 @@ def test_tiny_device_check_runs_without_tensorflow(tmp_path):
   assert protocol["data"] == "synthetic" and protocol["trial_batch"] == "auto"
   assert set(protocol["sides"]) in ({"sweep", "sequential"}, {"sweep", "sequential", "torch"})
   assert protocol["sides"]["sweep"]["selected"] == protocol["sides"]["sequential"]["selected"]
-  assert "--trial_batch=auto: 2 trials per program" in (out / "protocol.log").read_text()
+  assert "--trial_batch=auto: 2 trials per program" in (out / "device_check.log").read_text()
   if "torch" not in protocol["sides"]:  # CI has no torch: said in one line, not an error
     assert "the PyTorch loop is skipped" in proc.stdout
   summary = (out / "summary.md").read_text()
   for heading in ("## Train step (MFU)", "## Attention implementations", "## The tuning protocol"):
     assert heading in summary
-  assert json.loads((out / "device.json").read_text())["tiny"] is True
+  device = json.loads((out / "device.json").read_text())
+  assert device["tiny"] is True and device["failed"] == []
+  assert sorted(os.listdir(out)) == ["attention_xla.json", "device.json", "device_check.log", "mfu.json",
+                                     "protocol.json", "summary.md"]
   # A second run refuses the folder the first one wrote.
   (tmp_path / "again").mkdir()
   again = subprocess.run(["bash", SCRIPT], env=_env(tmp_path / "again", DEVICE_CHECK_TINY="1",

@@ -10,6 +10,8 @@ MFU = XLA's FLOP count of the lowered step / median step time / (the devices' de
 dtype). XLA counts the FLOPs the program executes: a PEFT step skips the frozen weights' gradient matmuls
 (about a third of full fine-tuning's), so compare methods by images/s and MFU together.
 
+`--attentions` times each attention implementation (`model.attention`: einsum, xla, cudnn) in every case.
+
 Peaks (dense TFLOP/s per device) are looked up from `jax.devices()[0].device_kind` in `PEAK_TFLOPS`; float32 uses
 the TF32 tensor-core peak on NVIDIA GPUs, XLA's default precision for float32 matmuls there. For a device not
 in the table (or a CPU) pass --peak_tflops; without it MFU is printed as n/a.

@@ -17,7 +17,10 @@ process holds is left to it, and a pair a killed process left unfinished is resu
 reaches it. --shard=K/N takes pairs K, K+N, ... (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
 SLURM_ARRAY_TASK_COUNT when set, else every pair); --shard=any every pair. --report trains nothing: it writes the
 tables, plot and prediction analysis of the finished pairs and names every other pair with its state (exit 0 when
-every pair has a result, 2 otherwise). On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
+every pair has a result, 2 otherwise). --trial_batch=auto trains as many trials per compiled program as fit in
+the device's memory, per shape group: XLA's memory analysis of the train step compiled for one and two trials,
+extrapolated linearly, against 85% of the device's memory limit (a CPU: of the host's available memory); one line
+prints the choice, the bytes per trial and the budget. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
 device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py). Launched
 as several processes with --config.distributed.enabled=True (as jpeft.main), the trials are split over the devices
 of all processes and process 0 writes the workdir (and takes the pair locks for all). Compiled programs are saved
