@@ -28,6 +28,13 @@ TINY=${DEVICE_CHECK_TINY:-0}
 PARTS=${DEVICE_CHECK_PARTS:-mfu,attention,protocol}
 export PYTHONUNBUFFERED=1 DEVICE_CHECK_TINY="$TINY"
 start=$(date +%s)
+refuse_existing() {
+  if [ -e "$1" ]; then
+    echo "device_check: error: $1 exists; move it away or set DEVICE_CHECK_OUT=<new folder> (results are never overwritten)." >&2
+    exit 2
+  fi
+}
+[ -n "${DEVICE_CHECK_OUT:-}" ] && refuse_existing "$DEVICE_CHECK_OUT"  # before starting JAX
 
 device_json=$($PY - <<'EOF'
 import datetime, json, os, re, sys
@@ -46,10 +53,7 @@ EOF
 ) || exit 2
 slug=$(echo "$device_json" | $PY -c 'import json, sys; print(json.load(sys.stdin)["slug"])')
 OUT=${DEVICE_CHECK_OUT:-experiments/results/$slug}
-if [ -e "$OUT" ]; then
-  echo "device_check: error: $OUT exists; move it away or set DEVICE_CHECK_OUT=<new folder> (results are never overwritten)." >&2
-  exit 2
-fi
+refuse_existing "$OUT"
 mkdir -p "$OUT"
 echo "$device_json" > "$OUT/device.json"
 echo "device_check: $(echo "$device_json" | $PY -c 'import json, sys; d = json.load(sys.stdin); print(d["devices"], "x", d["device_kind"], "(" + d["backend"] + ")")') -> $OUT"

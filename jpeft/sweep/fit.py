@@ -20,6 +20,7 @@ import os
 from typing import Optional, Sequence
 
 import jax
+import numpy as np
 from absl import flags
 
 from jpeft.train.errors import ConfigError
@@ -124,8 +125,13 @@ def choose(runner, cap: int, log) -> int:
   """The trials per program for `runner`'s group (a `GroupRunner`), fitted once per runner (the tune and final
   stages share it) and capped by `cap`; logs the choice when it is first made."""
   if runner.fitted is None:
-    runner.fitted = runner.fit_trial_batch(cap)
-    log(runner.fitted.line)
+    fitted = runner.fit_trial_batch(cap)
+    if jax.process_count() > 1:  # the processes train the same chunks in lockstep: process 0's choice for all
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      count, room = (int(x) for x in multihost_utils.broadcast_one_to_all(np.int32([fitted.count, fitted.room])))
+      fitted = dataclasses.replace(fitted, count=count, room=room)
+    runner.fitted = fitted
+    log(fitted.line)
   return min(cap, max(runner.fitted.room, runner.fitted.count))
 
 

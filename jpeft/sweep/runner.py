@@ -143,7 +143,8 @@ class GroupRunner:
                                    np.int32(0), hparams, 0).compile()
       measured.append(fit.program_bytes(compiled.memory_analysis()))
     resident = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in jax.tree.leaves(self.frozen))
-    budget, source = fit.device_budget(list(self.mesh.devices.flat), resident)
+    local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+    budget, source = fit.device_budget(local, resident)
     return fit.fit(*measured, budget, cap, devices, source)
 
   def _put(self, tree, stacked: bool):
