@@ -51,7 +51,7 @@ def _missing_module_message(task: Task, builder_name: str, error: ImportError) -
 
 def _define_generated_builders() -> None:
   """Registers jpeft's generated tasks' TFDS builders (Mini VTAB), defined only once TFDS is in use."""
-  from jpeft.data import mini_manyshot, mini_vtab  # pylint: disable=g-import-not-at-top (they import this module's users)
+  from jpeft.data import mini_manyshot, mini_vtab  # pylint: disable=g-import-not-at-top (they import tasks)
   mini_vtab.define_builders()
   mini_manyshot.define_builder()
 
