@@ -11,7 +11,8 @@
 #   DEVICE_CHECK_TINY=1 bash experiments/device_check.sh     # CPU smoke run (mu ViT, 32 px, 1 epoch), seconds
 #
 # On this workplace's device machines (their image lacks ml_collections; its `python3` has jax, flax, torch, timm):
-#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl ml_collections==1.1.0
 #   then run, carrying .whl: python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   PYTHONPATH=/tmp/site DEVICE_CHECK_OUT=$OUT/results bash experiments/device_check.sh   (its files come back)
 #
@@ -47,7 +48,8 @@ if backend not in ("gpu", "tpu") and not tiny:
            "CPU, DEVICE_CHECK_TINY=1 runs it at tiny sizes (a smoke test, not a measurement).")
 slug = re.sub(r"[^a-z0-9]+", "_", device.device_kind.lower()).strip("_") + ("_tiny" if tiny else "")
 print(json.dumps(dict(slug=slug, device_kind=device.device_kind, devices=jax.device_count(), backend=backend,
-                      jax=jax.__version__, date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+                      jax=jax.__version__,
+                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
                       tiny=tiny)))
 EOF
 ) || exit 2
@@ -63,12 +65,14 @@ if [ "$TINY" = 1 ]; then
   MFU="$STEP --methods=lora --dtypes=float32"
   ATTENTION="$STEP --methods=lora --dtypes=float32"
   ATTENTIONS="xla"
-  PROTOCOL="--variant=mu/8 --image_size=32 --dtype=float32 --epochs=1 --lr=1e-3,1e-2 --wd=1e-4 --final_seeds=42,43 --test_size=100"
+  PROTOCOL="--variant=mu/8 --image_size=32 --dtype=float32 --epochs=1 --lr=1e-3,1e-2 --wd=1e-4"
+  PROTOCOL="$PROTOCOL --final_seeds=42,43 --test_size=100"
 else
   MFU="--variants=B/16 --methods=lora,full --dtypes=float32,bfloat16 --batch_sizes=64 --steps=10 --warmup=2"
   ATTENTION="--variants=B/16 --methods=lora --dtypes=bfloat16 --batch_sizes=64 --steps=10 --warmup=2"
   ATTENTIONS="xla cudnn"  # einsum: the bfloat16 lora row of the MFU table
-  PROTOCOL="--variant=B/16 --image_size=224 --dtype=bfloat16 --epochs=${DEVICE_CHECK_EPOCHS:-10} --lr=1e-3,1e-2 --wd=1e-4,1e-3 --final_seeds=42,43"
+  PROTOCOL="--variant=B/16 --image_size=224 --dtype=bfloat16 --epochs=${DEVICE_CHECK_EPOCHS:-10}"
+  PROTOCOL="$PROTOCOL --lr=1e-3,1e-2 --wd=1e-4,1e-3 --final_seeds=42,43"
 fi
 
 FAILED=""

@@ -117,8 +117,9 @@ def fit(bytes_one: int, bytes_two: int, budget: int, cap: int, devices: int = 1,
     return Fit(count, 0, f"--trial_batch=auto: {count} (even one trial per device exceeds the budget: "
                              f"{why}; lower the batch size or set --config.model.remat=True if it fails)")
   limit = "all the group's trials" if count == cap and per_device * devices > cap else "as many as fit"
-  return Fit(count, per_device * devices, f"--trial_batch=auto: {count} trial{'s' * (count > 1)} per program ({limit}; room for "
-                          f"{per_device * devices}): {why}")
+  trials = f"{count} trial{'s' * (count > 1)}"
+  return Fit(count, per_device * devices,
+             f"--trial_batch=auto: {trials} per program ({limit}; room for {per_device * devices}): {why}")
 
 
 def choose(runner, cap: int, log) -> int:

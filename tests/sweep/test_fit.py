@@ -99,8 +99,8 @@ def test_a_sweep_with_auto_chunks_as_the_memory_analysis_allows(folder_root, tmp
   assert bytes_two > bytes_one > 0  # a trial's state and activations cost memory
   assert [l for l in lines if l.startswith("--trial_batch=auto")] == [
       f"--trial_batch=auto: 1 trial per program (as many as fit; room for 1): "
-      f"{fit.mib(bytes_two - bytes_one)} per trial + {fit.mib(max(2 * bytes_one - bytes_two, 0))} shared per device (XLA's "
-      f"memory analysis of the train step), budget {fit.mib(bytes_two - 1)} per device (one trial)"]
+      f"{fit.mib(bytes_two - bytes_one)} per trial + {fit.mib(max(2 * bytes_one - bytes_two, 0))} shared per "
+      f"device (XLA's memory analysis of the train step), budget {fit.mib(bytes_two - 1)} per device (one trial)"]
   with open(os.path.join(workdir, "trials.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert [r["chunk_trials"] for r in rows] == [1, 1]
