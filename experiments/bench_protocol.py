@@ -18,12 +18,11 @@ by val200 accuracy retrained on train800val200 with every final seed and evaluat
 Each side starts from an empty compilation cache, so its compile time is its own and is reported apart; data
 loading (TFDS -> arrays) is measured once apart too, as every side reads the same arrays. Default size: the
 mini study's own protocol (the shipped mini/8 backbone, a Mini VTAB task, 2 lr x 1 wd x rank 8, 10 epochs, final
-seeds 42 and 43: what users run offline). `--variant=S/16 --image_size=64` times a larger ViT from random weights
-(timing only: accuracies are then meaningless). `--data=synthetic` trains on `jpeft.data.synthetic`'s VTAB-shaped
-task made in memory (800/200/test gratings at --image_size; --task is ignored) instead of a registered task's data:
-nothing reads TFDS or imports TensorFlow (experiments/device_check.sh). Writes one JSON with every side's stage
-times, selections and test accuracies, and prints a table of the ratios (torch / jpeft: above 1 means jpeft is
-faster).
+seeds 42 and 43: what users run offline). `--variant=S/16 --image_size=64` times a larger ViT from random
+weights (timing only: accuracies are then meaningless). `--data=synthetic` trains on a VTAB-shaped task made in
+memory (`jpeft.data.synthetic`: 800/200/test gratings at --image_size; --task is ignored): nothing reads TFDS or
+imports TensorFlow (experiments/device_check.sh). Writes one JSON with every side's stage times,
+selections and test accuracies, and prints a table of the ratios (torch / jpeft: above 1 means jpeft is faster).
 """
 import argparse
 import json

@@ -6,26 +6,26 @@
       [--shard=K/N | --shard=any]
   python -m jpeft.sweep --workdir=runs/sweep --report
 
-The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed 42); every
-entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Any --config.<field>
-override applies to every trial (epochs, batch size, data, backbone). Started again with the same --workdir and base
-config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values may be added, but
-another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under the recorded one.
-Several processes may sweep one workdir at once (a job array on a shared file system, docs/how-to/cluster.md): each
-(task, method) pair is trained by the process holding its lock, a pair another process holds is left to it, and a
-pair a killed process left unfinished is resumed by the next process that reaches it. --shard=K/N takes pairs K,
-K+N, ... (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT when set, else every pair);
---shard=any every pair. --report trains nothing: it writes the tables, plot and prediction analysis of the finished
-pairs and names every other pair with its state (exit 0 when every pair has a result, 2 otherwise).
---trial_batch=auto trains as many trials per compiled program as fit in the device's memory, per shape group: XLA's
-memory analysis of the train step compiled for one and two trials, extrapolated linearly, against 85% of the
-device's memory limit (a CPU: of the host's available memory); one line prints the choice, the bytes per trial and
-the budget. On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA device per core and the trial
-axis over them (faster for small models; see experiments/bench_sweep.py). Launched as several processes with
---config.distributed.enabled=True (as jpeft.main), the trials are split over the devices of all processes and
-process 0 writes the workdir (and takes the pair locks for all). Compiled programs are saved in --compilation_cache
-(as for jpeft.main): a rerun, and a task whose programs have the shapes of an earlier task's, loads them instead of
-compiling.
+The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed 42);
+every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Any
+--config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the same
+--workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values
+may be added, but another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under
+the recorded one. Several processes may sweep one workdir at once (a job array on a shared file system,
+docs/how-to/cluster.md): each (task, method) pair is trained by the process holding its lock, a pair another
+process holds is left to it, and a pair a killed process left unfinished is resumed by the next process that
+reaches it. --shard=K/N takes pairs K, K+N, ... (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
+SLURM_ARRAY_TASK_COUNT when set, else every pair); --shard=any every pair. --report trains nothing: it writes the
+tables, plot and prediction analysis of the finished pairs and names every other pair with its state (exit 0 when
+every pair has a result, 2 otherwise). --trial_batch=auto trains as many trials per program as fit in the device's
+memory, per shape group (XLA's memory analysis of the train step at one and two trials, extrapolated, against 85%
+of the device's memory limit, on a CPU of the host's available memory; one line prints the choice and why).
+On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
+device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py). Launched
+as several processes with --config.distributed.enabled=True (as jpeft.main), the trials are split over the devices
+of all processes and process 0 writes the workdir (and takes the pair locks for all). Compiled programs are saved
+in --compilation_cache (as for jpeft.main): a rerun, and a task whose programs have the shapes of an earlier
+task's, loads them instead of compiling.
 
 Exits 1 with one line per pair whose every trial diverged (no finite trial to select), after writing the rest.
 
