@@ -1,7 +1,7 @@
 """The offline mini study: every PEFT method on every Mini VTAB task with a small grid, through the sweep engine.
 
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
-      [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
+      [--methods=lora,ssf] [--epochs=10] [--trial_batch=8|auto] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
       [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla] [--backbone=candidate.npz]
       [--grid.final_seeds=42] [--grid.schedule=halving]
 
@@ -26,7 +26,7 @@ from absl import app, flags
 from jpeft import cli, peft
 from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol, tables
+from jpeft.sweep import fit, protocol, tables
 from mini_setup import base_config, mini_grid
 
 
@@ -36,7 +36,7 @@ _TASKS = flags.DEFINE_list("tasks", None, "Mini VTAB tasks (default: all registe
 _METHODS = flags.DEFINE_list("methods", None, "Methods (default: every registered method).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mini_study", "Output and resume directory.")
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs of every trial (warmup: 1 epoch).")
-_TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together per compiled program.")
+_TRIAL_BATCH = fit.define_trial_batch_flag(8, "Trials trained together per compiled program")
 _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
                              "Methods also run from random initialisation (rows '<method> (random init)'), to "
                              "show how much of the accuracy the pre-trained backbone carries.")

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jpeft import interrupts
-from jpeft.sweep import runner
+from jpeft.sweep import fit, runner
 from jpeft.sweep.grid import GridError, Trial, shape_groups
 
 SCHEDULES = ("full", "halving")
@@ -153,7 +153,7 @@ def trial_epochs(rows: Sequence[Mapping]) -> int:
 
 
 def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable[[Trial], Optional[dict]],
-         trial_batch: int, on_chunk: Callable[[list[dict], dict], None], data: dict, runners: dict,
+         trial_batch: int | str, on_chunk: Callable[[list[dict], dict], None], data: dict, runners: dict,
          on_epoch: Optional[Callable[[int, int], None]] = None, log: Callable[[str], None] = print) -> None:
   """Runs the tune stage of one pair under `schedule`, recording each trial when it stops (`on_chunk`).
 
@@ -175,13 +175,14 @@ def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable
       key = group[0].shape_key
       if key not in runners:
         runners[key] = runner.GroupRunner(config, group, data)
+      size = fit.choose(runners[key], len(group), log) if trial_batch == fit.AUTO else trial_batch
       by_start: dict[tuple, list[Trial]] = {}  # a chunk shares its tuning split and its epoch
       for trial in group:
         start = states[trial.key].epoch if trial.key in states else 0
         by_start.setdefault((trial.tune_split, start), []).append(trial)
       for (_, start), chunk_trials in by_start.items():
-        for i in range(0, len(chunk_trials), trial_batch):
-          part = chunk_trials[i:i + trial_batch]
+        for i in range(0, len(chunk_trials), size):
+          part = chunk_trials[i:i + size]
           with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
             chunk = runners[key].start(part, "tune", [states[t.key] for t in part] if start else None)
             runners[key].advance(chunk, epoch, on_epoch, stop, rung=not last)

@@ -172,7 +172,7 @@ def collect(plan: Mapping, rows: Mapping[tuple[str, str], dict]) -> list[dict]:
   return out
 
 
-def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, trial_batch: int,
+def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, trial_batch: int | str,
               final: bool) -> tuple[dict, dict[str, int], tuple[int, ...]]:
   """Checks everything a sweep can check before it writes anything: the config, the grid of every pair,
   trial_batch, and that each task's training splits hold a batch. Returns ({pair: trials}, {task: tuning
@@ -254,8 +254,8 @@ def _open_workdir(stack: contextlib.ExitStack, config, workdir: str, plan: dict,
 
 
 def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
-              trial_batch: int, final: bool = True, log: Callable[[str], None] = print,
-              shard: Optional[pairs.Shard] = None) -> list[dict]:
+              trial_batch: int | str, final: bool = True, log: Callable[[str], None] = print,
+              shard: Optional[pairs.Shard] = None, data: Optional[dict] = None) -> list[dict]:
   """Runs the protocol for this process's (task, method) pairs; returns the summary rows of those it finished.
 
   Other processes may sweep the same workdir at once (`jpeft.sweep.pairs`): each pair is trained by the
@@ -267,10 +267,13 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
     workdir: where trials.jsonl, sweep_config.json, sweep_plan.json, summary.jsonl and summary.csv live;
       rerunning with the same base config resumes (more tasks, methods or grid values included).
-    trial_batch: trials trained together in one compiled program.
+    trial_batch: trials trained together in one compiled program; 'auto': as many as fit in memory, per
+      shape group (`jpeft.sweep.fit`).
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
     shard: which pairs this process takes (default: all).
+    data: a split cache to read instead of opening the tasks' data (`splits.in_memory_cache`: arrays made in
+      memory, e.g. `jpeft.data.synthetic`); default: each task's splits are opened from config.data.
   Returns:
     One summary row per finished pair of this process (selected None where every trial diverged).
   Raises (before writing anything, for what can be checked then):
@@ -287,13 +290,14 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   summaries = []
   with contextlib.ExitStack() as stack:
     record = _open_workdir(stack, config, workdir, plan, lead)
-    data, data_task = {}, None  # one task's splits, shared by its pairs while this process trains them in a row
+    preloaded = data
+    data, data_task = preloaded or {}, None  # one task's splits, shared by its pairs while trained in a row
     for task, method in (shard or pairs.Shard(None, 1)).select(list(trials)):
       claim = pairs.claim(workdir, task, method) if lead else None
       if not _agree(claim is not None):
         log(f"{task}/{method}: held by another process ({pairs.holder(workdir, task, method)}); left to it")
         continue
-      if task != data_task:
+      if task != data_task and preloaded is None:
         data, data_task = {}, task
       try:
         summaries.append(_run_pair(config, trials[(task, method)], record, workdir, trial_batch, final,
@@ -312,8 +316,8 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   return summaries
 
 
-def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str, trial_batch: int,
-              final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
+def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str,
+              trial_batch: int | str, final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
               log: Callable[[str], None], grid: Mapping) -> dict:
   """Tunes, selects and retrains one (task, method) whose lock this process holds; returns its summary row."""
   task, method = trials[0].task, trials[0].method
@@ -344,7 +348,7 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
                  runners, on_epoch=progress("tune"), log=log)
   else:
     runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("tune"))
+                      on_epoch=progress("tune"), log=log)
   tune_rows = [record.get("tune", t) for t in trials]
   _, winner = tune_winner(trials, tune_rows, grid)
   final_rows: list[dict] = []
@@ -357,7 +361,7 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
     log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
         f"{len(finals)} seeds, training {len(todo)}")
     runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("final"))
+                      on_epoch=progress("final"), log=log)
     final_rows = [record.get("final", t) for t in finals]
   return _summary_row(trials, tune_rows, winner, final_rows, schedule)
 

@@ -32,6 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jpeft import interrupts
 from jpeft.peft import base, partition
+from jpeft.sweep import fit
 from jpeft.sweep.grid import Trial, shape_groups
 from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
 from jpeft.train.errors import ConfigError
@@ -70,10 +71,10 @@ def _check_mode(mode: str) -> None:
 
 
 def check_trial_batch(trial_batch) -> None:
-  """ConfigError unless `trial_batch` is a positive integer."""
-  if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
-    raise ConfigError(f"--trial_batch={trial_batch!r} is not usable: expected a positive integer, the number "
-                      "of trials trained together (lower it if a chunk does not fit in memory).")
+  """ConfigError unless `trial_batch` is a positive integer or 'auto' (see `jpeft.sweep.fit`)."""
+  if trial_batch != fit.AUTO and (not isinstance(trial_batch, int) or isinstance(trial_batch, bool)
+                                  or trial_batch < 1):
+    raise fit.trial_batch_error(trial_batch)
 
 
 def _pad(items: list, multiple: int) -> list:
@@ -121,6 +122,31 @@ class GroupRunner:
     self._init_opt = jax.jit(jax.vmap(self.tx.init), out_shardings=stacked)
     self.num_trainable = sum(int(np.prod(v.shape)) for v in self.setup.trainable.values())
     self.frozen = sharding.replicate(self.setup.frozen, self.mesh)
+    self.fitted: Optional[fit.Fit] = None  # --trial_batch=auto's choice for this group (`fit.choose`)
+
+  def fit_trial_batch(self, cap: int) -> fit.Fit:
+    """How many trials one train program holds (see `jpeft.sweep.fit`): the step compiled, not run, for one and
+    two trials per device (each trial with its own batch, the larger case), capped by `cap`."""
+    devices = self.mesh.size
+    stacked = NamedSharding(self.mesh, P(TRIAL_AXIS))
+    size = self.config.data.image_size
+    hparam_names = ["lr", "wd", "merge_factor", *optim.schedule_steps(self.config.optim, 1)]
+    key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+    measured = []
+    for trials in (devices, 2 * devices):
+      shaped = lambda shape, dtype: jax.ShapeDtypeStruct((trials, *shape), dtype, sharding=stacked)
+      trainable = {path: shaped(v.shape, v.dtype) for path, v in self.setup.trainable.items()}
+      opt_state = fit.abstract_like(jax.eval_shape(jax.vmap(self.tx.init), trainable), stacked)
+      batch = dict(image=shaped((self.batch_size, size, size, 3), np.float32),
+                   label=shaped((self.batch_size,), np.int32))
+      hparams = {name: shaped((), np.float32) for name in hparam_names}
+      compiled = self._train.lower(trainable, opt_state, self.frozen, batch, shaped(key.shape, key.dtype),
+                                   np.int32(0), hparams, 0).compile()
+      measured.append(fit.program_bytes(compiled.memory_analysis()))
+    resident = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in jax.tree.leaves(self.frozen))
+    local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+    budget, source = fit.device_budget(local, resident)
+    return fit.fit(*measured, budget, cap, devices, source)
 
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
@@ -185,7 +211,6 @@ class GroupRunner:
                              merge_factor=np.float32([base_merge * t.merge_multiplier() for t in padded]),
                              **{k: np.full(len(padded), v, np.float32) for k, v in schedule.items()}),
                         True)
-    n = len(trials)
     if states is None:
       trainable = self._put(self._init_trainable(seeds), True)
       opt_state = self._init_opt(trainable)
@@ -334,18 +359,20 @@ class Chunk:
   result_epoch: int = -1
 
 
-def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
+def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int | str,
                on_chunk: Optional[Callable[[list[dict], dict], None]] = None,
                mesh: Optional[Mesh] = None, data: Optional[dict] = None,
                runners: Optional[dict] = None,
-               on_epoch: Optional[Callable[[int, int], None]] = None) -> list[dict]:
+               on_epoch: Optional[Callable[[int, int], None]] = None,
+               log: Callable[[str], None] = print) -> list[dict]:
   """Trains `trials` in shape groups, `trial_batch` trials per compiled call, and returns their rows.
 
   Args:
     config: base config; its task/method/lr/wd/peft/seed are replaced per trial.
     trials: any mix of shapes (grouped here by `Trial.shape_key`).
     mode: 'tune' or 'final'.
-    trial_batch: trials trained together (bounded by memory); rounded up to a multiple of the devices.
+    trial_batch: trials trained together (bounded by memory); rounded up to a multiple of the devices. 'auto':
+      as many as fit in the devices' memory, per shape group (`jpeft.sweep.fit`; the choice is logged).
     on_chunk: called with (rows, predictions {'logits': [T, N, C], 'labels': [N]}) after each chunk, e.g. to
       record them (resuming).
     mesh: trial mesh; default all devices.
@@ -353,6 +380,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
     on_epoch: see `GroupRunner.train`.
+    log: progress messages (the --trial_batch=auto choice).
   """
   check_trial_batch(trial_batch)
   _check_mode(mode)  # before any runner is built
@@ -366,12 +394,15 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     by_split: dict[int, list[Trial]] = {}  # a chunk shares its data: one tuning split per chunk
     for trial in group:
       by_split.setdefault(trial.tune_split, []).append(trial)
+    chunk = trial_batch
+    if trial_batch == fit.AUTO:
+      chunk = fit.choose(runners[key], max(len(m) for m in by_split.values()), log)
     for members in by_split.values():
-      for i in range(0, len(members), trial_batch):
+      for i in range(0, len(members), chunk):
         # A signal stops the chunk between steps, or, once it is trained, after its rows are recorded whole.
         # (Not in a multi-process sweep, whose processes could stop at different steps: there it stops at once.)
         with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
-          chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch,
+          chunk_rows, predictions = runners[key].train(members[i:i + chunk], mode, on_epoch=on_epoch,
                                                        stop=stop)
           if on_chunk is not None:
             on_chunk(chunk_rows, predictions)
