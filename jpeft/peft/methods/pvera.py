@@ -67,7 +67,7 @@ class PVeRA(base.Method):
 
   def label(self, path):
     if path[-1] in ("pvera_a", "pvera_b"):
-      return None  # the shared random projections stay frozen
+      return base.FROZEN  # the shared random projections stay frozen, even under 'full'
     return super().label(path)
 
   def dense(self, m, where, z, y, ctx):

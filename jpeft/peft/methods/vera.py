@@ -71,7 +71,7 @@ class VeRA(base.Method):
 
   def label(self, path):
     if path[-1] in ("vera_a", "vera_b"):
-      return None  # the shared random projections stay frozen
+      return base.FROZEN  # the shared random projections stay frozen, even under 'full'
     return super().label(path)
 
   def dense(self, m, where, z, y, ctx):
