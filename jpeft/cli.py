@@ -27,6 +27,10 @@ from jpeft.workdir_lock import WorkdirLockedError
 # without a traceback; nothing already saved is lost.
 USER_ERRORS = (RunError, DataError, CheckpointError, WorkdirLockedError)
 
+# The define_* helpers below define flags for the program that calls them: absl then lists those flags under
+# that program in its --help, not under this module (which would hide them from `python -m <program> --help`).
+flags.disclaim_key_flags()
+
 
 def _overrides(argv: Sequence[str], name: str) -> list[str]:
   """The field paths that argv overrides in the dict flag `name`, in order: ['optim.lr'] for --config.optim.lr=1
@@ -247,6 +251,27 @@ def define_config_file_or_exit(name: str, default: str, help_string: str, progra
   except (AttributeError, KeyError) as e:
     config = config_flags.config_flags.ConfigFileFlagParser(name).parse(default)
     _exit_unknown_field(e, sys.argv, program, {name: config})
+
+
+def define_run_reading_flags(uses: str, recorded_in: str, *, overwrite: bool) -> tuple:
+  """The flags of programs that read finished runs and write files from them (jpeft.export, jpeft.wise):
+  --allow_unfinished, and --overwrite where the program refuses existing outputs (`jpeft.outputs`).
+
+  Args:
+    uses: what an unfinished run's newest intact checkpoint is to the program, e.g. 'exported'.
+    recorded_in: where that checkpoint's step is recorded, e.g. 'the file (and printed)'.
+    overwrite: also define --overwrite.
+  Returns:
+    (allow_unfinished, overwrite) flag holders; overwrite is None when not defined.
+  """
+  allow_unfinished = flags.DEFINE_bool(
+      "allow_unfinished", False, "Accept a run that did not reach its last step (or whose newest checkpoint is "
+      f"damaged): its newest intact checkpoint is {uses}; the step is recorded in {recorded_in}.")
+  if not overwrite:
+    return allow_unfinished, None
+  return allow_unfinished, flags.DEFINE_bool(
+      "overwrite", False, "Replace an existing output file (never a run's own records: result.json, checkpoints/, "
+      "...).")
 
 
 def quiet_logging_unless_asked() -> None:

@@ -1,9 +1,12 @@
 """Helpers shared by the training and sweep tests: a tiny learnable task in the processed-folder layout, and
 configs built from the base config (jpeft/config_base.py) as the CLI would build them."""
 import importlib.util
+import json
 import os
 import socket
 import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -85,3 +88,22 @@ def run_processes(args: list[str], num_processes: int, env: dict, cwd: str, time
   for p, (_, stderr) in zip(procs, outputs):
     assert p.returncode == 0, stderr[-3000:]
   return outputs
+
+
+def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
+                 timeout: int = 600) -> list[subprocess.CompletedProcess]:
+  """Runs each command line (the arguments after `python`: ['-m', 'jpeft.main', ...] or [script, ...]) as its own
+  program, in `cwd` with `env`, and returns what `subprocess.run([python, *command], capture_output=True,
+  text=True)` would: exit code, stdout, stderr. One child process pays the imports (JAX, TensorFlow) once and
+  forks per command (tests/program_runner.py), which saves seconds a command in the error-message tests."""
+  env = dict(os.environ, PYTHONPATH=REPO) if env is None else env
+  with tempfile.TemporaryDirectory() as tmp:
+    cases, results = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.json")
+    with open(cases, "w") as f:
+      json.dump([{"args": list(map(str, c)), "cwd": str(cwd)} for c in commands], f)
+    runner = subprocess.run([sys.executable, os.path.join(REPO, "tests", "program_runner.py"), cases, results],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert runner.returncode == 0, runner.stderr[-3000:]
+    with open(results) as f:
+      return [subprocess.CompletedProcess([sys.executable, *c], r["returncode"], r["stdout"], r["stderr"])
+              for c, r in zip(commands, json.load(f))]

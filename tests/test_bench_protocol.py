@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_programs
 
 
 def _run(*args):
@@ -32,9 +32,10 @@ def test_both_jpeft_sides_run_the_protocol_and_agree(tmp_path):
 def test_an_existing_out_or_an_unknown_side_is_refused_before_any_work(tmp_path):
   out = tmp_path / "result.json"
   out.write_text("kept")
-  proc = _run(f"--out={out}", "--variant=mu/8")
-  assert proc.returncode == 1 and f"--out={out} exists" in proc.stderr
+  existing, unknown = run_programs([  # two programs, one start (tests/program_runner.py)
+      ["experiments/bench_protocol.py", f"--out={out}", "--variant=mu/8"],
+      ["experiments/bench_protocol.py", f"--out={tmp_path / 'new.json'}", "--sides=sweep,tf"]])
+  assert existing.returncode == 1 and f"--out={out} exists" in existing.stderr
   assert out.read_text() == "kept"
-  proc = _run(f"--out={tmp_path / 'new.json'}", "--sides=sweep,tf")
-  assert proc.returncode == 1 and "--sides=sweep,tf" in proc.stderr
+  assert unknown.returncode == 1 and "--sides=sweep,tf" in unknown.stderr
   assert not (tmp_path / "new.json").exists()

@@ -1,14 +1,12 @@
 """Every program reports a user's mistake in one line and exits 1: a misspelt config or grid field (with the
 installed ml_collections' own exception underneath) and a config value the run cannot use (jpeft.bench.*)."""
 import os
-import subprocess
-import sys
 
 import pytest
 
 from jpeft import cli, config_base
 from jpeft.sweep import grid as grid_lib
-from tests.helpers import REPO
+from tests import helpers
 
 
 @pytest.mark.parametrize("name,override,line", [
@@ -29,15 +27,9 @@ def test_known_fields_are_not_reported():
   assert cli.unknown_field(config_base.get_config("lora"), "config", "optim.lr_mult.head") is None
 
 
-def _run(args, tmp_path):
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
-                        capture_output=True, text=True, timeout=240)
-
-
 _DEMO = "--config=configs/demo.py"
 
-
-@pytest.mark.parametrize("args,line", [
+MISSPELT = [
     (["-m", "jpeft.main", _DEMO, "--config.optim.lrr=1e-3"],
      "jpeft: error: --config.optim.lrr: optim has no field 'lrr'; did you mean 'lr'?"),
     (["-m", "jpeft.main", _DEMO, "--config.optimm.lr=1"],
@@ -57,14 +49,9 @@ _DEMO = "--config=configs/demo.py"
      "many_shot: error: --config.optim.lrr: optim has no field 'lrr'; did you mean 'lr'?"),
     (["experiments/mini_study.py", "--grid.lrr=1e-3"],
      "mini_study: error: --grid.lrr: the grid has no field 'lrr'; did you mean 'lr'?"),
-])
-def test_misspelt_field_is_one_line_on_every_cli(args, line, tmp_path):
-  proc = _run([a.replace("WORKDIR", str(tmp_path / "w")) for a in args], tmp_path)
-  assert proc.returncode == 1 and proc.stderr.strip() == line, proc.stderr[-2000:]
-  assert not (tmp_path / "w").exists()
+]
 
-
-@pytest.mark.parametrize("args,line", [
+UNUSABLE = [
     (["-m", "jpeft.bench.step", _DEMO, "--config.optim.warmup_epochs=1000"],
      "jpeft.bench.step: error: Config field 'optim.warmup_epochs' = 1000 is not usable"),
     (["-m", "jpeft.bench.memory", _DEMO, "--config.optim.warmup_epochs=1000"],
@@ -73,8 +60,34 @@ def test_misspelt_field_is_one_line_on_every_cli(args, line, tmp_path):
      "jpeft.bench.profile: error: Config field 'optim.warmup_epochs' = 1000 is not usable"),
     (["-m", "jpeft.bench.mfu", "--methods=bogus", "--variants=mu/8", "--image_size=32", "--batch_sizes=2"],
      "jpeft.bench.mfu: error: Config field 'method' = 'bogus' (with config.peft): Unknown PEFT method 'bogus'"),
-])
-def test_bench_reports_a_config_error_in_one_line(args, line, tmp_path):
-  proc = _run(args, tmp_path)
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list:
+  """(completed process, its workdir) for each command line of MISSPELT + UNUSABLE: each runs as its own program
+  (`python ...` from the repository), all in one child process that imports JAX and TensorFlow once."""
+  tmp = tmp_path_factory.mktemp("cli_errors")
+  workdirs = [tmp / f"w{i}" for i in range(len(MISSPELT + UNUSABLE))]
+  procs = helpers.run_programs([[a.replace("WORKDIR", str(w)) for a in args]
+                                for (args, _), w in zip(MISSPELT + UNUSABLE, workdirs)])
+  return list(zip(procs, workdirs))
+
+
+def _ids(cases):
+  return [f"{args[1] if args[0] == '-m' else os.path.basename(args[0])} {args[-1]}" for args, _ in cases]
+
+
+@pytest.mark.parametrize("index", range(len(MISSPELT)), ids=_ids(MISSPELT))
+def test_misspelt_field_is_one_line_on_every_cli(index, runs):
+  proc, workdir = runs[index]
+  assert proc.returncode == 1 and proc.stderr.strip() == MISSPELT[index][1], proc.stderr[-2000:]
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("index", range(len(UNUSABLE)), ids=_ids(UNUSABLE))
+def test_bench_reports_a_config_error_in_one_line(index, runs):
+  proc, _ = runs[len(MISSPELT) + index]
+  line = UNUSABLE[index][1]
   assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-2000:]
   assert proc.stderr.startswith(line), proc.stderr

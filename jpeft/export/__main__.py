@@ -31,11 +31,8 @@ _FORMAT = flags.DEFINE_enum("format", "timm", FORMATS, "timm: the PEFT methods m
 _OUT = flags.DEFINE_string("out", None, "timm, adapter: the output file, or a directory for "
                            "<format>.safetensors (default <workdir>/export/); peft, lora: the directory to write "
                            "(default <workdir>/export/<format>).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing output file (never a run's own records: "
-                               "result.json, checkpoints/, ...).")
-_ALLOW_UNFINISHED = flags.DEFINE_bool("allow_unfinished", False, "Export a run that did not reach its last step "
-                                      "(or whose newest checkpoint is damaged) from its newest intact checkpoint; "
-                                      "the step is recorded in the file and printed.")
+_ALLOW_UNFINISHED, _OVERWRITE = cli.define_run_reading_flags("exported", "the file (and printed)",
+                                                          overwrite=True)
 _WITH_BASE = flags.DEFINE_bool("with_base", True, "--format=peft: also write the run's backbone as "
                                 "base_model.safetensors (timm layout), so the printed lines load it offline.")
 _RANK = flags.DEFINE_string("rank", "full", "--format=lora: the LoRA rank R (a positive integer) or 'full' (exact).")

@@ -204,7 +204,9 @@ class Method:
   def label(self, path: tuple[str, ...]) -> Optional[str]:
     """Trainable group of the parameter at `path` (a tuple of pytree keys), or None if not this method's.
 
-    By default the parameters this method inserted: a path component starting with '<name>_'.
+    By default the parameters this method inserted: a path component starting with '<name>_'. A parameter the
+    method defines as never trained (VeRA's shared random projections, PiSSA's principal factors) is claimed as
+    FROZEN, which wins over every other method's claim (`partition.label_params`), 'full' included.
     """
     prefix = self.name + "_"
     return PEFT if any(key.startswith(prefix) for key in path) else None

@@ -24,8 +24,10 @@ def unflatten(flat: Mapping[str, object]) -> dict:
 
 
 # When several methods claim a path, the most specific group wins: a module a method inserted stays 'peft' (or
-# 'peft_b', LoRA's B factors) even under 'full', which claims every path as 'backbone'.
-_PRIORITY = (base.HEAD, base.PEFT_B, base.PEFT, base.BACKBONE)
+# 'peft_b', LoRA's B factors) even under 'full', which claims every path as 'backbone'; and a parameter its method
+# claims as 'frozen' (derived or random by definition: VeRA's projections, PiSSA's principal factors) stays frozen
+# whatever else is trained.
+_PRIORITY = (base.FROZEN, base.HEAD, base.PEFT_B, base.PEFT, base.BACKBONE)
 
 
 # The classifier: the head, and CLIP's visual projection when a model keeps it (the study's robustness head is
@@ -35,7 +37,7 @@ HEAD_MODULES = ("head", "proj")
 
 def label_params(params: Mapping, methods: Sequence[base.Method]) -> dict[str, str]:
   """Flat labels {path: group}: 'head' for the classifier (HEAD_MODULES); else the highest-priority group any
-  method claims ('peft' over 'backbone'); else 'frozen'."""
+  method claims ('frozen' over 'peft' over 'backbone'); else 'frozen'."""
   labels = {}
   for path in flatten(params):
     keys = tuple(path.split("/"))

@@ -17,9 +17,7 @@ _SPLITS = flags.DEFINE_list("splits", None, "Evaluation sets as <task>:<split>, 
                             "(default: the first run's eval split, then the test split of its config.shift_tasks).")
 _OUT = flags.DEFINE_string("out", None, "Output folder for wise.{json,csv,md,png} (default: <workdir>/wise; "
                            "required with several runs).")
-_ALLOW_UNFINISHED = flags.DEFINE_bool("allow_unfinished", False, "Accept runs that did not reach their last step "
-                                      "(or whose newest checkpoint is damaged): their newest intact checkpoint is "
-                                      "the alpha = 1 end; the step is recorded in every output.")
+_ALLOW_UNFINISHED, _ = cli.define_run_reading_flags("the alpha = 1 end", "every output", overwrite=False)
 flags.mark_flag_as_required("workdir")
 
 

@@ -2,14 +2,18 @@
 needing the network, an accelerator, a cluster or hours, with an offline twin (tests/docs/examples.py has the
 convention). The runnable ones run in page order in one working directory, so later pages reuse earlier runs
 (the shortened demo's `runs/demo_short` feeds the export and WiSE-FT examples), with one compilation cache."""
+import itertools
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import pytest
 
+from tests import helpers
 from tests.docs import examples
 
 REPO = examples.REPO
@@ -80,21 +84,43 @@ def workspace(tmp_path_factory, mini_count_data_dir):
   return cwd, env
 
 
+def _as_program(block) -> Optional[list[str]]:
+  """The arguments after `python` when the block is Python code or one `python ...` command line without shell
+  syntax, which tests.helpers.run_programs runs as that program; None for other shell code (run by bash)."""
+  if block.language == "python":
+    return ["-c", block.code]
+  if "\n" not in block.code.strip() and not re.search(r"[|&;<>$`\\(){}*?]", block.code):
+    words = shlex.split(block.code)
+    if words[0] == "python":
+      return words[1:]
+  return None
+
+
 def test_runnable_examples_run(workspace):
   cwd, env = workspace
-  seen, timings, outputs = set(), [], {}
+  seen, runnable = set(), []
   for page in examples.nav_order():
     for block in examples.blocks(page):
-      if not block.runs or block.code in seen:
-        continue
-      seen.add(block.code)
-      command = ["bash", "-euo", "pipefail", "-c", block.code] if block.language == "bash" else [
-          sys.executable, "-c", block.code]
-      start = time.time()
-      proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-      timings.append(f"{time.time() - start:6.1f} s  {block}")
+      if block.runs and block.code not in seen:
+        seen.add(block.code)
+        runnable.append(block)
+  timings, outputs, i = [], {}, 0
+  while i < len(runnable):
+    # Consecutive Python examples and python command lines run in one child that imports JAX and TensorFlow once
+    # (each still its own program: own argv, globals, flags, exit code); other shell code runs in bash.
+    batch = list(itertools.takewhile(lambda b: _as_program(b) is not None, runnable[i:])) or [runnable[i]]
+    start = time.time()
+    if _as_program(batch[0]) is None:
+      procs = [subprocess.run(["bash", "-euo", "pipefail", "-c", batch[0].code], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=600)]
+    else:
+      procs = helpers.run_programs([_as_program(b) for b in batch], cwd=str(cwd), env=env,
+                                   timeout=600 * len(batch))
+    timings.append(f"{time.time() - start:6.1f} s  {', '.join(map(str, batch))}")
+    for block, proc in zip(batch, procs):
       assert proc.returncode == 0, f"{block} failed:\n{block.code}\n{proc.stderr[-3000:]}"
       outputs[block.code] = proc.stdout
+    i += len(batch)
   print("\n".join(timings))
   # The README's demo output has the shape the demo prints (its shortened run's last three lines).
   short = next(code for code in outputs if "--workdir=runs/demo_short" in code and "jpeft.main" in code)

@@ -90,3 +90,18 @@ def test_make_optimizer_names_a_missing_multiplier():
   _, methods, params = init("bitfit")
   with pytest.raises(ValueError, match=r"\['backbone'\]"):
     partition.make_optimizer(partition.label_params(params, methods), lambda m: None, {"head": 1.0})
+
+
+@pytest.mark.parametrize("method,config,frozen", [
+    ("full+vera", {"vera": {"rank": 4}}, ("encoder/vera_a", "encoder/vera_b")),
+    ("full+pvera", {"pvera": {"rank": 4}}, ("encoder/pvera_a", "encoder/pvera_b")),
+    ("lora+full", {"lora": {"rank": 3, "init": "pissa"}},
+     ("encoder/block_0/attn/lora_principal_a", "encoder/block_1/attn/lora_principal_b")),
+])
+def test_full_does_not_unfreeze_parameters_frozen_by_definition(method, config, frozen):
+  # VeRA's shared random projections and PiSSA's principal factors are derived, never trained: 'full', which
+  # claims every path, must leave them frozen (and out of the optimizer), while training the backbone.
+  _, methods, params = init(method, config)
+  labels = partition.label_params(params, methods)
+  assert {path: labels[path] for path in frozen} == dict.fromkeys(frozen, peft.FROZEN)
+  assert labels["encoder/block_1/mlp/fc2/kernel"] == peft.BACKBONE

@@ -19,6 +19,7 @@ from .conftest import REPO, load_config, tiny_overrides
 from jpeft import workdir_lock
 from jpeft.sweep import grid, runner
 from jpeft.train import trainer
+from tests.helpers import run_programs
 
 PYTHON = sys.executable
 
@@ -141,46 +142,65 @@ def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path):
     assert mine["accuracy"] == theirs["accuracy"]
 
 
-@pytest.mark.parametrize("grid_flag,message", [
+BAD_GRIDS = [
     ("--grid.lr=0.0,1e-2", "jpeft.sweep: error: Grid entry 'lr' has the value 0.0"),
     # --grid overrides are applied when the flag is defined (at import), before absl parses the flags.
     ("--grid.lora.alpha=1,2", "jpeft.sweep: error: --grid.lora.alpha: lora has no field 'alpha'; its fields are "
                               "rank"),
-])
-def test_bad_grid_is_one_line_error(folder_root, tmp_path, grid_flag, message):
-  args = _args(folder_root, str(tmp_path)) + [grid_flag]
-  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                        timeout=120)
-  assert proc.returncode == 1
-  assert message in proc.stderr
-  assert "Traceback" not in proc.stderr
-  assert not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
-
-
-def test_mini_study_on_a_workdir_in_use_exits_1(tmp_path):
-  with workdir_lock.hold(str(tmp_path)):
-    proc = subprocess.run([PYTHON, os.path.join("experiments", "mini_study.py"), f"--workdir={tmp_path}",
-                           "--tasks=mini_count", "--methods=linear"], cwd=REPO,
-                          env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True, timeout=240)
-  assert proc.returncode == 1
-  assert f"mini_study: error: The workdir '{tmp_path}' is in use by another" in proc.stderr
-  assert "Traceback" not in proc.stderr and not os.path.exists(os.path.join(tmp_path, "trials.jsonl"))
-
-
-@pytest.mark.parametrize("content,message", [
+]
+BAD_CONFIGS = [
     (None, "jpeft.sweep: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
            f"current directory ({REPO})"),
     ("def get_config(:\n", "failed to load: SyntaxError at line 1"),
-])
-def test_bad_config_file_is_one_clear_error(folder_root, tmp_path, content, message):
-  path = "configs/no_such_config.py"
-  if content is not None:
-    path = str(tmp_path / "config.py")
-    with open(path, "w") as f:
-      f.write(content)
-  args = [f"--config={path}" if a.startswith("--config=") else a for a in _args(folder_root, str(tmp_path / "sweep"))]
-  proc = subprocess.run(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
-                        timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input(folder_root, tmp_path_factory) -> dict:
+  """{case: (completed process, its workdir, config path)} for every bad-input case below, each run as its own
+  program, all in one child process that imports JAX and TensorFlow once (tests.helpers.run_programs)."""
+  tmp = tmp_path_factory.mktemp("bad_input")
+  cases = {}
+  for i, (grid_flag, _) in enumerate(BAD_GRIDS):
+    workdir = str(tmp / f"grid{i}")
+    cases[("grid", i)] = (_args(folder_root, workdir)[1:] + [grid_flag], workdir, None)
+  for i, (content, _) in enumerate(BAD_CONFIGS):
+    path = "configs/no_such_config.py"
+    if content is not None:
+      path = str(tmp / f"config{i}.py")
+      with open(path, "w") as f:
+        f.write(content)
+    workdir = str(tmp / f"config{i}")
+    args = [f"--config={path}" if a.startswith("--config=") else a for a in _args(folder_root, workdir)[1:]]
+    cases[("config", i)] = (args, workdir, path)
+  locked = str(tmp / "locked")
+  os.makedirs(locked)
+  cases["locked"] = ([os.path.join("experiments", "mini_study.py"), f"--workdir={locked}", "--tasks=mini_count",
+                     "--methods=linear"], locked, None)
+  with workdir_lock.hold(locked):
+    procs = run_programs([args for args, _, _ in cases.values()])
+  return {key: (proc, workdir, path) for (key, (_, workdir, path)), proc in zip(cases.items(), procs)}
+
+
+@pytest.mark.parametrize("index", range(len(BAD_GRIDS)), ids=[flag for flag, _ in BAD_GRIDS])
+def test_bad_grid_is_one_line_error(bad_input, index):
+  proc, workdir, _ = bad_input[("grid", index)]
   assert proc.returncode == 1
-  assert message in proc.stderr and path in proc.stderr
+  assert BAD_GRIDS[index][1] in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not os.path.exists(os.path.join(workdir, "trials.jsonl"))
+
+
+def test_mini_study_on_a_workdir_in_use_exits_1(bad_input):
+  proc, workdir, _ = bad_input["locked"]
+  assert proc.returncode == 1
+  assert f"mini_study: error: The workdir '{workdir}' is in use by another" in proc.stderr
+  assert "Traceback" not in proc.stderr and not os.path.exists(os.path.join(workdir, "trials.jsonl"))
+
+
+@pytest.mark.parametrize("index", range(len(BAD_CONFIGS)), ids=["missing", "broken"])
+def test_bad_config_file_is_one_clear_error(bad_input, index):
+  proc, _, path = bad_input[("config", index)]
+  assert proc.returncode == 1
+  assert BAD_CONFIGS[index][1] in proc.stderr and path in proc.stderr
   assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ import pytest
 from .conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
 from jpeft.train.errors import ConfigError, WorkdirError
+from tests.helpers import run_programs
 
 
 def _cli(workdir, overrides, env=None):
@@ -48,37 +49,55 @@ def test_cli_trains_evaluates_and_writes_results(folder_root, tmp_path):
   np.testing.assert_array_equal(np.load(workdir / "eval_labels_val200.npy"), labels)
 
 
-def test_cli_rejects_impossible_value_before_compute(folder_root, tmp_path):
-  workdir = tmp_path / "bad"
-  proc = _cli(workdir, tiny_overrides(folder_root, **{"optim.warmup_epochs": 7}))
+BAD_CONFIG_FILES = [
+    (None, "jpeft: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
+           f"current directory ({REPO})"),
+    ("import math\nSCALE = math.sqrt(-1)\n", "failed to load: ValueError at line 2: math domain error"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input(folder_root, tmp_path_factory) -> dict:
+  """{case: (completed process, its workdir, config path)}: each bad command line runs as its own program, all in
+  one child process that imports JAX and TensorFlow once (tests.helpers.run_programs)."""
+  tmp = tmp_path_factory.mktemp("bad_input")
+  main = ["-m", "jpeft.main", "--config=jpeft/config_base.py"]
+  bad = {"impossible": tiny_overrides(folder_root, **{"optim.warmup_epochs": 7}),
+         "unknown": dict(tiny_overrides(folder_root), **{"optim.lrate": 0.1})}
+  cases = {key: (main + [f"--workdir={tmp / key}", *cli_args(overrides)], tmp / key, None)
+           for key, overrides in bad.items()}
+  for i, (content, _) in enumerate(BAD_CONFIG_FILES):
+    path = "configs/no_such_config.py"
+    if content is not None:
+      path = str(tmp / f"config{i}.py")
+      with open(path, "w") as f:
+        f.write(content)
+    workdir = tmp / f"run{i}"
+    cases[i] = (["-m", "jpeft.main", f"--config={path}", "--config.task=dtd", f"--workdir={workdir}"], workdir, path)
+  procs = run_programs([args for args, _, _ in cases.values()])
+  return {key: (proc, workdir, path) for (key, (_, workdir, path)), proc in zip(cases.items(), procs)}
+
+
+def test_cli_rejects_impossible_value_before_compute(bad_input):
+  proc, workdir, _ = bad_input["impossible"]
   assert proc.returncode == 1
   assert "optim.warmup_epochs" in proc.stderr and "7" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (workdir / "checkpoints").exists()
 
 
-def test_cli_rejects_unknown_field(folder_root, tmp_path):
-  proc = _cli(tmp_path / "bad", dict(tiny_overrides(folder_root), **{"optim.lrate": 0.1}))
+def test_cli_rejects_unknown_field(bad_input):
+  proc, _, _ = bad_input["unknown"]
   assert proc.returncode == 1 and "jpeft: error: --config.optim.lrate: optim has no field 'lrate'" in proc.stderr
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "jpeft: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
-           f"current directory ({REPO})"),
-    ("import math\nSCALE = math.sqrt(-1)\n", "failed to load: ValueError at line 2: math domain error"),
-])
-def test_missing_or_broken_config_file_is_one_clear_error(tmp_path, content, message):
-  path = "configs/no_such_config.py"
-  if content is not None:
-    path = str(tmp_path / "config.py")
-    with open(path, "w") as f:
-      f.write(content)
-  proc = subprocess.run([sys.executable, "-m", "jpeft.main", f"--config={path}", "--config.task=dtd",
-                         f"--workdir={tmp_path / 'run'}"], cwd=REPO, capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("index", range(len(BAD_CONFIG_FILES)), ids=["missing", "broken"])
+def test_missing_or_broken_config_file_is_one_clear_error(bad_input, index):
+  proc, workdir, path = bad_input[index]
   assert proc.returncode == 1
-  assert message in proc.stderr and path in proc.stderr
+  assert BAD_CONFIG_FILES[index][1] in proc.stderr and path in proc.stderr
   assert "Traceback" not in proc.stderr
-  assert not (tmp_path / "run").exists()
+  assert not workdir.exists()
 
 
 def test_help_exits_zero_and_explains_the_flags(tmp_path):

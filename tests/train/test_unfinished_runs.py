@@ -17,6 +17,7 @@ from .conftest import REPO, load_config, tiny_overrides
 from jpeft import api, export, outputs, wise
 from jpeft.peft.export import load_adapter
 from jpeft.train import model_setup, optim, reuse, trainer
+from tests.helpers import run_programs
 
 BACKBONE = f"{REPO}/tests/fixtures/vit_mu8.npz"
 STEPS_PER_EPOCH = 4  # the fixture task's 64 train800 images in batches of 16
@@ -136,16 +137,18 @@ def _cli(*args):
 
 def test_clis_refuse_an_unfinished_run_in_one_line_and_proceed_when_allowed(runs, tmp_path):
   workdirs, _ = runs
-  refused = _cli("jpeft.wise", f"--workdir={workdirs['unfinished']}", f"--out={tmp_path / 'wise'}")
-  assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
-  assert "jpeft.wise: error:" in refused.stderr and "step 4, and it was meant to reach step 8" in refused.stderr
-  out = str(tmp_path / "adapter.safetensors")
-  refused = _cli("jpeft.export", f"--workdir={workdirs['unfinished']}", "--format=adapter", f"--out={out}")
+  refused_out, out = str(tmp_path / "refused.safetensors"), str(tmp_path / "adapter.safetensors")
+  wise_refused, refused, allowed = run_programs([  # three programs, one start (tests/program_runner.py)
+      ["-m", "jpeft.wise", f"--workdir={workdirs['unfinished']}", f"--out={tmp_path / 'wise'}"],
+      ["-m", "jpeft.export", f"--workdir={workdirs['unfinished']}", "--format=adapter", f"--out={refused_out}"],
+      ["-m", "jpeft.export", f"--workdir={workdirs['unfinished']}", "--format=adapter", f"--out={out}",
+       "--allow_unfinished"]])
+  line = wise_refused.stderr.strip()
+  assert wise_refused.returncode == 1 and len(line.splitlines()) == 1, line[-2000:]
+  assert "jpeft.wise: error:" in line and "step 4, and it was meant to reach step 8" in line
   assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr[-2000:]
   assert "step 4, and it was meant to reach step 8" in refused.stderr and "--allow_unfinished" in refused.stderr
-  assert not os.path.exists(out)
-  allowed = _cli("jpeft.export", f"--workdir={workdirs['unfinished']}", "--format=adapter", f"--out={out}",
-                 "--allow_unfinished")
+  assert not os.path.exists(refused_out)
   assert allowed.returncode == 0, allowed.stderr[-2000:]
   assert json.loads(allowed.stdout.splitlines()[0]) == dict(paths=[out], step=4, planned_step=8, finished=False)
   assert "warning:" in allowed.stderr and "using step 4" in allowed.stderr

@@ -92,7 +92,7 @@ class LoRA(base.Method):
 
   def label(self, path):
     if path[-1] in PRINCIPAL:
-      return None  # derived from the frozen W: frozen
+      return base.FROZEN  # derived from the frozen W: frozen, even under 'full'
     if "lora_b" in path:
       return base.PEFT_B  # LoRA+'s fast factor
     return super().label(path)

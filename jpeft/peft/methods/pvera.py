@@ -25,76 +25,22 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-from flax import linen as nn
 
 from jpeft.peft import base
-from jpeft.peft.methods.dora import SITES
-from jpeft.peft.methods.inits import KAIMING_UNIFORM, ZEROS
-from jpeft.peft.methods.vera import _sizes
+from jpeft.peft.methods.vera import VeRA
 
 
 @base.register
 @dataclasses.dataclass(frozen=True)
-class PVeRA(base.Method):
-  """Shared frozen random A [in_max, 2r], B [r, out_max]; a Gaussian latent per Dense (see module doc)."""
+class PVeRA(VeRA):
+  """Shared frozen random A [in_max, 2r], B [r, out_max]; a Gaussian latent per Dense (see module doc). VeRA's
+  hyperparameters, validation, projections, labels and merge, with parameters named pvera_*."""
   name: ClassVar[str] = "pvera"
-  grid: ClassVar[dict] = {"rank": (64, 256, 1024)}
-  mergeable: ClassVar[bool] = True
-  wise: ClassVar[str] = base.WISE_MERGE_FACTOR  # merge_factor 0 is the backbone
-  rank: int = 256
-  dropout: float = 0.0
-  d_initial: float = 0.1
-  projection_seed: int = 0
-  targets: tuple[str, ...] = SITES
+  a_columns_per_rank: ClassVar[int] = 2  # (mu | logvar)
 
-  def validate(self):
-    self.require_positive_int("rank")
-    self.require_rate()
-    self.require_finite("d_initial")
-    self.require("projection_seed", isinstance(self.projection_seed, int) and self.projection_seed >= 0,
-                 "an integer >= 0")
-    self.require("targets", bool(self.targets) and set(self.targets) <= set(SITES) and
-                 len(set(self.targets)) == len(self.targets), f"distinct Dense names from {SITES}")
-
-  def shared(self, m, ctx):
-    in_max = max(_sizes(site, ctx)[0] for site in self.targets)
-    out_max = max(_sizes(site, ctx)[1] for site in self.targets)
-    key_a, key_b = jax.random.split(jax.random.key(self.projection_seed))
-    # The run's initialisation key is ignored: the projections depend on projection_seed only.
-    a = m.param("pvera_a", lambda _, shape: KAIMING_UNIFORM(key_a, shape), (in_max, 2 * self.rank))
-    b = m.param("pvera_b", lambda _, shape: KAIMING_UNIFORM(key_b, shape), (self.rank, out_max))
-    return a, b
-
-  def label(self, path):
-    if path[-1] in ("pvera_a", "pvera_b"):
-      return None  # the shared random projections stay frozen
-    return super().label(path)
-
-  def dense(self, m, where, z, y, ctx):
-    if where not in self.targets:
-      return y
-    a, b = ctx.shared[self.name]
-    lambda_d = m.param(f"pvera_{where}_lambda_d", nn.initializers.constant(self.d_initial), (2 * self.rank,))
-    lambda_b = m.param(f"pvera_{where}_lambda_b", ZEROS, (y.shape[-1],))
-    z = nn.Dropout(self.dropout)(z, ctx.deterministic)
-    hidden = (z @ a[:z.shape[-1]].astype(y.dtype)) * lambda_d.astype(y.dtype)
+  def latent(self, m, hidden, ctx):
     mu, logvar = hidden[..., :self.rank], hidden[..., self.rank:]
-    latent = mu
-    if not ctx.deterministic:
-      eps = jax.random.normal(m.make_rng("dropout"), mu.shape, mu.dtype)
-      latent = mu + eps * jnp.exp(0.5 * logvar)
-    delta = (latent @ b[:, :y.shape[-1]].astype(y.dtype)) * lambda_b.astype(y.dtype)
-    return y + ctx.merge_factor * delta
-
-  def merge(self, flat, merge_factor=1.0):
-    flat = dict(flat)
-    a, b = flat.pop("encoder/pvera_a"), flat.pop("encoder/pvera_b")
-    for d_path in [p for p in flat if p.rsplit("/", 1)[-1].startswith("pvera_") and p.endswith("_lambda_d")]:
-      scope, leaf = d_path.rsplit("/", 1)
-      site = leaf[len("pvera_"):-len("_lambda_d")]
-      kernel_path = f"{scope}/{site}/kernel"
-      n_in, n_out = flat[kernel_path].shape
-      lambda_d = flat.pop(d_path)[:self.rank]  # the mean half: merging keeps the expected update
-      delta = (a[:n_in, :self.rank] * lambda_d) @ b[:, :n_out] * flat.pop(f"{scope}/pvera_{site}_lambda_b")
-      flat[kernel_path] = flat[kernel_path] + merge_factor * delta
-    return flat
+    if ctx.deterministic:
+      return mu
+    eps = jax.random.normal(m.make_rng("dropout"), mu.shape, mu.dtype)
+    return mu + eps * jnp.exp(0.5 * logvar)

@@ -49,6 +49,8 @@ class VeRA(base.Method):
   d_initial: float = 0.1
   projection_seed: int = 0
   targets: tuple[str, ...] = SITES
+  # Columns of A per unit of rank: PVeRA (pvera.py), which reuses this class, reads a mean and a log-variance.
+  a_columns_per_rank: ClassVar[int] = 1
 
   def validate(self):
     self.require_positive_int("rank")
@@ -65,34 +67,43 @@ class VeRA(base.Method):
     key = jax.random.key(self.projection_seed)
     key_a, key_b = jax.random.split(key)
     # The run's initialisation key is ignored: the projections depend on projection_seed only.
-    a = m.param("vera_a", lambda _, shape: KAIMING_UNIFORM(key_a, shape), (in_max, self.rank))
-    b = m.param("vera_b", lambda _, shape: KAIMING_UNIFORM(key_b, shape), (self.rank, out_max))
+    a = m.param(f"{self.name}_a", lambda _, shape: KAIMING_UNIFORM(key_a, shape),
+                (in_max, self.a_columns_per_rank * self.rank))
+    b = m.param(f"{self.name}_b", lambda _, shape: KAIMING_UNIFORM(key_b, shape), (self.rank, out_max))
     return a, b
 
   def label(self, path):
-    if path[-1] in ("vera_a", "vera_b"):
-      return None  # the shared random projections stay frozen
+    if path[-1] in (f"{self.name}_a", f"{self.name}_b"):
+      return base.FROZEN  # the shared random projections stay frozen, even under 'full'
     return super().label(path)
 
   def dense(self, m, where, z, y, ctx):
     if where not in self.targets:
       return y
     a, b = ctx.shared[self.name]
-    lambda_d = m.param(f"vera_{where}_lambda_d", nn.initializers.constant(self.d_initial), (self.rank,))
-    lambda_b = m.param(f"vera_{where}_lambda_b", ZEROS, (y.shape[-1],))
+    lambda_d = m.param(f"{self.name}_{where}_lambda_d", nn.initializers.constant(self.d_initial),
+                       (self.a_columns_per_rank * self.rank,))
+    lambda_b = m.param(f"{self.name}_{where}_lambda_b", ZEROS, (y.shape[-1],))
     z = nn.Dropout(self.dropout)(z, ctx.deterministic)
     hidden = (z @ a[:z.shape[-1]].astype(y.dtype)) * lambda_d.astype(y.dtype)
-    delta = (hidden @ b[:, :y.shape[-1]].astype(y.dtype)) * lambda_b.astype(y.dtype)
+    delta = (self.latent(m, hidden, ctx) @ b[:, :y.shape[-1]].astype(y.dtype)) * lambda_b.astype(y.dtype)
     return y + ctx.merge_factor * delta
 
+  def latent(self, m, hidden, ctx):
+    """The r-dimensional input of B from hidden = (z A[:in]) * lambda_d [..., a_columns_per_rank * r]: hidden
+    itself for VeRA."""
+    del m, ctx
+    return hidden
+
   def merge(self, flat, merge_factor=1.0):
-    flat = dict(flat)
-    a, b = flat.pop("encoder/vera_a"), flat.pop("encoder/vera_b")
-    for d_path in [p for p in flat if p.rsplit("/", 1)[-1].startswith("vera_") and p.endswith("_lambda_d")]:
+    flat, prefix = dict(flat), f"{self.name}_"
+    a, b = flat.pop(f"encoder/{prefix}a"), flat.pop(f"encoder/{prefix}b")
+    for d_path in [p for p in flat if p.rsplit("/", 1)[-1].startswith(prefix) and p.endswith("_lambda_d")]:
       scope, leaf = d_path.rsplit("/", 1)
-      site = leaf[len("vera_"):-len("_lambda_d")]
+      site = leaf[len(prefix):-len("_lambda_d")]
       kernel_path = f"{scope}/{site}/kernel"
       n_in, n_out = flat[kernel_path].shape
-      delta = (a[:n_in] * flat.pop(d_path)) @ b[:, :n_out] * flat.pop(f"{scope}/vera_{site}_lambda_b")
+      lambda_d = flat.pop(d_path)[:self.rank]  # PVeRA: the mean half (merging keeps the expected update)
+      delta = (a[:n_in, :self.rank] * lambda_d) @ b[:, :n_out] * flat.pop(f"{scope}/{prefix}{site}_lambda_b")
       flat[kernel_path] = flat[kernel_path] + merge_factor * delta
     return flat
