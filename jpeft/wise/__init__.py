@@ -16,11 +16,14 @@ from jpeft.wise import ensemble, report
 
 
 def run(workdirs: Sequence[str], alphas: Sequence[float], specs: Optional[Sequence[str]] = None,
-        out_dir: Optional[str] = None, allow_unfinished: bool = False) -> dict[str, str]:
+        out_dir: Optional[str] = None, allow_unfinished: bool = False, overwrite: bool = False) -> dict[str, str]:
   """Evaluates the WiSE-FT ensembles of each run at `alphas` on the sets of `specs` ('task:split'; default: the
   first run's eval split and shift tasks), writes the table and figure to `out_dir` (default <workdir>/wise for
   one run) and returns the written paths. An unfinished run is refused (`jpeft.train.reuse.UnfinishedRunError`)
-  unless `allow_unfinished`; every row records the step used ('step', 'planned_step', 'finished')."""
+  unless `allow_unfinished`; every row records the step used ('step', 'planned_step', 'finished'). The tables
+  of an earlier WiSE-FT in `out_dir` are replaced only with `overwrite` (checked before anything is evaluated)."""
+  out_dir = out_dir or os.path.join(workdirs[0], "wise")
+  report.check_out(out_dir, overwrite, workdirs)
   runs = [ensemble.load_run(w, allow_unfinished) for w in workdirs]
   sets = ensemble.eval_sets(runs[0], specs)
   names = [f"{task}:{split}" for task, split in sets]
@@ -29,4 +32,4 @@ def run(workdirs: Sequence[str], alphas: Sequence[float], specs: Optional[Sequen
     for r in runs:
       for row in ensemble.evaluate(r, alphas, sets, bar):
         rows.append(dict(row, method=r.config.method, run=os.path.abspath(r.workdir), **r.completion.record()))
-  return report.write(out_dir or os.path.join(workdirs[0], "wise"), report.summarise(rows, names), names)
+  return report.write(out_dir, report.summarise(rows, names), names)

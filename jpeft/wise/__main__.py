@@ -17,7 +17,7 @@ _SPLITS = flags.DEFINE_list("splits", None, "Evaluation sets as <task>:<split>, 
                             "(default: the first run's eval split, then the test split of its config.shift_tasks).")
 _OUT = flags.DEFINE_string("out", None, "Output folder for wise.{json,csv,md,png} (default: <workdir>/wise; "
                            "required with several runs).")
-_ALLOW_UNFINISHED, _ = cli.define_run_reading_flags("the alpha = 1 end", "every output", overwrite=False)
+_ALLOW_UNFINISHED, _OVERWRITE = cli.define_run_reading_flags("the alpha = 1 end", "every output", overwrite=True)
 flags.mark_flag_as_required("workdir")
 
 
@@ -38,7 +38,8 @@ def main(argv) -> None:
   try:
     if len(_WORKDIR.value) > 1 and not _OUT.value:
       raise ConfigError(f"--workdir names {len(_WORKDIR.value)} runs: pass --out=<folder> for their joint table.")
-    paths = wise.run(_WORKDIR.value, _alphas(_ALPHAS.value), _SPLITS.value, _OUT.value, _ALLOW_UNFINISHED.value)
+    paths = wise.run(_WORKDIR.value, _alphas(_ALPHAS.value), _SPLITS.value, _OUT.value, _ALLOW_UNFINISHED.value,
+                     _OVERWRITE.value)
   except cli.USER_ERRORS as e:
     print(f"jpeft.wise: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -10,7 +10,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
+from jpeft import outputs  # noqa: E402
 from jpeft.train import results  # noqa: E402
+
+KINDS = ("json", "csv", "md", "png")
+
+
+def check_out(out_dir: str, overwrite: bool, workdirs: Sequence[str]) -> None:
+  """Refuses, before any evaluation, to replace the tables of an earlier WiSE-FT (another alpha grid, other sets,
+  other runs) unless `overwrite`, and an `out_dir` among a run's records other than a run's own `wise/` folder.
+
+  Raises:
+    outputs.OutputError: naming the existing file and how to proceed.
+  """
+  own = {os.path.realpath(os.path.join(w, "wise")) for w in workdirs}
+  for kind in KINDS:
+    path = os.path.join(out_dir, f"wise.{kind}")
+    if os.path.realpath(out_dir) not in own:
+      outputs.check_file(path, overwrite, "--out", workdirs)
+    elif os.path.lexists(path) and not overwrite:
+      raise outputs.OutputError(f"'{path}' exists: an earlier jpeft.wise wrote it; pass --overwrite (Python: "
+                                "overwrite=True) to replace that table, or --out=<new folder> to keep both.")
 
 
 def summarise(rows: Sequence[dict], sets: Sequence[str]) -> list[dict]:
@@ -29,9 +49,10 @@ def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, 
 
   rows: dicts with 'run', 'method', 'alpha', 'merge_factor', 'in_distribution', 'shift_mean', one accuracy per
   name in `sets` (the first set is the in-distribution one), and the run's checkpoint: 'step', 'planned_step',
-  'finished' (`jpeft.train.reuse.Completion.record`)."""
+  'finished' (`jpeft.train.reuse.Completion.record`). Call `check_out` first: this replaces what is there, and
+  removes an earlier wise.png when there is no shifted set to plot (it would describe another table)."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = {kind: os.path.join(out_dir, f"wise.{kind}") for kind in ("json", "csv", "md", "png")}
+  paths = {kind: os.path.join(out_dir, f"wise.{kind}") for kind in KINDS}
   columns = ["method", "alpha", "merge_factor", *sets, "in_distribution", "shift_mean", "run", "step",
              "planned_step", "finished"]
   results.write_json(paths["json"], dict(sets=list(sets), rows=list(rows)))
@@ -45,11 +66,13 @@ def write(out_dir: str, rows: Sequence[dict], sets: Sequence[str]) -> dict[str, 
   for row in rows:
     lines.append(f"| {row['method']} | {row['alpha']:g} | " + " | ".join(pct(row[s]) for s in sets) +
                  f" | {pct(row['shift_mean'])} |")
-  with open(paths["md"], "w") as f:
+  with outputs.atomic_file(paths["md"], "w", overwrite=True) as f:
     f.write("\n".join(lines) + "\n")
   if len(sets) > 1:
     _plot(paths["png"], rows, sets[0])
   else:
+    if os.path.lexists(paths["png"]):
+      os.remove(paths["png"])
     del paths["png"]
   return paths
 
@@ -83,5 +106,6 @@ def _plot(path: str, rows: Sequence[dict], in_distribution: str) -> None:
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with outputs.atomic_path(path, overwrite=True) as tmp:
+    fig.savefig(tmp, dpi=120, format="png")
   plt.close(fig)

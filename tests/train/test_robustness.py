@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from .conftest import REPO, load_config, tiny_overrides
-from jpeft import checkpoints, wise
+from jpeft import checkpoints, outputs, wise
 from jpeft.data import Task, class_mask, load_split_arrays, register_task, shift
 from jpeft.models import vit
 from jpeft.peft import partition
@@ -119,6 +119,20 @@ def test_cli_table_and_figure(runs, tmp_path):
   assert table["rows"][1]["shift_mean"] == pytest.approx(result["shift_accuracy"]["imagenet_a_test"])
   assert open(paths["png"], "rb").read(4) == b"\x89PNG"
   assert open(paths["csv"]).readline().startswith("method,alpha,merge_factor,dtd_as_1000:val200,imagenet_a:test")
+
+
+def test_a_second_wise_refuses_the_first_tables_unless_told_and_leaves_no_stale_figure(runs, tmp_path):
+  workdirs, _ = runs
+  out = tmp_path / "out"
+  first = wise.run([str(workdirs["lora"])], [1.0], None, str(out))
+  table = open(first["md"]).read()
+  with pytest.raises(outputs.OutputError, match=r"wise.json' exists.*--overwrite"):
+    wise.run([str(workdirs["lora"])], [0.0], ["dtd_as_1000:val200"], str(out))
+  assert open(first["md"]).read() == table and os.path.exists(first["png"])
+  second = wise.run([str(workdirs["lora"])], [0.0], ["dtd_as_1000:val200"], str(out), overwrite=True)
+  assert [r["alpha"] for r in json.loads(open(second["json"]).read())["rows"]] == [0.0]
+  # No shifted set, so no figure: the first run's figure would have described another table.
+  assert "png" not in second and not os.path.exists(first["png"])
 
 
 def test_a_workdir_without_a_run_is_a_clear_error(tmp_path):
