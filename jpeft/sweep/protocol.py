@@ -172,6 +172,7 @@ def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     raise ConfigError(f"Nothing to sweep: --tasks={','.join(tasks)} --methods={','.join(methods)}; name at least "
                       "one task and one method.")
   runner.check_trial_batch(trial_batch)
+  grid_lib.pad_shapes(grid)
   seeds = grid_lib.final_seeds(grid)
   tune_splits = {task: splits.num_tune_splits(config, task) for task in tasks}
   trials = {(t, m): grid_lib.expand(t, m, grid, tune_splits[t]) for t in tasks for m in methods}
@@ -269,7 +270,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
         data, data_task = {}, task
       try:
         summaries.append(_run_pair(config, trials[(task, method)], record, workdir, trial_batch, final,
-                                   final_seeds, claim, data, log))
+                                   final_seeds, claim, data, log, grid_lib.pad_shapes(grid)))
       except BaseException:
         if claim is not None:
           claim.release("stopped")
@@ -286,7 +287,7 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
 
 def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str, trial_batch: int,
               final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
-              log: Callable[[str], None]) -> dict:
+              log: Callable[[str], None], pad: bool) -> dict:
   """Tunes, selects and retrains one (task, method) whose lock this process holds; returns its summary row."""
   task, method = trials[0].task, trials[0].method
   lead = claim is not None
@@ -306,10 +307,12 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
 
   runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
   todo = [t for t in trials if not record.has("tune", t)]
-  log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
-      f"{len(trials) - len(todo)} already finished, training {len(todo)}")
+  programs, shapes = len(runner.program_groups(config, trials, pad)), len(grid_lib.shape_groups(trials))
+  log(f"{task}/{method}: {len(trials)} trials in {programs} shape groups; "
+      f"{len(trials) - len(todo)} already finished, training {len(todo)}"
+      + (f" ({shapes} shapes padded to the largest: grid.pad_shapes)" if programs < shapes else ""))
   runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                    on_epoch=progress("tune"))
+                    on_epoch=progress("tune"), pad=pad)
   tune_rows = [record.get("tune", t) for t in trials]
   winner = select(tune_rows)
   final_rows: list[dict] = []
@@ -322,7 +325,7 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
     log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
         f"{len(finals)} seeds, training {len(todo)}")
     runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("final"))
+                      on_epoch=progress("final"), pad=pad)
     final_rows = [record.get("final", t) for t in finals]
   return _summary_row(trials, tune_rows, winner, final_rows)
 

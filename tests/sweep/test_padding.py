@@ -1,0 +1,92 @@
+"""grid.pad_shapes: trials that differ only in a paddable shape field share one program at the largest value,
+and a padded trial trains as it does alone at its real shape (same logits, accuracy and real-part parameters).
+The per-method algebra is tested in tests/peft/test_padding.py."""
+import numpy as np
+
+from .conftest import load_config, tiny_overrides
+from jpeft.sweep import grid, runner
+
+
+def test_padded_trial_trains_as_alone(folder_root, monkeypatch):
+  config = load_config({**tiny_overrides(folder_root), "optim.epochs": 1})
+  with config.unlocked():  # alpha / r reads the real rank (a traced multiplier); dropout acts on z, unpadded
+    config.peft.lora = {"scaling": "alpha_over_r", "alpha": 4.0, "dropout": 0.1}
+  params = {}
+  evaluate = runner.GroupRunner.evaluate
+
+  def capture(self, eval_data, trainable, hparams, size):  # the trained parameters, at each evaluation
+    params.update({k: np.asarray(v)[:size] for k, v in trainable.items()})
+    return evaluate(self, eval_data, trainable, hparams, size)
+
+  monkeypatch.setattr(runner.GroupRunner, "evaluate", capture)
+
+  def train(trials, pad, runners, mode="tune"):
+    logits = []
+    rows = runner.run_trials(config, trials, mode, trial_batch=2, pad=pad, runners=runners,
+                             on_chunk=lambda rows, predictions: logits.append(predictions["logits"]))
+    return rows, np.concatenate(logits), dict(params)
+
+  small, large = (grid.Trial("dtd", "lora", 3e-2, 1e-4, (("lora.rank", r),), 42) for r in (2, 4))
+  runners = {}
+  rows, logits, padded = train([small, large], True, runners)
+  assert len(runners) == 1  # one program for both ranks
+  alone_rows, alone_logits, alone = train([small], False, {})
+  assert rows[0]["key"] == small.key and rows[0]["hparams"] == {"lora.rank": 2}  # the record keeps the real rank
+  assert rows[0]["padded_to"] == {"lora.rank": 4} and "padded_to" not in rows[1]
+  assert rows[0]["trainable_params"] == alone_rows[0]["trainable_params"] < rows[1]["trainable_params"]
+  np.testing.assert_allclose(logits[0], alone_logits[0], rtol=1e-4, atol=1e-5)
+  assert rows[0]["accuracy"] == alone_rows[0]["accuracy"]
+  np.testing.assert_allclose(rows[0]["loss"], alone_rows[0]["loss"], rtol=1e-5)
+  for path, real in alone.items():
+    window = tuple(slice(0, n) for n in real[0].shape)
+    # Adam divides by the gradient's RMS, so float reassociation in near-zero gradients shows at about lr * 1e-3.
+    np.testing.assert_allclose(padded[path][0][window], real[0], rtol=1e-4, atol=1e-4, err_msg=path)
+    rest = padded[path][0].copy()
+    rest[window] = 0
+    assert not rest.any(), f"{path}: the padding did not stay zero"
+
+
+def test_pad_groups_only_what_differs_in_paddable_fields(folder_root):
+  config = load_config(tiny_overrides(folder_root))
+  with config.unlocked():
+    config.peft.adapter = {"dropout": 0.1}
+  lora = grid.expand("dtd", "lora", {"lr": (1e-3, 1e-2), "wd": (1e-4,), "seeds": (42,), "lora": {"rank": (1, 8)}})
+  adapter = grid.expand("dtd", "adapter", {"lr": (1e-3,), "wd": (1e-4,), "seeds": (42,),
+                                           "adapter": {"bottleneck": (4, 8), "scale": (0.1, 1)}})
+  (shape, members), = runner.program_groups(config, lora, pad=True)
+  assert shape.hparams == (("lora.rank", 8),) and members == lora
+  assert len(runner.program_groups(config, lora, pad=False)) == 2
+  # Adapter dropout 0.1 draws its mask at the bottleneck's shape: not padded, one program per bottleneck.
+  assert len(runner.program_groups(config, adapter, pad=True)) == 2
+  with config.unlocked():
+    config.peft.adapter.dropout = 0.0
+  (shape, members), = runner.program_groups(config, adapter, pad=True)
+  assert dict(shape.hparams)["adapter.bottleneck"] == 8 and len(members) == 4
+
+
+def test_a_cached_program_that_covers_a_group_trains_it(folder_root, monkeypatch):
+  """The final retrain of a selected rank runs in the tune stage's padded program: no new program."""
+  config = load_config(tiny_overrides(folder_root))
+  built = []
+
+  class Program:
+    def __init__(self, config, group, data, mesh, shape, padded):
+      self.shape, self.padded, self.trained = shape, padded, []
+      built.append(self)
+
+    covers = runner.GroupRunner.covers
+
+    def train(self, trials, mode, on_epoch=None, stop=None):
+      self.trained.append((mode, [t.key for t in trials]))
+      return [dict(t.row(), stage=mode) for t in trials], {"logits": np.zeros((len(trials), 1, 1))}
+
+  monkeypatch.setattr(runner, "GroupRunner", Program)
+  trials = [grid.Trial("dtd", "lora", 1e-3, 1e-4, (("lora.rank", r),), 42) for r in (2, 8)]
+  runners = {}
+  runner.run_trials(config, trials, "tune", trial_batch=8, pad=True, runners=runners)
+  runner.run_trials(config, trials[:1], "final", trial_batch=8, pad=True, runners=runners)
+  (program,) = built
+  assert dict(program.shape.hparams) == {"lora.rank": 8} and program.padded == ("lora.rank",)
+  assert program.trained == [("tune", [t.key for t in trials]), ("final", [trials[0].key])]
+  runner.run_trials(config, trials[:1], "final", trial_batch=8, pad=False, runners=runners)
+  assert len(built) == 2  # unpadded: the rank-2 program of its own
