@@ -52,6 +52,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _GRID = cli.define_config_dict_or_exit(
     "grid", grid_lib.default_grid(), "Search grid: --grid.lr=1e-3,1e-2 --grid.wd=1e-4 --grid.seeds=42,43 "
     "--grid.final_seeds=42,43 (retrain the selected setting with these seeds; default: the tuning seeds) "
+    "--grid.pad_shapes=false (one program per shape instead of padding LoRA ranks etc. to the largest) "
     "--grid.<method>.<field>=v1,v2.", "jpeft.sweep")
 _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's task).")
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")
