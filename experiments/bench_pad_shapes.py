@@ -9,15 +9,16 @@ selection, the final retrain on train800val200 -> test) for one (task, method) o
 (`experiments/bench_protocol.py`'s), with the method's shape field over `--ranks` (LoRA and DoRA: rank; the
 bottleneck adapters: bottleneck, with their dropout set to 0 so that padding applies), from an empty compilation
 cache of its own. 'off' trains one program per shape, 'on' pads every shape to the largest (one program).
-`--sides=off,on,on,off` repeats them to see the machine's drift. Writes one JSON with each side's walls, compiled
-programs, compile seconds, selection and accuracies, and prints the ratios (off / on: above 1 means padding is
-faster).
+`--sides=off,on,on,off` repeats them to see the machine's drift. Writes one JSON with each side's walls, CPU
+seconds, compiled programs, compile seconds, selection and accuracies, and prints the ratios (off / on: above 1
+means padding is faster).
 """
 import argparse
 import json
 import os
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_protocol  # noqa: E402  (the protocol benchmark's base config and timed sweep)
@@ -58,12 +59,14 @@ def main() -> None:
       grid[args.method][field] = tuple(args.ranks)
       grid.pad_shapes = side == "on"
       print(f"side {i}: pad_shapes {side}", flush=True)
+      cpu = time.process_time()  # CPU seconds of this process: less sensitive than walls to others' load
       result = bench_protocol.run_jpeft(config, grid, args.trial_batch, os.path.join(tmp, f"w{i}"),
                                         os.path.join(tmp, f"cache{i}"))
-      sides.append(dict(side=side, **result))
+      sides.append(dict(side=side, cpu_s=time.process_time() - cpu, **result))
       print(json.dumps(sides[-1]), flush=True)
   mean = lambda side, key: sum(s[key] for s in sides if s["side"] == side) / sum(s["side"] == side for s in sides)
-  ratios = {key: mean("off", key) / mean("on", key) for key in ("total_s", "tune_s", "final_s", "compile_s", "programs")}
+  keys = ("total_s", "cpu_s", "tune_s", "final_s", "compile_s", "programs")
+  ratios = {key: mean("off", key) / mean("on", key) for key in keys}
   out = dict(args=vars(args), sides=sides, ratios_off_over_on=ratios)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:

@@ -119,7 +119,7 @@ def check_trial_batch(trial_batch) -> None:
 
 
 def _pad(items: list, multiple: int) -> list:
-  """Repeats the last item so the trial axis divides over the devices (padded trials are discarded)."""
+  """Repeats the last item so the trial axis divides over the devices (the repeats are discarded)."""
   return items + [items[-1]] * (-len(items) % multiple)
 
 
@@ -262,23 +262,23 @@ class GroupRunner:
     eval_split = eval_data.name
     steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
     size = len(trials)
-    padded = _pad(list(trials), self.mesh.size)
-    seeds = [t.seed for t in padded]
+    filled = _pad(list(trials), self.mesh.size)
+    seeds = [t.seed for t in filled]
     base_merge = float(self.config.merge_factor)
     schedule = optim.schedule_steps(self.config.optim, steps_per_epoch)
-    real = [self._real_shape(t) for t in padded]
-    hparams = self._put(dict(lr=np.float32([t.lr for t in padded]), wd=np.float32([t.wd for t in padded]),
+    real = [self._real_shape(t) for t in filled]
+    hparams = self._put(dict(lr=np.float32([t.lr for t in filled]), wd=np.float32([t.wd for t in filled]),
                              merge_factor=np.float32([base_merge * t.merge_multiplier() * r[2]
-                                                      for t, r in zip(padded, real)]),
-                             **{k: np.full(len(padded), v, np.float32) for k, v in schedule.items()}),
+                                                      for t, r in zip(filled, real)]),
+                             **{k: np.full(len(filled), v, np.float32) for k, v in schedule.items()}),
                         True)
-    trainable = self._put(self._init_trainable(padded), True)
+    trainable = self._put(self._init_trainable(filled), True)
     opt_state = self._init_opt(trainable)
     train_keys = self._put(np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), 1)) for s in seeds]),
                            True)
     epochs = self.config.optim.epochs
     evals: list[dict] = []
-    nonfinite = np.zeros(len(padded), np.int64)
+    nonfinite = np.zeros(len(filled), np.int64)
     step = 0
     for epoch in range(epochs):
       finite = []

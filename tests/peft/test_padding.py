@@ -32,7 +32,8 @@ def test_every_paddable_method_is_covered_and_dropout_in_the_bottleneck_is_not_p
   listed = {name for name, cls in registry.items() if cls(**no_dropout(cls)).paddable()}
   assert listed == set(CASES) | set(SAME_AS_ADAPTER)
   for name in SAME_AS_ADAPTER:
-    assert registry[name].module is registry["adapter"].module and registry[name].paddable is registry["adapter"].paddable
+    assert registry[name].module is registry["adapter"].module
+    assert registry[name].paddable is registry["adapter"].paddable
   assert peft.registry()["adapter"](dropout=0.1).paddable() == ()  # its mask is drawn at the bottleneck's shape
   assert peft.registry()["lora"](init="pissa").paddable() == ()  # frozen principal factors depend on the rank
 
@@ -50,7 +51,8 @@ def test_padded_method_computes_the_same_and_zero_padding_gradients(name):
   # Every parameter random (zero-initialised factors too), so that only the padding is zero.
   keys = jax.random.split(jax.random.PRNGKey(2), len(params))
   params = {p: 0.3 * jax.random.normal(k, v.shape) for (p, v), k in zip(sorted(params.items()), keys)}
-  shapes = partition.flatten(jax.eval_shape(lambda: make(large).init(jax.random.PRNGKey(0), images, train=False))["params"])
+  init = lambda: make(large).init(jax.random.PRNGKey(0), images, train=False)["params"]
+  shapes = partition.flatten(jax.eval_shape(init))
   padded = {p: jnp.pad(v, [(0, n - m) for m, n in zip(v.shape, shapes[p].shape)]) for p, v in params.items()}
   grown = [p for p in params if shapes[p].shape != params[p].shape]
   assert grown
