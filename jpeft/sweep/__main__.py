@@ -7,7 +7,9 @@
   python -m jpeft.sweep --workdir=runs/sweep --report
 
 The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed 42);
-every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Any
+every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Trials of a method
+that differ only in a shape it pads exactly (LoRA's rank, ...) share one compiled program at the grid's largest
+value (--grid.pad_shapes=false: one program per shape; docs/concepts/sweep-trial-axis.md). Any
 --config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the same
 --workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values
 may be added, but another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under
