@@ -2,6 +2,7 @@
 and a padded trial trains as it does alone at its real shape (same logits, accuracy and real-part parameters).
 The per-method algebra is tested in tests/peft/test_padding.py."""
 import numpy as np
+import pytest
 
 from .conftest import load_config, tiny_overrides
 from jpeft.sweep import grid, runner
@@ -90,3 +91,10 @@ def test_a_cached_program_that_covers_a_group_trains_it(folder_root, monkeypatch
   assert program.trained == [("tune", [t.key for t in trials]), ("final", [trials[0].key])]
   runner.run_trials(config, trials[:1], "final", trial_batch=8, pad=False, runners=runners)
   assert len(built) == 2  # unpadded: the rank-2 program of its own
+
+
+def test_pad_shapes_entry_is_a_bool_and_grids_recorded_without_it_read_the_default():
+  assert grid.pad_shapes({}) is grid.PAD_SHAPES and grid.pad_shapes(grid.default_grid()) is grid.PAD_SHAPES
+  assert grid.pad_shapes({"pad_shapes": False}) is False
+  with pytest.raises(grid.GridError, match="'pad_shapes' has the value 'yes'"):
+    grid.pad_shapes({"pad_shapes": "yes"})
