@@ -47,6 +47,7 @@ writes its results under the folder it is given; what they produced is on the re
 | script | what |
 |---|---|
 | `mini_study.py` | the offline mini study: every method on every Mini VTAB task through the sweep engine |
+| `halving_report.py` | successive halving against the full protocol: setting selected and trial-epochs spent |
 | `many_shot.py` | methods x training-set sizes with the study's many-shot protocol, and LoRA's accuracy against rank |
 | `pretrain_mini.py` | pre-trains the shipped mini backbone, in two stages |
 | `probe_mini.py` | linear probes of mini backbones on every Mini VTAB task |

@@ -2,8 +2,8 @@
 
   python experiments/bench_protocol.py --out=experiments/results/bench_protocol_cpu/mini_count_lora.json
       [--task=mini_count] [--method=lora] [--epochs=10] [--lr=1e-3,1e-2] [--wd=1e-4] [--rank=8]
-      [--final_seeds=42,43] [--trial_batch=8] [--variant=mini/8] [--image_size=32] [--dtype=float32]
-      [--torch_python=/path/to/venv/bin/python] [--sides=sweep,sequential,torch]
+      [--final_seeds=42,43] [--trial_batch=8|auto] [--variant=mini/8] [--image_size=32] [--dtype=float32]
+      [--torch_python=/path/to/venv/bin/python] [--sides=sweep,sequential,torch] [--data=synthetic]
 
 What a user waits for: every grid trial trained on train800 and evaluated on val200 ("tune"), the best setting
 by val200 accuracy retrained on train800val200 with every final seed and evaluated on test ("final"). The sides:
@@ -19,7 +19,9 @@ Each side starts from an empty compilation cache, so its compile time is its own
 loading (TFDS -> arrays) is measured once apart too, as every side reads the same arrays. Default size: the
 mini study's own protocol (the shipped mini/8 backbone, a Mini VTAB task, 2 lr x 1 wd x rank 8, 10 epochs, final
 seeds 42 and 43: what users run offline). `--variant=S/16 --image_size=64` times a larger ViT from random
-weights (timing only: accuracies are then meaningless). Writes one JSON with every side's stage times,
+weights (timing only: accuracies are then meaningless). `--data=synthetic` trains on a VTAB-shaped task made in
+memory (`jpeft.data.synthetic`: 800/200/test gratings at --image_size; --task is ignored): nothing reads TFDS or
+imports TensorFlow (experiments/device_check.sh). Writes one JSON with every side's stage times,
 selections and test accuracies, and prints a table of the ratios (torch / jpeft: above 1 means jpeft is faster).
 """
 import argparse
@@ -33,13 +35,15 @@ import time
 import numpy as np
 
 from jpeft import cli, config_base
+from jpeft.data import synthetic
 from jpeft.data import tasks as tasks_lib
 from jpeft.export import timm_architecture
 from jpeft.checkpoints import statedict
 from jpeft.peft import partition
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol
+from jpeft.sweep import fit, protocol
 from jpeft.train import model_setup, splits
+from jpeft.train.errors import ConfigError
 
 TORCH_METHODS = ("lora", "linear", "full")
 _TORCH_LOOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_protocol_torch.py")
@@ -69,7 +73,7 @@ def protocol_grid(args) -> dict:
   return grid
 
 
-def run_jpeft(config, grid, trial_batch: int, workdir: str, cache_dir: str) -> dict:
+def run_jpeft(config, grid, trial_batch, workdir: str, cache_dir: str, data) -> dict:
   """One side through the sweep engine; stage walls from the engine's stage messages."""
   marks = []
 
@@ -79,7 +83,8 @@ def run_jpeft(config, grid, trial_batch: int, workdir: str, cache_dir: str) -> d
 
   with cli.compilation_cache(cache_dir) as compiles:
     start = time.perf_counter()
-    summary = protocol.run_sweep(config, [config.task], [config.method], grid, workdir, trial_batch, log=log)[0]
+    summary = protocol.run_sweep(config, [config.task], [config.method], grid, workdir, trial_batch, log=log,
+                                 data=None if data is None else dict(data))[0]
     end = time.perf_counter()
   final_start = next(t for t, m in marks if ": selected " in m)
   return dict(tune_s=final_start - start, final_s=end - final_start, total_s=end - start,
@@ -87,17 +92,23 @@ def run_jpeft(config, grid, trial_batch: int, workdir: str, cache_dir: str) -> d
               val_accuracy=summary["val_accuracy"], test_accuracy=summary["test_accuracy"])
 
 
-def write_torch_inputs(config, path: str) -> float:
-  """The arrays of every split the protocol reads, the backbone as a timm state dict and the architecture, in
-  one .npz for the torch side; returns the seconds loading the data took."""
+def load_arrays(config, args) -> tuple[dict, float]:
+  """({split name: {'image', 'label'}} of every split the protocol reads, the seconds loading or making them)."""
   task = tasks_lib.get_task(config.task)
   start = time.perf_counter()
-  arrays = {}
-  for mode in ("tune", "final"):
-    for name, spec in splits.mode_splits(config, mode):
-      split = splits.load_split(config, task, spec)
-      arrays[f"{name}/image"], arrays[f"{name}/label"] = split["image"], split["label"]
-  data_s = time.perf_counter() - start
+  if args.data == "synthetic":
+    arrays = synthetic.make_splits(config.data.image_size, task.num_classes, args.test_size)
+  else:
+    arrays = {name: splits.load_split(config, task, spec)
+              for mode in ("tune", "final") for name, spec in splits.mode_splits(config, mode)}
+  return arrays, time.perf_counter() - start
+
+
+def write_torch_inputs(config, arrays: dict, path: str) -> None:
+  """The splits' `arrays`, the backbone as a timm state dict and the architecture, in one .npz for the torch
+  side."""
+  task = tasks_lib.get_task(config.task)
+  arrays = {f"{name}/{key}": split[key] for name, split in arrays.items() for key in ("image", "label")}
   linear = config.copy_and_resolve_references()
   linear.method, linear.peft = "linear", {}
   setup = model_setup.build(linear)  # the plain ViT with the backbone loaded and a zero head
@@ -106,7 +117,6 @@ def write_torch_inputs(config, path: str) -> float:
   name, kwargs = timm_architecture(config.model.variant, config.model.style, config.data.image_size,
                                    task.num_classes)
   np.savez(path, **arrays, **weights, architecture=json.dumps(dict(name=name, kwargs=kwargs)))
-  return data_s
 
 
 def run_torch(torch_python: str, inputs: str, config, grid, out: str) -> dict:
@@ -140,6 +150,13 @@ def ratios_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+def trial_batch_arg(text: str):
+  try:
+    return fit.parse_trial_batch(text)
+  except ConfigError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   floats = lambda s: [float(x) for x in s.split(",")]
@@ -152,13 +169,17 @@ def main() -> None:
   parser.add_argument("--wd", type=floats, default=[1e-4])
   parser.add_argument("--rank", type=int, default=8, help="LoRA rank (method lora)")
   parser.add_argument("--final_seeds", type=ints, default=[42, 43])
-  parser.add_argument("--trial_batch", type=int, default=8, help="trials per compiled program (sweep side)")
+  parser.add_argument("--trial_batch", type=trial_batch_arg, default=8,
+                      help="trials per compiled program (sweep side), or 'auto' (as many as fit in memory)")
   parser.add_argument("--variant", default="mini/8")
   parser.add_argument("--image_size", type=int, default=32)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both frameworks (bfloat16: torch autocast, jpeft's model.dtype)")
   parser.add_argument("--sides", default="sweep,sequential,torch")
   parser.add_argument("--torch_python", default="", help="a Python with torch and timm (the torch side)")
+  parser.add_argument("--data", default="task", choices=("task", "synthetic"),
+                      help="task: --task's data; synthetic: a VTAB-shaped task made in memory (no TensorFlow)")
+  parser.add_argument("--test_size", type=int, default=500, help="test images of --data=synthetic")
   args = parser.parse_args()
   sides = args.sides.split(",")
   unknown = set(sides) - {"sweep", "sequential", "torch"}
@@ -170,27 +191,33 @@ def main() -> None:
   if os.path.exists(args.out):
     sys.exit(f"bench_protocol: error: --out={args.out} exists; name a new file (results are never overwritten).")
   cli.quiet_logging_unless_asked()
+  if args.data == "synthetic":
+    args.task = synthetic.register(test_size=args.test_size).name
   config, grid = base_config(args), protocol_grid(args)
   result = dict(task=args.task, method=args.method, variant=args.variant, image_size=args.image_size,
-                dtype=args.dtype, epochs=args.epochs,
+                dtype=args.dtype, epochs=args.epochs, data=args.data,
                 grid=dict(lr=args.lr, wd=args.wd, rank=args.rank, final_seeds=args.final_seeds),
                 trial_batch=args.trial_batch, cpu_count=os.cpu_count(), sides={})
   try:
     import jax
     result["device"] = str(jax.devices()[0].device_kind)
     with tempfile.TemporaryDirectory() as tmp:
-      inputs = os.path.join(tmp, "inputs.npz")
-      result["data_s"] = write_torch_inputs(config, inputs)
+      arrays, result["data_s"] = load_arrays(config, args)
+      # In memory (synthetic): the sides read the arrays made here; else each loads its task's data itself.
+      cache = (splits.in_memory_cache(config, tasks_lib.get_task(config.task), arrays)
+               if args.data == "synthetic" else None)
       for side, trial_batch in (("sweep", args.trial_batch), ("sequential", 1)):
         if side in sides:
           print(f"{side}: trial_batch={trial_batch}", flush=True)
           result["sides"][side] = run_jpeft(config, grid, trial_batch, os.path.join(tmp, side),
-                                            os.path.join(tmp, f"xla_{side}"))
+                                            os.path.join(tmp, f"xla_{side}"), cache)
       if "torch" in sides:
         if not args.torch_python:
           print("torch: skipped (no --torch_python)")
         else:
           print("torch: one trial after another", flush=True)
+          inputs = os.path.join(tmp, "inputs.npz")
+          write_torch_inputs(config, arrays, inputs)
           result["sides"]["torch"] = run_torch(args.torch_python, inputs, config, grid, os.path.join(tmp, "t.json"))
   except cli.USER_ERRORS as e:
     sys.exit(f"bench_protocol: error: {e}")

@@ -2,7 +2,7 @@
 
   python experiments/many_shot.py --config=configs/manyshot_mini.py --workdir=runs/many_shot_mini \
       [--sizes=train50,train500] [--methods=linear,full,lora] [--lora_ranks=1,32] [--grid.lr=1e-3,1e-2]
-      [--grid.wd=1e-4] [--rank_sizes=train50,train2000] [--trial_batch=8] [--epochs_scale=1.0]
+      [--grid.wd=1e-4] [--rank_sizes=train50,train2000] [--trial_batch=8|auto] [--epochs_scale=1.0]
 
   python experiments/many_shot.py --config=configs/manyshot_cifar100.py --grid.lr=5e-4,1e-3 \
       --grid.wd=1e-4,1e-3 --workdir=runs/many_shot_cifar100
@@ -31,7 +31,7 @@ from jpeft import cli, workdir_lock
 from jpeft.data import manyshot
 from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol
+from jpeft.sweep import fit, protocol
 
 _CONFIG = cli.define_config_file_or_exit("config", "configs/manyshot_mini.py",
                                          "Many-shot base config file (configs/manyshot_<dataset>.py); its task "
@@ -44,7 +44,7 @@ _LORA_RANKS = flags.DEFINE_list("lora_ranks", [], "LoRA ranks run on their own, 
                                 "plot (which also shows the lora runs of --methods at their selected rank).")
 _RANK_SIZES = flags.DEFINE_list("rank_sizes", None, "Sizes of the rank study (default: every size of --sizes).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/many_shot", "Output and resume directory.")
-_TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together per compiled program.")
+_TRIAL_BATCH = fit.define_trial_batch_flag(8, "Trials trained together per compiled program")
 _EPOCHS_SCALE = flags.DEFINE_float("epochs_scale", 1.0, "Multiplies every size's epochs and warmup (rounded, "
                                    "at least 1 epoch): shortened runs; 1.0 is the protocol's recipe.")
 _COMPILATION_CACHE = cli.define_compilation_cache_flag()

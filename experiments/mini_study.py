@@ -1,17 +1,18 @@
 """The offline mini study: every PEFT method on every Mini VTAB task with a small grid, through the sweep engine.
 
   python experiments/mini_study.py --workdir=runs/mini_study [--tasks=mini_count,mini_digits]
-      [--methods=lora,ssf] [--epochs=10] [--trial_batch=8] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
+      [--methods=lora,ssf] [--epochs=10] [--trial_batch=8|auto] [--grid.lr=1e-3,1e-2] [--grid.lora.rank=8]
       [--scratch_methods=lora,full] [--compilation_cache=~/.cache/jpeft/xla] [--backbone=candidate.npz]
-      [--grid.final_seeds=42]
+      [--grid.final_seeds=42] [--grid.schedule=halving]
 
 Base config: the demo's (`jpeft.config_base.demo_config`, what configs/demo.py runs: the shipped `mini/8`
 backbone pre-trained on Mini VTAB's two upstream tasks, 32x32 images, no network needed). Protocol as the study's
 (tune on train800, select by val200 at the last epoch, retrain on train800val200, test), with `MINI_GRID`:
 lr {1e-3, 1e-2} x wd {1e-4} x one or two values of each method's own grid, tuned with seed 42, the
 selected setting retrained with seeds 42 and 43 (`--grid.final_seeds=42` for one). Mini VTAB is a stand-in
-for the code path, not the benchmark: its numbers say nothing about VTAB-1K. Resumable like any sweep (rerun
-with the same --workdir and --epochs); the random-init rows are a sweep of their own in <workdir>/random_init.
+for the code path, not the benchmark: its numbers say nothing about VTAB-1K. --grid.schedule=halving tunes by
+successive halving (docs/how-to/sweep.md; its own --workdir). Resumable like any sweep (rerun with the same
+--workdir and --epochs); the random-init rows are a sweep of their own in <workdir>/random_init.
 
 Writes to --workdir: trials.jsonl, sweep_config.json, summary.jsonl / summary.csv, results.md / results.csv
 (method x task with group means, the study's VTAB-1K numbers beside them for orientation) and
@@ -22,52 +23,11 @@ import sys
 
 from absl import app, flags
 
-from jpeft import cli, config_base, peft
+from jpeft import cli, peft
 from jpeft.data import tasks as tasks_lib
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import protocol, tables
-
-
-def mini_grid():
-  """A small grid: 2 lr x 1 wd x at most 2 values per method (the study's full grid is ~516 trainings per task).
-
-  Shapes are kept to one per method (one compiled program per method and stage); scales, which are traced,
-  get two values where the method has them.
-  """
-  grid = grid_lib.default_grid()
-  grid.lr = (1e-3, 1e-2)
-  grid.wd = (1e-4,)
-  grid.final_seeds = (42, 43)  # a test spread and the seed control of jpeft.analysis; selection stays on seed 42
-  small = {
-      "lora": dict(rank=(8,)),
-      "adapter": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "pfeiffer": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "adaptformer": dict(bottleneck=(16,), scale=(0.1, 0.2)),
-      "convpass": dict(bottleneck=(8,), scale=(1, 10), conv_init=("identity",)),
-      "repadapter": dict(bottleneck=(8,), scale=(0.1, 1)),
-      "fact_tt": dict(rank=(8,), scale=(1, 10)),
-      "fact_tk": dict(rank=(16,), scale=(1, 10)),
-      "vpt_deep": dict(num_tokens=(5,)),
-      "vpt_shallow": dict(num_tokens=(5,)),
-      "vqt": dict(num_tokens=(1,)),
-      "oft": dict(block_size=(8,)),
-      "boft": dict(block_size=(4,), butterfly_factor=(2,)),
-      "loha": dict(rank=(4,)),
-      "lokr": dict(rank=(8,)),
-      "dora": dict(rank=(8,)),
-      "vera": dict(rank=(256,)),
-      "hra": dict(rank=(8,)),
-      "road": dict(variant=("road_1",)),
-      "fourierft": dict(n_frequency=(1000,)),
-      "c3a": dict(block_size=(64,)),
-      "glora": dict(rank=(8,)),
-      "pvera": dict(rank=(256,)),
-  }
-  for method, fields in small.items():
-    if method in grid:
-      for field, values in fields.items():
-        grid[method][field] = values
-  return grid
+from jpeft.sweep import fit, protocol, tables
+from mini_setup import base_config, mini_grid
 
 
 _GRID = cli.define_config_dict_or_exit("grid", mini_grid(), "Search grid; override as --grid.lr=1e-3 or "
@@ -76,7 +36,7 @@ _TASKS = flags.DEFINE_list("tasks", None, "Mini VTAB tasks (default: all registe
 _METHODS = flags.DEFINE_list("methods", None, "Methods (default: every registered method).")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/mini_study", "Output and resume directory.")
 _EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs of every trial (warmup: 1 epoch).")
-_TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together per compiled program.")
+_TRIAL_BATCH = fit.define_trial_batch_flag(8, "Trials trained together per compiled program")
 _SCRATCH = flags.DEFINE_list("scratch_methods", ["lora", "full"],
                              "Methods also run from random initialisation (rows '<method> (random init)'), to "
                              "show how much of the accuracy the pre-trained backbone carries.")
@@ -88,12 +48,7 @@ _COMPILATION_CACHE = cli.define_compilation_cache_flag()
 def main(argv) -> None:
   del argv
   cli.quiet_logging_unless_asked()
-  config = config_base.demo_config()
-  if _BACKBONE.value:
-    config.pretrained.path = _BACKBONE.value
-  config.optim.epochs = _EPOCHS.value
-  config.optim.warmup_epochs = min(1, _EPOCHS.value)
-  config.eval_every_epochs = _EPOCHS.value
+  config = base_config(_EPOCHS.value, _BACKBONE.value)
   mini = [t for t in tasks_lib.list_tasks() if tables.task_group(t) and t.startswith("mini_")]
   task_names = _TASKS.value or mini
   methods = _METHODS.value or sorted(peft.registry())

@@ -8,6 +8,8 @@ of them help? Pure numpy on the predictions a sweep saved; no model and no devic
 One module per analysis, each with `analyse` (numbers), `write` (Markdown + CSV tables, PNG figures) and
 `findings` (the summary's sentences): `agreement`, `confident`, `ensembles`, `calibration`.
 CLI: `python -m jpeft.analysis --sweep=runs/sweep [--tasks=...] [--methods=...] [--out=...]` (see `__main__`).
+`python -m jpeft.analysis.pack` copies what the analysis reads of a sweep into a small folder, to commit beside the
+tables (`pack`); `analyse` and `summary` give summary.md's text without drawing the figures.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ SECTIONS = (("1. Agreement: different mistakes", agreement), ("2. Confident pred
             ("3. Ensembles", ensembles), ("4. Calibration", calibration))
 
 
-def _venn_methods(asked: Optional[Sequence[str]], methods: Sequence[str]) -> Optional[list[str]]:
+def venn_methods(asked: Optional[Sequence[str]], methods: Sequence[str]) -> Optional[list[str]]:
   """The three methods of the Venn figure: `asked`, else the study's (lora, adapter, ssf) where all were
   analysed, else the first three; None with fewer than three methods."""
   if asked is not None:
@@ -73,13 +75,37 @@ def run(sweep: str, out: Optional[str] = None, tasks: Optional[Sequence[str]] = 
   if len(methods) < 2:
     raise AnalysisError(f"Only one method to analyse ({methods[0]}): the analyses compare methods. Pass at "
                         "least two with --methods=, or sweep more methods.")
-  venn = _venn_methods(venn, methods)
+  venn = venn_methods(venn, methods)
   out = out or os.path.join(sweep, "analysis")
   _prepare(out)
-  results = dict(agreement=agreement.analyse(predictions, methods),
-                 confident=confident.analyse(predictions, methods, confident_fraction, venn),
-                 ensembles=ensembles.analyse(predictions, methods),
-                 calibration=calibration.analyse(predictions, methods))
+  results = analyse(predictions, methods, confident_fraction, venn)
+  files = {name_of(module): module.write(results[name_of(module)], out) for _, module in SECTIONS}
+  path = os.path.join(out, "summary.md")
+  with open(path, "w") as f:
+    f.write(summary(sweep, predictions, results, files))
+  return path
+
+
+def name_of(module) -> str:
+  """A section's name: its module's ('agreement'), the key of its results and files."""
+  return module.__name__.rsplit(".", 1)[1]
+
+
+def analyse(predictions: Sequence[load.TaskPredictions], methods: Sequence[str],
+            confident_fraction: float = confident.DEFAULT_FRACTION, venn: Optional[Sequence[str]] = None) -> dict:
+  """{'agreement' | 'confident' | 'ensembles' | 'calibration': that module's `analyse` result} (no Venn diagram
+  when `venn` is None)."""
+  return dict(agreement=agreement.analyse(predictions, methods),
+              confident=confident.analyse(predictions, methods, confident_fraction, venn),
+              ensembles=ensembles.analyse(predictions, methods),
+              calibration=calibration.analyse(predictions, methods))
+
+
+def summary(sweep: str, predictions: Sequence[load.TaskPredictions], results: dict,
+            files: dict[str, Sequence[str]]) -> str:
+  """summary.md's text: the sweep, then each section's findings and the files its `write` returned (`files`:
+  {module name: paths}; summary.md links their base names)."""
+  methods = list(predictions[0].test.logits)
   seeds = {m: list(predictions[0].test.logits[m]) for m in methods}
   lines = [f"{TITLE}{sweep}", "",
            f"{len(predictions)} task(s): {', '.join(tp.task for tp in predictions)} "
@@ -87,13 +113,9 @@ def run(sweep: str, out: Optional[str] = None, tasks: Optional[Sequence[str]] = 
            f"its selected hyperparameters; seeds: " + ", ".join(f"{m} {s}" for m, s in seeds.items()) +
            ". Single-model statistics use each method's first seed; anything chosen is chosen on val200.", ""]
   for title, module in SECTIONS:
-    name = module.__name__.rsplit(".", 1)[1]
-    paths = module.write(results[name], out)
-    lines += [f"## {title}", ""] + [f"- {f}" for f in module.findings(results[name])]
-    lines += ["", "Files: " + ", ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})" for p in paths), ""]
-  if venn is None:
+    lines += [f"## {title}", ""] + [f"- {f}" for f in module.findings(results[name_of(module)])]
+    lines += ["", "Files: " + ", ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})"
+                                       for p in files[name_of(module)]), ""]
+  if results["confident"]["venn"] is None:
     lines.append("No Venn figure: it needs three methods.")
-  path = os.path.join(out, "summary.md")
-  with open(path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+  return "\n".join(lines) + "\n"

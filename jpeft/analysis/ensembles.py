@@ -17,7 +17,7 @@ on test, per task and as group means:
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -30,21 +30,24 @@ RULES = ("softmax", "logits", "vote")
 CLOSE_GAP = 0.02
 
 
-def combine(members: Sequence[np.ndarray], rule: str) -> np.ndarray:
-  """Predicted classes [N] of the ensemble of `members` ([N, C] logits each) under `rule` (see `RULES`)."""
+def combine(members: Sequence[np.ndarray], rule: str, probs: Optional[Sequence[np.ndarray]] = None) -> np.ndarray:
+  """Predicted classes [N] of the ensemble of `members` ([N, C] logits each) under `rule` (see `RULES`).
+
+  probs: the members' softmax outputs where the caller has them (`report.softmax` of each member, the same
+  numbers as computed here; an analysis combines each member many times, and computes them once)."""
+  if rule not in RULES:
+    raise ValueError(f"Unknown ensemble rule {rule!r}; expected one of {RULES}.")
   stack = np.stack(members)
-  probs = report.softmax(stack).mean(0)
-  if rule == "softmax":
-    return probs.argmax(-1)
   if rule == "logits":
     return stack.mean(0).argmax(-1)
-  if rule != "vote":
-    raise ValueError(f"Unknown ensemble rule {rule!r}; expected one of {RULES}.")
-  votes = np.zeros(probs.shape)
+  mean_probs = (report.softmax(stack) if probs is None else np.stack(probs)).mean(0)
+  if rule == "softmax":
+    return mean_probs.argmax(-1)
+  votes = np.zeros(mean_probs.shape)
   for member in stack:
     votes[np.arange(len(votes)), member.argmax(-1)] += 1
   # A pair that disagrees ties: the tied class the members give the highest mean probability wins.
-  return np.where(votes == votes.max(-1, keepdims=True), probs, -np.inf).argmax(-1)
+  return np.where(votes == votes.max(-1, keepdims=True), mean_probs, -np.inf).argmax(-1)
 
 
 def accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
@@ -66,17 +69,20 @@ def choose_on_val(tp: TaskPredictions, methods: Sequence[str]) -> dict:
   """
   val = tp.val
   ranking = rank_on_val(val, methods)
+  probs = {m: report.softmax(val.primary(m)) for m in ranking}
   best = None
   for k in range(2, len(ranking) + 1):
     for rule in RULES:
-      score = accuracy(combine([val.primary(m) for m in ranking[:k]], rule), val.labels)
+      score = accuracy(combine([val.primary(m) for m in ranking[:k]], rule, [probs[m] for m in ranking[:k]]),
+                       val.labels)
       if best is None or score > best["val_accuracy"]:
         best = dict(ranking=ranking, k=k, rule=rule, val_accuracy=score)
   return best
 
 
-def _rule_accuracies(members: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, float]:
-  return {rule: accuracy(combine(members, rule), labels) for rule in RULES}
+def _rule_accuracies(members: Sequence[np.ndarray], labels: np.ndarray,
+                     probs: Sequence[np.ndarray]) -> dict[str, float]:
+  return {rule: accuracy(combine(members, rule, probs), labels) for rule in RULES}
 
 
 def analyse(tasks: Sequence[TaskPredictions], methods: Sequence[str]) -> dict:
@@ -86,16 +92,18 @@ def analyse(tasks: Sequence[TaskPredictions], methods: Sequence[str]) -> dict:
     group = report.group_of(tp.task)
     test, labels = tp.test, tp.test.labels
     single = {m: accuracy(test.primary(m).argmax(-1), labels) for m in methods}
+    probs = {m: report.softmax(test.primary(m)) for m in methods}
     for a, b in itertools.combinations(methods, 2):
       pairs.append(dict(task=tp.task, group=group, a=a, b=b, acc_a=single[a], acc_b=single[b],
                         best_member=max(single[a], single[b]),
-                        **_rule_accuracies([test.primary(a), test.primary(b)], labels)))
+                        **_rule_accuracies([test.primary(a), test.primary(b)], labels, [probs[a], probs[b]])))
     for m in methods:
       if len(test.logits[m]) > 1:
         first, second = list(test.logits[m].items())[:2]
         seeds.append(dict(task=tp.task, group=group, method=m, seeds=f"{first[0]}+{second[0]}",
                           best_member=max(accuracy(x.argmax(-1), labels) for _, x in (first, second)),
-                          **_rule_accuracies([first[1], second[1]], labels)))
+                          **_rule_accuracies([first[1], second[1]], labels,
+                                             [report.softmax(first[1]), report.softmax(second[1])])))
     if tp.val is None:
       without_val.append(tp.task)
       continue
@@ -105,11 +113,12 @@ def analyse(tasks: Sequence[TaskPredictions], methods: Sequence[str]) -> dict:
       members = ranking[:k]
       topk.append(dict(task=tp.task, group=group, k=k, members="+".join(members),
                        best_member=max(single[m] for m in members), val_best_single=single[ranking[0]],
-                       **_rule_accuracies([test.primary(m) for m in members], labels)))
+                       **_rule_accuracies([test.primary(m) for m in members], labels, [probs[m] for m in members])))
     members = ranking[:choice["k"]]
     chosen.append(dict(task=tp.task, group=group, val_best_method=ranking[0], val_best_single=single[ranking[0]],
                        members="+".join(members), rule=choice["rule"], val_accuracy=choice["val_accuracy"],
-                       test_accuracy=accuracy(combine([test.primary(m) for m in members], choice["rule"]), labels)))
+                       test_accuracy=accuracy(combine([test.primary(m) for m in members], choice["rule"],
+                                                      [probs[m] for m in members]), labels)))
   return dict(pairs=pairs, topk=topk, chosen=chosen, seeds=seeds, without_val=without_val)
 
 

@@ -45,7 +45,7 @@ class TaskPredictions:
   val: Optional[Split]  # None: the sweep predates saved val200 predictions (no selection on val possible)
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def read_jsonl(path: str) -> list[dict]:
   """Rows of a JSON-lines file; a torn last line (a sweep killed in the middle of a write) is left out."""
   with open(path) as f:
     text = f.read()
@@ -68,7 +68,7 @@ def _check_names(kind: str, asked: Optional[Sequence[str]], present: list[str], 
   return list(dict.fromkeys(asked))
 
 
-def _load(workdir: str, row: Mapping) -> tuple[np.ndarray, np.ndarray]:
+def load_file(workdir: str, row: Mapping) -> tuple[np.ndarray, np.ndarray]:
   """(logits [N, C], labels [N]) of the file `row` names, checked against the row's accuracy."""
   path = os.path.join(workdir, row["predictions"])
   if not os.path.exists(path):
@@ -102,21 +102,25 @@ def _split(task: str, name: str, loaded: Mapping[str, Mapping[int, tuple]]) -> S
   return Split(labels=labels, logits={m: {s: v[0] for s, v in seeds.items()} for m, seeds in loaded.items()})
 
 
-def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
-               methods: Optional[Sequence[str]] = None) -> list[TaskPredictions]:
-  """Every analysed task's predictions, tasks and methods in the order asked (default: the summary's order).
+def selected_rows(workdir: str, tasks: Optional[Sequence[str]] = None, methods: Optional[Sequence[str]] = None,
+                  summaries: Optional[Sequence[Mapping]] = None
+                  ) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, dict[int, dict]]]]:
+  """The trials.jsonl rows whose predictions the analysis reads: (tasks, methods, {(task, method): {'final':
+  {seed: row}, 'tune': {seed: row}}}), tasks and methods in the order asked (default: the summary's order).
 
-  Raises AnalysisError naming the problem: no sweep in `workdir`, an unknown task or method, a (task, method)
-  without saved test predictions, a missing or stale file, labels that differ between methods.
+  'final' holds each final seed's row (test predictions); 'tune' each tuning seed's row of the selected setting
+  (val200 predictions), or nothing when one of them saved none. `summaries`: the summary rows to follow instead
+  of <workdir>/summary.jsonl (`jpeft.analysis.pack` on a sweep still running). Raises AnalysisError: no sweep in
+  `workdir`, an unknown task or method, a (task, method) without saved test predictions.
   """
   summary_path = os.path.join(workdir, protocol.SUMMARY_FILE)
   trials_path = os.path.join(workdir, trial_log.TRIALS_FILE)
-  if not (os.path.exists(summary_path) and os.path.exists(trials_path)):
+  if not ((summaries is not None or os.path.exists(summary_path)) and os.path.exists(trials_path)):
     raise AnalysisError(f"{workdir} holds no finished sweep ({protocol.SUMMARY_FILE} and {trial_log.TRIALS_FILE} "
                         "are written by `python -m jpeft.sweep --workdir=...`). Pass --sweep=<that workdir>.")
-  summaries = _read_jsonl(summary_path)
+  summaries = read_jsonl(summary_path) if summaries is None else summaries
   rows: dict[tuple[str, str], list[dict]] = {}  # (task, method) -> rows, the last row of a trial key winning
-  for row in {(r["stage"], r["key"]): r for r in _read_jsonl(trials_path)}.values():
+  for row in {(r["stage"], r["key"]): r for r in read_jsonl(trials_path)}.values():
     rows.setdefault((row["task"], row["method"]), []).append(row)
   tasks = _check_names("task", tasks, list(dict.fromkeys(s["task"] for s in summaries)), workdir)
   methods = _check_names("method", methods, list(dict.fromkeys(s["method"] for s in summaries)), workdir)
@@ -143,11 +147,22 @@ def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
                         "swept, every trial diverged, run with --nofinal, or made before jpeft saved "
                         "predictions). Rerun the sweep for them into a new --workdir, or leave them out with "
                         "--tasks= / --methods=.")
+  return tasks, methods, chosen
+
+
+def load_sweep(workdir: str, tasks: Optional[Sequence[str]] = None,
+               methods: Optional[Sequence[str]] = None) -> list[TaskPredictions]:
+  """Every analysed task's predictions, tasks and methods in the order asked (default: the summary's order).
+
+  Raises AnalysisError naming the problem: no sweep in `workdir`, an unknown task or method, a (task, method)
+  without saved test predictions, a missing or stale file, labels that differ between methods.
+  """
+  tasks, methods, chosen = selected_rows(workdir, tasks, methods)
   out = []
   for task in tasks:
-    test = {m: {s: _load(workdir, r) for s, r in chosen[(task, m)]["final"].items()} for m in methods}
+    test = {m: {s: load_file(workdir, r) for s, r in chosen[(task, m)]["final"].items()} for m in methods}
     with_val = all(chosen[(task, m)]["tune"] for m in methods)
-    val = ({m: {s: _load(workdir, r) for s, r in chosen[(task, m)]["tune"].items()} for m in methods}
+    val = ({m: {s: load_file(workdir, r) for s, r in chosen[(task, m)]["tune"].items()} for m in methods}
            if with_val else None)
     out.append(TaskPredictions(task, _split(task, "test", test),
                                None if val is None else _split(task, "val200", val)))

@@ -7,10 +7,8 @@ Public API:
   DataError                                               (jpeft.data.errors)
   BadImage, BadImagesError (a DataError)                  (jpeft.data.bad_images)
 """
-from jpeft.data.quiet_tf import import_tensorflow
-
-import_tensorflow()  # Before any data module imports TensorFlow, which would print its start-up lines.
-
+# TensorFlow is imported at its first use (`jpeft.data.quiet_tf.tf`, without its start-up lines), not here: in-memory
+# data, the benchmarks and a machine without TensorFlow never import it.
 from jpeft.data.errors import DataError
 from jpeft.data.bad_images import BadImage, BadImagesError
 from jpeft.data.input_pipeline import Examples, get_dataset, load_examples, load_split_arrays, num_classes, num_examples, open_examples

@@ -16,9 +16,9 @@ import tempfile
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data.errors import DataError
 
 # How many bad files a DataError, and the warning of skipped ones, name before "and N more" (a run's

@@ -7,8 +7,8 @@ with the mean grey level, saturation with the grey image, each clipped to [0, 25
 """
 from __future__ import annotations
 
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data import randaugment
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 from typing import NamedTuple, Optional, Sequence
 
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data.bad_images import BadImage, decode_file, drop_bad_images
 from jpeft.data.errors import DataError
 
-AUTOTUNE = tf.data.AUTOTUNE
+AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow with this module
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 

@@ -17,15 +17,14 @@ import os
 from typing import Optional, Union
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
+from jpeft.data.quiet_tf import tf, tfds
 from jpeft.data import folder_source, preprocess, tfds_source
 from jpeft.data.bad_images import BadImage
 from jpeft.data.errors import DataError
 from jpeft.data.tasks import SplitSpec, Subset, Task, get_task
 
-AUTOTUNE = tf.data.AUTOTUNE
+AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow with this module
 SOURCES = ('tfds', 'folder', 'imagefolder')
 # Decoded examples of splits up to this size are cached in memory after the first epoch.
 CACHE_MAX_EXAMPLES = 20_000

@@ -9,9 +9,10 @@ the same number of steps.
 """
 from __future__ import annotations
 
-import tensorflow_datasets as tfds
+import functools
 
 from jpeft.data import manyshot, mini_vtab
+from jpeft.data.quiet_tf import tfds
 from jpeft.data.tasks import Task, register_task
 
 NAME = 'mini_objects_many'
@@ -20,27 +21,33 @@ SPLIT_SIZES = {'train': 20_000, 'test': 2_000}
 SEED = 1  # mini_objects itself is seed 0: these are other images
 
 
-class MiniObjectsMany(mini_vtab.MiniVtabBuilder):
-  """TFDS builder of `mini_objects_many` (rendered, nothing downloaded)."""
-  name = NAME
-  TASK = mini_vtab.get_mini_task(SOURCE)
-  SEED = SEED
+@functools.cache
+def define_builder() -> type:
+  """The task's TFDS builder (rendered, nothing downloaded), registered with TFDS on first use."""
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
-    return {split: self._generate_examples(split) for split in SPLIT_SIZES}
+  class MiniObjectsMany(mini_vtab.builder_base()):
+    name = NAME
+    TASK = mini_vtab.get_mini_task(SOURCE)
+    SEED = SEED
 
-  def _generate_examples(self, split: str):
-    for i, sample in enumerate(mini_vtab.samples(SOURCE, split, SPLIT_SIZES[split], seed=SEED)):
-      yield i, {'image': sample.image, 'label': sample.label}
+    def _split_generators(self, dl_manager):
+      del dl_manager  # nothing to download
+      return {split: self._generate_examples(split) for split in SPLIT_SIZES}
+
+    def _generate_examples(self, split: str):
+      for i, sample in enumerate(mini_vtab.samples(SOURCE, split, SPLIT_SIZES[split], seed=SEED)):
+        yield i, {'image': sample.image, 'label': sample.label}
+
+  return MiniObjectsMany
 
 
 def prepare(data_dir=None) -> None:
   """Generates the task's TFDS files into `data_dir` (about a minute on one core)."""
+  define_builder()
   tfds.builder(NAME, data_dir=data_dir).download_and_prepare()
 
 
-register_task(Task(name=NAME, builder=f'{NAME}:1.*.*', num_classes=MiniObjectsMany.TASK.num_classes,
+register_task(Task(name=NAME, builder=f'{NAME}:1.*.*', num_classes=mini_vtab.get_mini_task(SOURCE).num_classes,
                    group='mini_manyshot', splits={'train': 'train', 'test': 'test'},
                    split_sizes=dict(SPLIT_SIZES)))
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data.errors import DataError
 
 # name -> (mean, std) applied to [0, 1] pixels; None = keep [0, 1] (the study's VTAB setting).

@@ -46,3 +46,23 @@ def import_tensorflow() -> None:
       os.close(saved_fd)
       captured.seek(0)
       os.write(2, drop_info_lines(captured.read()))
+
+
+class _LazyModule:
+  """Stands for a module imported at its first attribute access, so that importing jpeft (and the paths that
+  never read data through TensorFlow: in-memory arrays, benchmarks, a device without TensorFlow) does not import
+  TensorFlow. `import_tensorflow` runs first (its INFO lines dropped)."""
+
+  def __init__(self, name: str):
+    self._name = name
+
+  def __getattr__(self, attr: str):
+    import_tensorflow()
+    return getattr(importlib.import_module(self._name), attr)
+
+  def __repr__(self) -> str:
+    return f'<lazy module {self._name!r}>'
+
+
+tf = _LazyModule('tensorflow')
+tfds = _LazyModule('tensorflow_datasets')

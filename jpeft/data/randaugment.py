@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from jpeft.data.quiet_tf import tf
 
-import tensorflow as tf
 
 MAX_LEVEL = 10.0
 FILL = 128.0

@@ -8,8 +8,8 @@ rounded; the first of 10 draws that fits inside the image is used, none if none 
 from __future__ import annotations
 
 import math
+from jpeft.data.quiet_tf import tf
 
-import tensorflow as tf
 
 ATTEMPTS = 10
 

@@ -21,8 +21,8 @@ import logging
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data.errors import DataError
 
 # The four VTAB-1K split names every VTAB-style task defines.

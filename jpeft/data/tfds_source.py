@@ -11,13 +11,12 @@ import re
 from typing import Optional, Union
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
+from jpeft.data.quiet_tf import tf, tfds
 from jpeft.data.errors import DataError
 from jpeft.data.tasks import SplitSpec, Subset, Task
 
-AUTOTUNE = tf.data.AUTOTUNE
+AUTOTUNE = -1  # tf.data.AUTOTUNE, without importing TensorFlow with this module
 
 
 def _data_dir_text(data_dir: Optional[str]) -> str:
@@ -50,6 +49,13 @@ def _missing_module_message(task: Task, builder_name: str, error: ImportError) -
           f"(Python said: {str(error).splitlines()[0][:300]})")
 
 
+def _define_generated_builders() -> None:
+  """Registers jpeft's generated tasks' TFDS builders (Mini VTAB), defined only once TFDS is in use."""
+  from jpeft.data import mini_manyshot, mini_vtab  # pylint: disable=g-import-not-at-top (they import tasks)
+  mini_vtab.define_builders()
+  mini_manyshot.define_builder()
+
+
 def make_builder(task: Task, data_dir: Optional[str] = None,
                  download: bool = True) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder of `task`, trying `task.builder` then `task.alt_builders`.
@@ -65,6 +71,7 @@ def make_builder(task: Task, data_dir: Optional[str] = None,
     DataError: the dataset is not there (and could not be prepared), with instructions; or
       the builder needs a Python module that is not installed, naming it.
   """
+  _define_generated_builders()
   failures = []
   for name in (task.builder,) + tuple(task.alt_builders):
     try:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data.tasks import Task, cut_splits, register_task, standard_splits, to_rgb
 
 # Official TFDS split sizes of the builders used here (from each dataset's TFDS catalog page).

@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
+from jpeft.data.quiet_tf import tf
 from jpeft.data import preprocess, tasks
 from jpeft.peft import partition
 from jpeft.train import model_setup, reuse

@@ -2,14 +2,16 @@
 
   python -m jpeft.sweep --config=configs/vtab_lora.py --tasks=dtd,eurosat --methods=lora,ssf \\
       --workdir=runs/sweep [--grid.lr=1e-3,1e-2] [--grid.wd=1e-4] [--grid.lora.rank=1,8] \\
-      [--grid.seeds=42,43] [--trial_batch=8] [--nofinal] [--config.optim.epochs=10] [--cpu_devices=2]
-      [--shard=K/N | --shard=any]
+      [--grid.seeds=42,43] [--trial_batch=8|auto] [--nofinal] [--config.optim.epochs=10] [--cpu_devices=2]
+      [--shard=K/N | --shard=any] [--grid.schedule=halving [--grid.halving_eta=2] [--grid.halving_rungs=2,5]]
   python -m jpeft.sweep --workdir=runs/sweep --report
 
 The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each method's registered grid, seed 42);
-every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>). Trials of a method
-that differ only in a shape it pads exactly (LoRA's rank, ...) share one compiled program at the grid's largest
-value (--grid.pad_shapes=false: one program per shape; docs/concepts/sweep-trial-axis.md). Any
+every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>).
+--grid.schedule=halving tunes by successive halving (jpeft.sweep.halving): settings are cut to the best 1/eta at
+each rung (epochs), survivors continue on the full run's schedule; the default 'full' is the study's protocol.
+Trials of a method that differ only in a shape it pads exactly (LoRA's rank, ...) share one compiled program at the
+grid's largest value (--grid.pad_shapes=false: one program per shape; docs/concepts/sweep-trial-axis.md). Any
 --config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the same
 --workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values
 may be added, but another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under
@@ -19,7 +21,10 @@ process holds is left to it, and a pair a killed process left unfinished is resu
 reaches it. --shard=K/N takes pairs K, K+N, ... (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of
 SLURM_ARRAY_TASK_COUNT when set, else every pair); --shard=any every pair. --report trains nothing: it writes the
 tables, plot and prediction analysis of the finished pairs and names every other pair with its state (exit 0 when
-every pair has a result, 2 otherwise). On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
+every pair has a result, 2 otherwise). --trial_batch=auto trains as many trials per program as fit in the device's
+memory, per shape group (XLA's memory analysis of the train step at one and two trials, extrapolated, against 85%
+of the device's memory limit, on a CPU of the host's available memory; one line prints the choice and why).
+On a CPU-only machine, --cpu_devices=<cores> splits the CPU into one XLA
 device per core and the trial axis over them (faster for small models; see experiments/bench_sweep.py). Launched
 as several processes with --config.distributed.enabled=True (as jpeft.main), the trials are split over the devices
 of all processes and process 0 writes the workdir (and takes the pair locks for all). Compiled programs are saved
@@ -45,6 +50,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jpeft import cli, interrupts
+from jpeft.sweep import fit
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import pairs, protocol, report, trial_log
 
@@ -54,14 +60,16 @@ _CONFIG = config_flags.DEFINE_config_file(
 _GRID = cli.define_config_dict_or_exit(
     "grid", grid_lib.default_grid(), "Search grid: --grid.lr=1e-3,1e-2 --grid.wd=1e-4 --grid.seeds=42,43 "
     "--grid.final_seeds=42,43 (retrain the selected setting with these seeds; default: the tuning seeds) "
+    "--grid.schedule=halving (successive halving of the tune stage; default full) --grid.halving_eta=2 "
+    "--grid.halving_rungs=2,5 (epochs at which settings are cut; default geometric) "
     "--grid.pad_shapes=false (one program per shape instead of padding LoRA ranks etc. to the largest) "
     "--grid.<method>.<field>=v1,v2.", "jpeft.sweep")
 _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's task).")
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where trials, summaries and tables are written; rerunning "
                                "with the same workdir resumes.")
-_TRIAL_BATCH = flags.DEFINE_integer("trial_batch", 8, "Trials trained together in one compiled program; "
-                                    "lower it if a chunk does not fit in device memory.")
+_TRIAL_BATCH = fit.define_trial_batch_flag(8, "Trials trained together in one compiled program (lower it if a "
+                                           "chunk does not fit in device memory)")
 _FINAL = flags.DEFINE_boolean("final", True, "Retrain each winner on train800val200 and report test accuracy.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 1, "Split the host CPU into this many XLA devices (e.g. one "
                                     "per core) and shard each chunk's trials over them; 1 keeps XLA's single "

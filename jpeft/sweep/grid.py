@@ -134,7 +134,8 @@ def _values(name: str, values: Any) -> tuple:
 def default_grid() -> ml_collections.ConfigDict:
   """The study's grid for every registered method, as the `--grid` flag's defaults.
 
-  Fields: lr, wd, seeds (tuples), final_seeds (a tuple; empty: the tuning seeds), pad_shapes (bool) and one
+  Fields: lr, wd, seeds (tuples), final_seeds (a tuple; empty: the tuning seeds), schedule ('full' or
+  'halving'), halving_eta, halving_rungs (a tuple of epochs; empty: the default), pad_shapes (bool) and one
   sub-dict per method {field: tuple of values} from the method's `grid`.
   """
   grid = ml_collections.ConfigDict()
@@ -144,6 +145,10 @@ def default_grid() -> ml_collections.ConfigDict:
   # More final seeds than tuning seeds give a test spread and seed ensembles (the control of jpeft.analysis)
   # at the cost of one training per seed, without changing which setting is selected.
   grid.final_seeds = ()
+  # How the tune stage spends its epochs: 'full' (the study's protocol) or 'halving' (`jpeft.sweep.halving`).
+  grid.schedule = "full"
+  grid.halving_eta = 2
+  grid.halving_rungs = ()  # epochs at which settings are cut; empty: geometric (see halving.resolve)
   # One program per method where padding is exact (docs/concepts/sweep-trial-axis.md); false: one per shape.
   grid.pad_shapes = PAD_SHAPES
   for name, cls in sorted(peft.registry().items()):

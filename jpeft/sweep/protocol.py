@@ -43,7 +43,7 @@ import numpy as np
 from jpeft import workdir_lock
 from jpeft.data import input_pipeline
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import pairs, runner, trial_log
+from jpeft.sweep import halving, pairs, runner, trial_log
 from jpeft.train import config_checks, errors, splits
 from jpeft.train.errors import ConfigError
 
@@ -72,9 +72,10 @@ def select(rows: Sequence[Mapping[str, Any]]) -> Optional[str]:
 
 
 def _summary_row(trials: Sequence[grid_lib.Trial], tune_rows: list[dict], winner: Optional[str],
-                 final_rows: list[dict]) -> dict:
+                 final_rows: list[dict], schedule: str = "full") -> dict:
   base = dict(task=trials[0].task, method=trials[0].method, num_trials=len(trials),
-              diverged=sum(r["diverged"] for r in tune_rows))
+              diverged=sum(r["diverged"] for r in tune_rows), schedule=schedule,
+              tune_trial_epochs=halving.trial_epochs(tune_rows))
   if winner is None:
     return dict(base, selected=None, val_accuracy=None, test_accuracy=None, test_std=None, seeds=[])
   chosen = [r for r in tune_rows if r["config_key"] == winner]
@@ -119,24 +120,44 @@ def final_trials(trials: Sequence[grid_lib.Trial], winner: str, seeds: Sequence[
   return [dataclasses.replace(setting, seed=seed) for seed in seeds]
 
 
+def tune_winner(trials: Sequence[grid_lib.Trial], tune: Sequence[Optional[dict]],
+                grid: Mapping) -> tuple[bool, Optional[str]]:
+  """(whether the tune stage is finished, its selected config key or None) from the recorded tune rows of
+  `trials` (None where a trial has none). Under halving only the settings that finished every rung compete
+  (`halving.finishers`, recomputed from the rows)."""
+  if any(r is None for r in tune):
+    return False, None
+  if halving.kind(grid) == "full":
+    return True, select(tune)
+  epochs = next((r["halving"]["epochs"] for r in tune if "halving" in r), None)
+  if epochs is None:  # rows of a full-schedule sweep: trial_log's hash keeps them out of a halving one
+    return False, None
+  schedule = halving.resolve(grid, epochs, len({t.config_key for t in trials}))
+  alive = halving.finishers(trials, {t.key: r for t, r in zip(trials, tune)}, schedule)
+  if alive is None:
+    return False, None
+  return True, select([r for r in tune if r["config_key"] in alive])
+
+
 def pair_summary(trials: Sequence[grid_lib.Trial], rows: Mapping[tuple[str, str], dict], final_seeds: Sequence[int],
-                 final: bool) -> tuple[Optional[dict], int, int]:
+                 final: bool, grid: Optional[Mapping] = None) -> tuple[Optional[dict], int, int]:
   """(summary row, or None while the pair is unfinished; trials recorded; trials it takes) of one (task, method)
-  from the recorded `rows` ({(stage, key): row}). A pair whose every trial diverged is finished, with
-  selected None."""
+  from the recorded `rows` ({(stage, key): row}) of a sweep with `grid` (its schedule; default: full). A pair
+  whose every trial diverged is finished, with selected None."""
+  grid = grid or {}
   tune = [rows.get(("tune", t.key)) for t in trials]
   total = len(trials) + (len(final_seeds) if final else 0)
   recorded = sum(r is not None for r in tune)
-  if recorded < len(trials):
+  done, winner = tune_winner(trials, tune, grid)
+  if not done:
     return None, recorded, total
-  winner = select(tune)
   final_rows = []
   if winner is not None and final:
     final_rows = [rows.get(("final", t.key)) for t in final_trials(trials, winner, final_seeds)]
     recorded += sum(r is not None for r in final_rows)
     if recorded < total:
       return None, recorded, total
-  return _summary_row(trials, tune, winner, final_rows), recorded, total
+  return _summary_row(trials, tune, winner, final_rows, halving.kind(grid)), recorded, total
 
 
 def collect(plan: Mapping, rows: Mapping[tuple[str, str], dict]) -> list[dict]:
@@ -146,12 +167,12 @@ def collect(plan: Mapping, rows: Mapping[tuple[str, str], dict]) -> list[dict]:
   out = []
   for task, method in plan["pairs"]:
     trials = grid_lib.expand(task, method, plan["grid"], plan["tune_splits"].get(task, 1))
-    summary, recorded, total = pair_summary(trials, rows, seeds, plan["final"])
+    summary, recorded, total = pair_summary(trials, rows, seeds, plan["final"], plan["grid"])
     out.append(dict(task=task, method=method, summary=summary, recorded=recorded, total=total))
   return out
 
 
-def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, trial_batch: int,
+def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, trial_batch: int | str,
               final: bool) -> tuple[dict, dict[str, int], tuple[int, ...]]:
   """Checks everything a sweep can check before it writes anything: the config, the grid of every pair,
   trial_batch, and that each task's training splits hold a batch. Returns ({pair: trials}, {task: tuning
@@ -176,6 +197,12 @@ def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   seeds = grid_lib.final_seeds(grid)
   tune_splits = {task: splits.num_tune_splits(config, task) for task in tasks}
   trials = {(t, m): grid_lib.expand(t, m, grid, tune_splits[t]) for t in tasks for m in methods}
+  if halving.kind(grid) == "halving":
+    if jax.process_count() > 1:  # survivors are carried on the host between rungs, which one process cannot gather
+      raise ConfigError("--grid.schedule=halving is not supported by multi-process sweeps yet: run it as one "
+                        "process, or as independent processes per pair (--shard).")
+    for pair_trials in trials.values():
+      halving.resolve(grid, config.optim.epochs, len({t.config_key for t in pair_trials}))
   for pair_trials in trials.values():
     config_checks.validate_config(runner.trial_config(config, pair_trials[0], "tune"))
   for task in tasks:
@@ -215,20 +242,21 @@ def _open_workdir(stack: contextlib.ExitStack, config, workdir: str, plan: dict,
   recorded config and records this process's plan. A recorded config under which no trial finished is replaced
   when no other process runs there (a sweep that failed before its first trial does not block its rerun)."""
   if not lead:
-    return trial_log.open_log(config, workdir, write=False)
+    return trial_log.open_log(config, workdir, write=False, schedule=halving.defining_values(plan["grid"]))
   os.makedirs(workdir, exist_ok=True)
   meta = pairs.meta_lock_path(workdir)
   with workdir_lock.locked(meta):
     fd, alone = workdir_lock.join(workdir, "jpeft.sweep")
     stack.callback(os.close, fd)
-    record = trial_log.open_log(config, workdir, replace_unused=alone, lock_path=meta)
+    record = trial_log.open_log(config, workdir, replace_unused=alone, lock_path=meta,
+                                schedule=halving.defining_values(plan["grid"]))
     pairs.update_plan(workdir, alone=alone, **plan)
   return record
 
 
 def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mapping, workdir: str,
-              trial_batch: int, final: bool = True, log: Callable[[str], None] = print,
-              shard: Optional[pairs.Shard] = None) -> list[dict]:
+              trial_batch: int | str, final: bool = True, log: Callable[[str], None] = print,
+              shard: Optional[pairs.Shard] = None, data: Optional[dict] = None) -> list[dict]:
   """Runs the protocol for this process's (task, method) pairs; returns the summary rows of those it finished.
 
   Other processes may sweep the same workdir at once (`jpeft.sweep.pairs`): each pair is trained by the
@@ -240,10 +268,13 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     grid: 'lr', 'wd', 'seeds' and per-method grids (see `jpeft.sweep.grid.default_grid`).
     workdir: where trials.jsonl, sweep_config.json, sweep_plan.json, summary.jsonl and summary.csv live;
       rerunning with the same base config resumes (more tasks, methods or grid values included).
-    trial_batch: trials trained together in one compiled program.
+    trial_batch: trials trained together in one compiled program; 'auto': as many as fit in memory, per
+      shape group (`jpeft.sweep.fit`).
     final: also retrain the winner on train800val200 and evaluate test.
     log: progress messages.
     shard: which pairs this process takes (default: all).
+    data: a split cache to read instead of opening the tasks' data (`splits.in_memory_cache`: arrays made in
+      memory, e.g. `jpeft.data.synthetic`); default: each task's splits are opened from config.data.
   Returns:
     One summary row per finished pair of this process (selected None where every trial diverged).
   Raises (before writing anything, for what can be checked then):
@@ -260,17 +291,18 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   summaries = []
   with contextlib.ExitStack() as stack:
     record = _open_workdir(stack, config, workdir, plan, lead)
-    data, data_task = {}, None  # one task's splits, shared by its pairs while this process trains them in a row
+    preloaded = data
+    data, data_task = preloaded or {}, None  # one task's splits, shared by its pairs while trained in a row
     for task, method in (shard or pairs.Shard(None, 1)).select(list(trials)):
       claim = pairs.claim(workdir, task, method) if lead else None
       if not _agree(claim is not None):
         log(f"{task}/{method}: held by another process ({pairs.holder(workdir, task, method)}); left to it")
         continue
-      if task != data_task:
+      if task != data_task and preloaded is None:
         data, data_task = {}, task
       try:
         summaries.append(_run_pair(config, trials[(task, method)], record, workdir, trial_batch, final,
-                                   final_seeds, claim, data, log, grid_lib.pad_shapes(grid)))
+                                   final_seeds, claim, data, log, grid))
       except BaseException:
         if claim is not None:
           claim.release("stopped")
@@ -285,9 +317,9 @@ def run_sweep(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
   return summaries
 
 
-def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str, trial_batch: int,
-              final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
-              log: Callable[[str], None], pad: bool) -> dict:
+def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialLog, workdir: str,
+              trial_batch: int | str, final: bool, final_seeds: Sequence[int], claim: Optional[pairs.Claim], data: dict,
+              log: Callable[[str], None], grid: Mapping) -> dict:
   """Tunes, selects and retrains one (task, method) whose lock this process holds; returns its summary row."""
   task, method = trials[0].task, trials[0].method
   lead = claim is not None
@@ -307,14 +339,22 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
 
   runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
   todo = [t for t in trials if not record.has("tune", t)]
+  pad = grid_lib.pad_shapes(grid)
   programs, shapes = len(runner.program_groups(config, trials, pad)), len(grid_lib.shape_groups(trials))
   log(f"{task}/{method}: {len(trials)} trials in {programs} shape groups; "
       f"{len(trials) - len(todo)} already finished, training {len(todo)}"
       + (f" ({shapes} shapes padded to the largest: grid.pad_shapes)" if programs < shapes else ""))
-  runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                    on_epoch=progress("tune"), pad=pad)
+  schedule = halving.kind(grid)
+  if schedule == "halving":
+    plan = halving.resolve(grid, config.optim.epochs, len({t.config_key for t in trials}))
+    log(f"{task}/{method}: successive halving, eta {plan.eta}, rungs at epochs {list(plan.rungs)} of {plan.epochs}")
+    halving.tune(config, trials, plan, lambda t: record.rows.get(("tune", t.key)), trial_batch, record_chunk, data,
+                 runners, on_epoch=progress("tune"), log=log, pad=pad)
+  else:
+    runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
+                      on_epoch=progress("tune"), log=log, pad=pad)
   tune_rows = [record.get("tune", t) for t in trials]
-  winner = select(tune_rows)
+  _, winner = tune_winner(trials, tune_rows, grid)
   final_rows: list[dict] = []
   if winner is None:
     log(f"{task}/{method}: no finite trial: all {len(trials)} tune trials diverged (non-finite loss), nothing "
@@ -325,9 +365,9 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
     log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
         f"{len(finals)} seeds, training {len(todo)}")
     runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("final"), pad=pad)
+                      on_epoch=progress("final"), log=log, pad=pad)
     final_rows = [record.get("final", t) for t in finals]
-  return _summary_row(trials, tune_rows, winner, final_rows)
+  return _summary_row(trials, tune_rows, winner, final_rows, schedule)
 
 
 def write_summary(summaries: Sequence[dict], workdir: str) -> None:
@@ -339,7 +379,7 @@ def write_summary(summaries: Sequence[dict], workdir: str) -> None:
       f.write(json.dumps(row) + "\n")
   os.replace(path + ".tmp", path)
   fields = ["task", "method", "test_accuracy", "test_std", "val_accuracy", "trainable_params", "num_trials",
-            "diverged", "seeds", "selected"]
+            "diverged", "seeds", "selected", "schedule", "tune_trial_epochs"]
   path = os.path.join(workdir, SUMMARY_CSV)
   with errors.writing(path, trial_log.SWEEP_KEPT), open(path + ".tmp", "w", newline="") as f:
     writer = csv.DictWriter(f, fields, extrasaction="ignore")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jpeft import interrupts, peft
 from jpeft.peft import base, partition
+from jpeft.sweep import fit
 from jpeft.sweep.grid import Trial
 from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
 from jpeft.train.errors import ConfigError
@@ -112,10 +113,10 @@ def _check_mode(mode: str) -> None:
 
 
 def check_trial_batch(trial_batch) -> None:
-  """ConfigError unless `trial_batch` is a positive integer."""
-  if not isinstance(trial_batch, int) or isinstance(trial_batch, bool) or trial_batch < 1:
-    raise ConfigError(f"--trial_batch={trial_batch!r} is not usable: expected a positive integer, the number "
-                      "of trials trained together (lower it if a chunk does not fit in memory).")
+  """ConfigError unless `trial_batch` is a positive integer or 'auto' (see `jpeft.sweep.fit`)."""
+  if trial_batch != fit.AUTO and (not isinstance(trial_batch, int) or isinstance(trial_batch, bool)
+                                  or trial_batch < 1):
+    raise fit.trial_batch_error(trial_batch)
 
 
 def _pad(items: list, multiple: int) -> list:
@@ -167,6 +168,7 @@ class GroupRunner:
     self._init_opt = jax.jit(jax.vmap(self.tx.init), out_shardings=stacked)
     self.num_trainable = sum(int(np.prod(v.shape)) for v in self.setup.trainable.values())
     self.frozen = sharding.replicate(self.setup.frozen, self.mesh)
+    self._opt_shapes = jax.eval_shape(self.tx.init, self.setup.trainable)  # what a continued state is resized to
     self._real_shapes: dict[tuple, tuple] = {self.shape.shape_key: (None, self.num_trainable, 1.0)}
 
   def covers(self, trial: Trial) -> bool:
@@ -189,6 +191,32 @@ class GroupRunner:
       count = sum(int(np.prod(shapes[p].shape)) for p in self.setup.trainable)
       self._real_shapes[key] = (init, count, methods[0].pad_multiplier(self.setup.methods[0]))
     return self._real_shapes[key]
+
+    self.fitted: Optional[fit.Fit] = None  # --trial_batch=auto's choice for this group (`fit.choose`)
+
+  def fit_trial_batch(self, cap: int) -> fit.Fit:
+    """How many trials one train program holds (see `jpeft.sweep.fit`): the step compiled, not run, for one and
+    two trials per device (each trial with its own batch, the larger case), capped by `cap`."""
+    devices = self.mesh.size
+    stacked = NamedSharding(self.mesh, P(TRIAL_AXIS))
+    size = self.config.data.image_size
+    hparam_names = ["lr", "wd", "merge_factor", *optim.schedule_steps(self.config.optim, 1)]
+    key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+    measured = []
+    for trials in (devices, 2 * devices):
+      shaped = lambda shape, dtype: jax.ShapeDtypeStruct((trials, *shape), dtype, sharding=stacked)
+      trainable = {path: shaped(v.shape, v.dtype) for path, v in self.setup.trainable.items()}
+      opt_state = fit.abstract_like(jax.eval_shape(jax.vmap(self.tx.init), trainable), stacked)
+      batch = dict(image=shaped((self.batch_size, size, size, 3), np.float32),
+                   label=shaped((self.batch_size,), np.int32))
+      hparams = {name: shaped((), np.float32) for name in hparam_names}
+      compiled = self._train.lower(trainable, opt_state, self.frozen, batch, shaped(key.shape, key.dtype),
+                                   np.int32(0), hparams, 0).compile()
+      measured.append(fit.program_bytes(compiled.memory_analysis()))
+    resident = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in jax.tree.leaves(self.frozen))
+    local = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+    budget, source = fit.device_budget(local, resident)
+    return fit.fit(*measured, budget, cap, devices, source)
 
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
@@ -236,35 +264,25 @@ class GroupRunner:
     return dict(accuracy=np.asarray(correct) / n, loss=np.asarray(loss) / n, logits=np.concatenate(logits, 1),
                 labels=np.concatenate(labels))
 
-  def train(self, trials: Sequence[Trial], mode: str,
-            on_epoch: Optional[Callable[[int, int], None]] = None,
-            stop: Optional[interrupts.StopRequest] = None) -> tuple[list[dict], dict]:
-    """Trains `trials` (a chunk of this group) together on `mode`'s train split and evaluates them.
+  def start(self, trials: Sequence[Trial], mode: str, states: Optional[Sequence["TrialState"]] = None) -> "Chunk":
+    """Stacks `trials` (a chunk of this group, all of one tuning split) for training on `mode`'s train split.
 
-    Args:
-      trials: a chunk of this group, all of one tuning split.
-      mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the
-        size -> its val, or the size's subset -> test (`splits.mode_splits`).
-      on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
-      stop: checked between steps (`interrupts.deferred`); once set, the chunk stops and raises
-        `interrupts.Interrupted`. A chunk keeps no checkpoint: its trials are trained again by the next run.
-
-    Returns one result row per trial (identity, accuracy at the last epoch, evals, non-finite steps, ...)
-    and the eval split's predictions: {'logits': [T, N, C], 'labels': [N]}.
+    mode: 'tune' (train800 -> val200) or 'final' (train800val200 -> test); many-shot: the tuning split of the size
+      -> its val, or the size's subset -> test (`splits.mode_splits`).
+    states: where each trial stopped (`detach`, all at one epoch), to continue them; default: fresh trials.
     """
     _check_mode(mode)
-    start = time.time()
+    began = time.time()
     if len({t.tune_split for t in trials}) != 1:
       raise ValueError("A chunk trains on one tuning split; group trials by `tune_split` (see run_trials).")
     config = self.config.copy_and_resolve_references()
     config.data.tune_split = trials[0].tune_split if mode == "tune" else 0
     train_data, eval_data = splits.open_mode(config, self.setup.task, mode, self.data)
-    eval_split = eval_data.name
     steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
-    size = len(trials)
     filled = _pad(list(trials), self.mesh.size)
     seeds = [t.seed for t in filled]
     base_merge = float(self.config.merge_factor)
+    # The schedule spans the full epochs whether or not a trial is stopped early (successive halving).
     schedule = optim.schedule_steps(self.config.optim, steps_per_epoch)
     real = [self._real_shape(t) for t in filled]
     hparams = self._put(dict(lr=np.float32([t.lr for t in filled]), wd=np.float32([t.wd for t in filled]),
@@ -272,53 +290,120 @@ class GroupRunner:
                                                       for t, r in zip(filled, real)]),
                              **{k: np.full(len(filled), v, np.float32) for k, v in schedule.items()}),
                         True)
-    trainable = self._put(self._init_trainable(filled), True)
-    opt_state = self._init_opt(trainable)
+    if states is None:
+      trainable = self._put(self._init_trainable(filled), True)
+      opt_state = self._init_opt(trainable)
+      epoch, step = 0, 0
+      histories = [dict(evals=[], rung_evals=[], nonfinite=0, wall=time.time() - began) for _ in trials]
+    else:
+      if len({s.epoch for s in states}) != 1:
+        raise ValueError("Trials continued in one chunk must have stopped at the same epoch.")
+      # A state may come from another program of its method (a larger or smaller padded shape that covers
+      # the trial): its padding is zero, so resizing it to this program's shapes changes nothing it computes.
+      filled_states = _pad(list(states), self.mesh.size)
+      trainable = self._put(_stack([_resize(s.trainable, self.setup.trainable) for s in filled_states]), True)
+      opt_state = self._put(_stack([_resize(s.opt_state, self._opt_shapes) for s in filled_states]), True)
+      epoch, step = states[0].epoch, states[0].step
+      histories = [dict(evals=list(s.evals), rung_evals=list(s.rung_evals), nonfinite=s.nonfinite, wall=s.wall)
+                   for s in states]
     train_keys = self._put(np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), 1)) for s in seeds]),
                            True)
-    epochs = self.config.optim.epochs
-    evals: list[dict] = []
-    nonfinite = np.zeros(len(filled), np.int64)
-    step = 0
-    for epoch in range(epochs):
+    return Chunk(list(trials), mode, seeds, hparams, trainable, opt_state, train_keys, train_data, eval_data,
+                 steps_per_epoch, epoch, step, histories, np.zeros(len(filled), np.int64))
+
+  def advance(self, chunk: "Chunk", to_epoch: int, on_epoch: Optional[Callable[[int, int], None]] = None,
+              stop: Optional[interrupts.StopRequest] = None, rung: bool = False) -> None:
+    """Trains `chunk` on from its epoch to `to_epoch`, evaluating every `eval_every_epochs` and at the last epoch;
+    `rung`: also evaluate at `to_epoch` into the trials' `rung_evals` (a cut of successive halving).
+
+    on_epoch: called with (epochs done, epochs) after each epoch (progress for `jpeft.sweep --report`).
+    stop: checked between steps (`interrupts.deferred`); once set, the chunk stops and raises
+      `interrupts.Interrupted`. A chunk keeps no checkpoint: its trials are trained again by the next run.
+    """
+    start = time.time()
+    size, epochs = len(chunk.trials), self.config.optim.epochs
+    eval_split = chunk.eval_data.name
+    for epoch in range(chunk.epoch, to_epoch):
       finite = []
-      bar = tqdm.tqdm(total=steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
-                      leave=False, disable=steps_per_epoch < _BAR_MIN_STEPS)
-      for batch, axis in self._batches(train_data, seeds, epoch):
+      bar = tqdm.tqdm(total=chunk.steps_per_epoch, desc=f"{eval_split} epoch {epoch + 1}/{epochs} ({size} trials)",
+                      leave=False, disable=chunk.steps_per_epoch < _BAR_MIN_STEPS)
+      for batch, axis in self._batches(chunk.train_data, chunk.seeds, epoch):
         if stop:
           bar.close()
           raise interrupts.Interrupted(stop.signum, (
-              f"the chunk of {size} {self.task_name}/{trials[0].method} trials ({mode}) stopped at step {step} of "
-              f"{steps_per_epoch * epochs} and will be trained again (a chunk keeps no checkpoint)"))
-        trainable, opt_state, metrics = self._train(trainable, opt_state, self.frozen,
-                                                    self._put(batch, axis == 0), train_keys, np.int32(step),
-                                                    hparams, axis)
+              f"the chunk of {size} {self.task_name}/{chunk.trials[0].method} trials ({chunk.mode}) stopped at step "
+              f"{chunk.step} of {chunk.steps_per_epoch * epochs} and will be trained again (a chunk keeps no "
+              "checkpoint)"))
+        chunk.trainable, chunk.opt_state, metrics = self._train(
+            chunk.trainable, chunk.opt_state, self.frozen, self._put(batch, axis == 0), chunk.train_keys,
+            np.int32(chunk.step), chunk.hparams, axis)
         finite.append(metrics["finite"])
-        step += 1
+        chunk.step += 1
         bar.update()
       bar.close()
-      nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
-      done = epoch + 1
+      chunk.nonfinite += len(finite) - np.sum(sharding.to_host(finite), axis=0)
+      done = chunk.epoch = epoch + 1
       if done % self.config.eval_every_epochs == 0 or done == epochs:
-        result = self.evaluate(eval_data, trainable, hparams, size)
-        evals.append(dict(epoch=done, accuracy=result["accuracy"], loss=result["loss"]))
+        self._record_eval(chunk, "evals")
       if on_epoch is not None:
         on_epoch(done, epochs)
-    wall = time.time() - start
+    if rung:
+      if not (chunk.result and chunk.result_epoch == to_epoch):
+        self._record_eval(chunk, None)
+      self._append_eval(chunk, "rung_evals")
+    for history in chunk.histories:
+      history["wall"] += time.time() - start
+
+  def _record_eval(self, chunk: "Chunk", into: Optional[str]) -> None:
+    chunk.result = self.evaluate(chunk.eval_data, chunk.trainable, chunk.hparams, len(chunk.trials))
+    chunk.result_epoch = chunk.epoch
+    if into:
+      self._append_eval(chunk, into)
+
+  @staticmethod
+  def _append_eval(chunk: "Chunk", into: str) -> None:
+    for i, history in enumerate(chunk.histories):
+      entry = dict(epoch=chunk.epoch, accuracy=float(chunk.result["accuracy"][i]), loss=float(chunk.result["loss"][i]))
+      if into == "rung_evals":  # whether a trial had diverged by a rung decides whether it may go on
+        entry["nonfinite_steps"] = int(history["nonfinite"] + chunk.nonfinite[i])
+      history[into].append(entry)
+
+  def detach(self, chunk: "Chunk") -> list["TrialState"]:
+    """Each trial's state where `chunk` stopped, on the host, to continue it later in another chunk (`start`)."""
+    trainable, opt_state = jax.device_get((chunk.trainable, chunk.opt_state))
+    return [TrialState(jax.tree.map(lambda x, i=i: np.asarray(x[i]), trainable),
+                       jax.tree.map(lambda x, i=i: np.asarray(x[i]), opt_state), chunk.epoch, chunk.step,
+                       h["evals"], h["rung_evals"], int(h["nonfinite"] + chunk.nonfinite[i]), h["wall"])
+            for i, h in enumerate(chunk.histories)]
+
+  def rows(self, chunk: "Chunk") -> tuple[list[dict], dict]:
+    """One result row per trial of `chunk` as it stands (identity, accuracy at the latest evaluation, evals,
+    non-finite steps, ...; `rung_evals` where halving cut at rungs) and the latest evaluation's predictions:
+    {'logits': [T, N, C], 'labels': [N]}."""
     stop_on_nan = self.config.optim.nan_policy == "stop"
     rows = []
-    for i, trial in enumerate(trials):
-      history = [dict(epoch=e["epoch"], accuracy=float(e["accuracy"][i]), loss=float(e["loss"][i]))
-                 for e in evals]
-      best = max(history, key=lambda e: e["accuracy"])
-      rows.append(dict(trial.row(), stage=mode, eval_split=eval_split,
-                       accuracy=history[-1]["accuracy"], loss=history[-1]["loss"],
+    for i, (trial, h) in enumerate(zip(chunk.trials, chunk.histories)):
+      history = h["evals"]
+      latest = max(history + h["rung_evals"], key=lambda e: e["epoch"])
+      best = max(history or h["rung_evals"], key=lambda e: e["accuracy"])
+      nonfinite = int(h["nonfinite"] + chunk.nonfinite[i])
+      rows.append(dict(trial.row(), stage=chunk.mode, eval_split=chunk.eval_data.name,
+                       accuracy=latest["accuracy"], loss=latest["loss"],
                        best_accuracy=best["accuracy"], best_epoch=best["epoch"], evals=history,
-                       nonfinite_steps=int(nonfinite[i]), diverged=bool(stop_on_nan and nonfinite[i] > 0),
-                       trainable_params=real[i][1], steps=step, chunk_trials=size, chunk_wall_s=wall,
-                       **self._padded_to(trial)))
-    return rows, dict(logits=result["logits"], labels=result["labels"])
+                       nonfinite_steps=nonfinite, diverged=bool(stop_on_nan and nonfinite > 0),
+                       trainable_params=self._real_shape(trial)[1], steps=chunk.step,
+                       chunk_trials=len(chunk.trials), chunk_wall_s=h["wall"], **self._padded_to(trial),
+                       **(dict(rung_evals=h["rung_evals"]) if h["rung_evals"] else {})))
+    return rows, dict(logits=chunk.result["logits"], labels=chunk.result["labels"])
 
+  def train(self, trials: Sequence[Trial], mode: str,
+            on_epoch: Optional[Callable[[int, int], None]] = None,
+            stop: Optional[interrupts.StopRequest] = None) -> tuple[list[dict], dict]:
+    """Trains `trials` (a chunk of this group, all of one tuning split) together for the full epochs on `mode`'s
+    train split and evaluates them (`start`, `advance`, `rows`)."""
+    chunk = self.start(trials, mode)
+    self.advance(chunk, self.config.optim.epochs, on_epoch, stop)
+    return self.rows(chunk)
 
   def _padded_to(self, trial: Trial) -> dict:
     """{'padded_to': {field: value}} when `trial` trained in a larger program than its own shapes, else {}."""
@@ -332,18 +417,77 @@ def _zero_pad(value: np.ndarray, shape: tuple) -> np.ndarray:
   return np.pad(value, [(0, n - m) for m, n in zip(np.shape(value), shape)])
 
 
-def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
+def _resize(tree, like):
+  """`tree` cut or zero-padded at the end of each axis to the shapes of `like` (same structure, arrays or
+  ShapeDtypeStructs)."""
+  def resize(value, target):
+    value = np.asarray(value)[tuple(slice(0, n) for n in target.shape)]
+    return _zero_pad(value, target.shape)
+  return jax.tree.map(resize, tree, like)
+
+
+def program(config, shape: Trial, group: Sequence[Trial], data: dict, runners: dict, mesh: Optional[Mesh] = None,
+            pad: bool = False) -> GroupRunner:
+  """The runner that trains `group` (one of `program_groups`, whose program has `shape`'s shapes), from the
+  `runners` cache: with `pad`, any cached program that covers the group (the tune stage's, for the final retrain;
+  a rung's, for the survivors of halving); else a new one, cached under `shape`'s key."""
+  key = shape.shape_key
+  if key not in runners:
+    key = next((k for k, r in runners.items() if pad and all(map(r.covers, group))), key)
+  if key not in runners:
+    runners[key] = GroupRunner(config, group, data, mesh, shape, paddable_fields(config, shape) if pad else ())
+  return runners[key]
+
+
+@dataclasses.dataclass
+class TrialState:
+  """One trial stopped at `epoch` (host arrays, unstacked): what `GroupRunner.start` continues it from."""
+  trainable: dict
+  opt_state: Any
+  epoch: int
+  step: int
+  evals: list
+  rung_evals: list
+  nonfinite: int
+  wall: float
+
+
+@dataclasses.dataclass
+class Chunk:
+  """Trials of one shape group in training together: stacked device state [T, ...] (padded to the devices) and
+  each real trial's history (`histories`: evals, rung_evals, non-finite steps and wall time before this chunk)."""
+  trials: list
+  mode: str
+  seeds: list
+  hparams: dict
+  trainable: Any
+  opt_state: Any
+  train_keys: Any
+  train_data: Any
+  eval_data: Any
+  steps_per_epoch: int
+  epoch: int
+  step: int
+  histories: list
+  nonfinite: np.ndarray  # non-finite steps in this chunk, per padded trial
+  result: Optional[dict] = None  # the latest evaluation: accuracy, loss [T], logits [T, N, C], labels [N]
+  result_epoch: int = -1
+
+
+def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int | str,
                on_chunk: Optional[Callable[[list[dict], dict], None]] = None,
                mesh: Optional[Mesh] = None, data: Optional[dict] = None,
                runners: Optional[dict] = None,
-               on_epoch: Optional[Callable[[int, int], None]] = None, pad: bool = False) -> list[dict]:
+               on_epoch: Optional[Callable[[int, int], None]] = None,
+               log: Callable[[str], None] = print, pad: bool = False) -> list[dict]:
   """Trains `trials` in shape groups, `trial_batch` trials per compiled call, and returns their rows.
 
   Args:
     config: base config; its task/method/lr/wd/peft/seed are replaced per trial.
     trials: any mix of shapes (grouped here by `Trial.shape_key`).
     mode: 'tune' or 'final'.
-    trial_batch: trials trained together (bounded by memory); rounded up to a multiple of the devices.
+    trial_batch: trials trained together (bounded by memory); rounded up to a multiple of the devices. 'auto':
+      as many as fit in the devices' memory, per shape group (`jpeft.sweep.fit`; the choice is logged).
     on_chunk: called with (rows, predictions {'logits': [T, N, C], 'labels': [N]}) after each chunk, e.g. to
       record them (resuming).
     mesh: trial mesh; default all devices.
@@ -351,6 +495,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
     runners: {shape key: GroupRunner} cache to share compiled programs across calls (the tune and final
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
     on_epoch: see `GroupRunner.train`.
+    log: progress messages (the --trial_batch=auto choice).
     pad: trials differing only in paddable fields share one program at the largest values (`program_groups`);
       a cached program that covers a group (the tune stage's, for the final retrain) trains it.
   """
@@ -360,21 +505,19 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int,
   runners = {} if runners is None else runners
   rows: list[dict] = []
   for shape, group in program_groups(config, trials, pad):
-    key = shape.shape_key
-    if key not in runners:
-      key = next((k for k, r in runners.items() if pad and all(map(r.covers, group))), key)
-    if key not in runners:
-      runners[key] = GroupRunner(config, group, data, mesh, shape, paddable_fields(config, shape) if pad else ())
+    group_runner = program(config, shape, group, data, runners, mesh, pad)
     by_split: dict[int, list[Trial]] = {}  # a chunk shares its data: one tuning split per chunk
     for trial in group:
       by_split.setdefault(trial.tune_split, []).append(trial)
+    chunk = trial_batch
+    if trial_batch == fit.AUTO:
+      chunk = fit.choose(group_runner, max(len(m) for m in by_split.values()), log)
     for members in by_split.values():
-      for i in range(0, len(members), trial_batch):
+      for i in range(0, len(members), chunk):
         # A signal stops the chunk between steps, or, once it is trained, after its rows are recorded whole.
         # (Not in a multi-process sweep, whose processes could stop at different steps: there it stops at once.)
         with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
-          chunk_rows, predictions = runners[key].train(members[i:i + trial_batch], mode, on_epoch=on_epoch,
-                                                       stop=stop)
+          chunk_rows, predictions = group_runner.train(members[i:i + chunk], mode, on_epoch=on_epoch, stop=stop)
           if on_chunk is not None:
             on_chunk(chunk_rows, predictions)
         rows.extend(chunk_rows)

@@ -56,6 +56,8 @@ PER_TRIAL = ("optim.lr", "optim.wd")
 _ADDED_DEFINING = ("data.eval_resize", "data.randaugment", "data.color_jitter", "data.random_erasing",
                    "early_stopping.patience", "early_stopping.metric", "early_stopping.split")
 
+_FULL_SCHEDULE = {"grid.schedule": "full"}  # what a workdir recorded without schedule fields was made under
+
 _ADDED_INSIDE = ("optim.lr_mult.peft_b", "peft.lora.scaling", "peft.lora.alpha", "peft.lora.init", "peft.adapter.init",
                  "peft.adapter.nonlinearity", "peft.adapter.drop_path")
 
@@ -116,6 +118,9 @@ def _config_differences(recorded: dict[str, Any], current: dict[str, Any]) -> li
   """`run_config.differences`, but a method whose hyperparameters only one side has (registered since, or no
   longer) is no difference: no recorded trial of it exists, or none will be run."""
   both = {_peft_method(k) for k in recorded} & {_peft_method(k) for k in current}
+  # A workdir without schedule fields was made under the full protocol.
+  if any(k.startswith("grid.") for k in [*recorded, *current]):
+    recorded, current = {**_FULL_SCHEDULE, **recorded}, {**_FULL_SCHEDULE, **current}
   return [d for d in run_config.differences(recorded, current) if _peft_method(d[0]) in both]
 
 
@@ -228,20 +233,22 @@ def _has_rows(path: str) -> bool:
 
 
 def open_log(config, workdir: str, write: bool = True, replace_unused: bool = False,
-             lock_path: Optional[str] = None) -> TrialLog:
+             lock_path: Optional[str] = None, schedule: Optional[dict] = None) -> TrialLog:
   """The workdir's TrialLog for a sweep under base `config`; records the config at the first run.
 
   `write` False (every process of a multi-process sweep but process 0) reads the workdir and keeps appended
   rows in memory only, so one process writes each file. `replace_unused`: a recorded config under which no
   trial finished (a sweep that failed before its first trial) is replaced by this one instead of refused; the
   caller sets it only when no other process runs on the workdir. `lock_path`: see `TrialLog.append`.
+  `schedule`: the grid's schedule fields (`halving.defining_values`; empty for the full protocol), recorded and
+  hashed with the config, so trials of one schedule are never reported as another's.
 
   Raises:
     ConfigError: sweep_config.json records other run-defining values (all differing fields are named), or
       another SHA-256 of the pretrained file.
     TrialLogError: see `TrialLog`.
   """
-  values = sweep_defining_values(config)
+  values = {**sweep_defining_values(config), **(schedule or {})}
   digest = model_setup.pretrained_digest(config)
   path = os.path.join(workdir, SWEEP_CONFIG_FILE)
   trials_path = os.path.join(workdir, TRIALS_FILE)

@@ -57,13 +57,30 @@ def num_tune_splits(config, task: Optional[str] = None) -> int:
   return manyshot.get_many_shot(task or config.task).size(config.data.subset).tune_splits
 
 
+def _train_augment(config, mode: str) -> Optional[str]:
+  d = config.data
+  return None if d.augment_final_only and mode != "final" else d.augment
+
+
+def in_memory_cache(config, task, arrays: dict) -> dict:
+  """A split cache for `open_mode` (and `protocol.run_sweep(data=...)`) holding `arrays` ({split name: {'image':
+  f32 [N, H, W, 3] already preprocessed, 'label': i32 [N]}}) as the splits of every mode: data made in memory
+  (`jpeft.data.synthetic`), read without loading anything (and without training augmentation)."""
+  cache = {}
+  for mode in SPLITS:
+    (train_name, _), (eval_name, _) = mode_splits(config, mode)
+    for name, augment in ((train_name, _train_augment(config, mode)), (eval_name, None)):
+      if name in arrays:
+        cache[(task.name, name, augment)] = Split(len(arrays[name]["label"]), name, arrays[name], None, config)
+  return cache
+
+
 def open_mode(config, task, mode: str, cache: Optional[dict] = None) -> tuple["Split", "Split"]:
   """(train, eval) Splits of `mode`; the train split is augmented with `data.augment` unless
   `data.augment_final_only` and mode is not 'final'. `cache` ({key: Split}) shares opened splits. Bad images
   in either split are one BadImagesError naming those of both."""
   (train_name, train_spec), (eval_name, eval_spec) = mode_splits(config, mode)
-  d = config.data
-  augment = None if d.augment_final_only and mode != "final" else d.augment
+  augment = _train_augment(config, mode)
   cache = {} if cache is None else cache
   keys, bad = [], []
   for name, spec, aug in ((train_name, train_spec, augment), (eval_name, eval_spec, None)):

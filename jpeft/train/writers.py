@@ -10,19 +10,25 @@ import json
 import os
 from typing import Mapping
 
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 from absl import logging
-from tensorflow.core.util import event_pb2
 
+from jpeft.data.quiet_tf import import_tensorflow, tf
 from jpeft.train import errors
 
-# What `tensorboard.summary.scalar` attaches, written with core TF: tensorflow-cpu ships without the
-# `tensorboard` package that `tf.summary.scalar` needs, and TensorBoard only needs this metadata to plot it.
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+def _scalar_metadata() -> bytes:
+  """What `tensorboard.summary.scalar` attaches, written with core TF: tensorflow-cpu ships without the
+  `tensorboard` package that `tf.summary.scalar` needs, and TensorBoard only needs this metadata to plot it."""
+  import_tensorflow()  # quietly, before its submodules (TensorFlow is imported once a run writes metrics)
+  from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+  return summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+
+
 JSONL, TB = "metrics.jsonl", "tb"
-_WRITE_ERRORS = (OSError, tf.errors.OpError)  # TensorFlow reports a failed event-file write as an OpError
+
+
+def _write_errors() -> tuple:
+  return (OSError, tf.errors.OpError)  # TensorFlow reports a failed event-file write as an OpError
 
 
 class MetricWriter:
@@ -45,12 +51,12 @@ class MetricWriter:
       record = {"step": int(step), **fields, **{k: float(v) for k, v in scalars.items()}}
       self._jsonl.write(json.dumps(record) + "\n")
       self._jsonl.flush()
-    with errors.writing(tb, errors.RUN_KEPT, catch=_WRITE_ERRORS):
+    with errors.writing(tb, errors.RUN_KEPT, catch=_write_errors()):
       if self._tb is None:
         self._tb = tf.summary.create_file_writer(tb)
       with self._tb.as_default(step=int(step)):
         for name, value in scalars.items():
-          tf.summary.write(name, tf.constant(float(value), tf.float32), metadata=_SCALAR_METADATA)
+          tf.summary.write(name, tf.constant(float(value), tf.float32), metadata=_scalar_metadata())
       self._tb.flush()
 
   def close(self) -> None:
@@ -60,7 +66,7 @@ class MetricWriter:
       try:
         if f is not None:
           f.close()
-      except _WRITE_ERRORS as e:
+      except _write_errors() as e:
         logging.warning("Closing a metrics file in %s: %s", self._workdir, e)
 
 
@@ -96,6 +102,8 @@ def _drop_events_after(path: str, step: int) -> None:
       records.append(record)
   except tf.errors.DataLossError:  # the last record was cut short by a kill
     complete = False
+  import_tensorflow()
+  from tensorflow.core.util import event_pb2  # pylint: disable=g-import-not-at-top
   kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
   if len(kept) < len(records) or not complete:
     def write(tmp):
@@ -107,6 +115,6 @@ def _drop_events_after(path: str, step: int) -> None:
 
 def _replace(path: str, write) -> None:
   tmp = path + ".tmp"
-  with errors.writing(path, errors.RUN_KEPT, catch=_WRITE_ERRORS):
+  with errors.writing(path, errors.RUN_KEPT, catch=_write_errors()):
     write(tmp)
     os.replace(tmp, path)  # atomic: a kill leaves the old file or the new one, never half of one

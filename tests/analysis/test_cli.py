@@ -1,5 +1,6 @@
 """`python -m jpeft.analysis` end to end on a real sweep made here (mu/8, 2 methods x 2 trials x 2 epochs): the
-files it writes hold the statistics of the saved predictions, and bad input exits 1 with one paragraph."""
+files it writes hold the statistics of the saved predictions, and bad input exits 1 with one paragraph; the
+sweep packed by `python -m jpeft.analysis.pack` is analysed to the same files."""
 import csv
 import json
 import os
@@ -9,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from jpeft.analysis import agreement, calibration, ensembles
+from jpeft import analysis, outputs
+from jpeft.analysis import agreement, calibration, ensembles, pack
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import protocol, trial_log
 from tests.helpers import REPO, load_config, write_folder_task
@@ -32,8 +34,8 @@ def sweep(tmp_path_factory):
   return workdir
 
 
-def _run(*args):
-  return subprocess.run([sys.executable, "-m", "jpeft.analysis", *args], cwd=REPO, capture_output=True,
+def _run(*args, program="jpeft.analysis"):
+  return subprocess.run([sys.executable, "-m", program, *args], cwd=REPO, capture_output=True,
                         text=True, timeout=300, env=dict(os.environ, PYTHONPATH=REPO))
 
 
@@ -124,3 +126,63 @@ def test_bad_input_exits_1_with_one_paragraph(sweep, tmp_path):
   assert "jpeft.analysis: error: Unknown method 'ssf': the sweep in" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def packed(sweep, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("packed") / "sweep")
+  proc = _run(f"--sweep={sweep}", f"--out={out}", program="jpeft.analysis.pack")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return out, proc.stdout
+
+
+def test_packed_sweep_holds_only_what_the_analysis_reads(packed, sweep):
+  out, stdout = packed
+  size = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(out) for f in files)
+  assert f"2 test and 2 val200 prediction files, 8 files, {size / 2**20:.2f} MiB." in stdout
+  with open(os.path.join(out, trial_log.TRIALS_FILE)) as f:
+    rows = [json.loads(line) for line in f]
+  # Of the sweep's 4 tune trials and 2 final runs: each method's final run and its selected trial's tune run.
+  assert sorted((r["method"], r["stage"]) for r in rows) == [("adapter", "final"), ("adapter", "tune"),
+                                                             ("lora", "final"), ("lora", "tune")]
+  assert all(set(r) <= set(pack.TRIAL_FIELDS) for r in rows)
+  for stage in ("final", "tune"):
+    for method, (logits, labels) in _saved(sweep, stage).items():
+      (row,) = [r for r in rows if r["method"] == method and r["stage"] == stage]
+      with np.load(os.path.join(out, row["predictions"])) as saved:
+        assert saved["logits"].dtype == logits.dtype
+        np.testing.assert_array_equal(saved["logits"], logits)
+        np.testing.assert_array_equal(saved["labels"], labels)
+
+
+def test_packed_sweep_is_analysed_to_the_same_files(analysed, packed, tmp_path):
+  """Every table, figure and summary line equal, but the summary's title, which names the sweep analysed."""
+  out, _ = analysed
+  summary = analysis.run(packed[0], str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(out))
+  for name in os.listdir(out):
+    with open(os.path.join(out, name), "rb") as a, open(os.path.join(tmp_path, name), "rb") as b:
+      expected, got = a.read(), b.read()
+    if name == "summary.md":
+      assert got.split(b"\n", 1)[0] == f"{analysis.TITLE}{packed[0]}".encode()
+      expected, got = expected.split(b"\n", 1)[1], got.split(b"\n", 1)[1]
+    assert got == expected, name
+  assert summary == str(tmp_path / "summary.md")
+
+
+def test_pack_refuses_an_existing_out(sweep, tmp_path):
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("mine")
+  with pytest.raises(outputs.OutputError, match=f"--out='{mine}' is a folder that is not empty and holds no "
+                     "earlier pack"):
+    pack.pack(sweep, str(mine), overwrite=True)
+  assert os.listdir(mine) == ["notes.txt"]
+  earlier = str(tmp_path / "earlier")
+  pack.pack(sweep, earlier, methods=["lora"])
+  with pytest.raises(outputs.OutputError, match="holds an earlier pack; pass --overwrite"):
+    pack.pack(sweep, earlier)
+  assert pack.pack(sweep, earlier, overwrite=True)["methods"] == ["lora", "adapter"]
+  assert sorted(os.listdir(tmp_path)) == ["earlier", "mine"]  # no temporary folder left behind
+  with pytest.raises(outputs.OutputError, match="holds no earlier pack"):
+    pack.pack(sweep, sweep, overwrite=True)

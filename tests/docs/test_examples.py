@@ -70,7 +70,9 @@ def _shape(line: str) -> str:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, mini_count_data_dir):
   cwd = tmp_path_factory.mktemp("examples")
-  (cwd / "configs").symlink_to(os.path.join(REPO, "configs"))
+  # Examples read the repository's configs and committed results (a packed sweep) as from a clone's root.
+  for name in ("configs", "experiments", "tests"):
+    (cwd / name).symlink_to(os.path.join(REPO, name))
   env = dict(os.environ, JAX_PLATFORMS="cpu", TFDS_DATA_DIR=mini_count_data_dir,
              JPEFT_COMPILATION_CACHE=str(tmp_path_factory.mktemp("xla")),
              PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
