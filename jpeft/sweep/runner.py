@@ -170,6 +170,7 @@ class GroupRunner:
     self.frozen = sharding.replicate(self.setup.frozen, self.mesh)
     self._opt_shapes = jax.eval_shape(self.tx.init, self.setup.trainable)  # what a continued state is resized to
     self._real_shapes: dict[tuple, tuple] = {self.shape.shape_key: (None, self.num_trainable, 1.0)}
+    self.fitted: Optional[fit.Fit] = None  # --trial_batch=auto's choice for this group (`fit.choose`)
 
   def covers(self, trial: Trial) -> bool:
     """Whether this program trains `trial` (its shapes, or smaller ones in the padded fields)."""
@@ -191,8 +192,6 @@ class GroupRunner:
       count = sum(int(np.prod(shapes[p].shape)) for p in self.setup.trainable)
       self._real_shapes[key] = (init, count, methods[0].pad_multiplier(self.setup.methods[0]))
     return self._real_shapes[key]
-
-    self.fitted: Optional[fit.Fit] = None  # --trial_batch=auto's choice for this group (`fit.choose`)
 
   def fit_trial_batch(self, cap: int) -> fit.Fit:
     """How many trials one train program holds (see `jpeft.sweep.fit`): the step compiled, not run, for one and
@@ -414,7 +413,10 @@ class GroupRunner:
 
 def _zero_pad(value: np.ndarray, shape: tuple) -> np.ndarray:
   """`value` with zeros appended at the end of each axis up to `shape` (>= value's shape on every axis)."""
-  return np.pad(value, [(0, n - m) for m, n in zip(np.shape(value), shape)])
+  value = np.asarray(value)
+  out = np.zeros(shape, value.dtype)
+  out[tuple(slice(0, n) for n in value.shape)] = value
+  return out
 
 
 def _resize(tree, like):
