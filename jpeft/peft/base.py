@@ -230,6 +230,25 @@ class Method:
     """
     return flat
 
+  # ---- padding (the sweep's one program per method, `jpeft.sweep.runner`) ------------------------
+  def paddable(self) -> tuple[str, ...]:
+    """Integer shape fields (LoRA's rank, an adapter's bottleneck) a sweep may raise to the grid's largest value
+    without changing what this method computes, so that trials of every value share one compiled program.
+
+    A field may be listed only when, for the method `padded` built with larger values and given this method's
+    parameters zero-padded at the end of every axis whose length changes: (1) the output equals this method's at
+    merge_factor * `pad_multiplier(padded)`; (2) the padding gets exactly zero gradients, so AdamW (decoupled
+    weight decay of zeros included) keeps it zero; (3) every random draw (dropout masks) has a shape that does not
+    depend on the field. Then a padded trial trains as the unpadded one does, up to float reassociation.
+    Default: none.
+    """
+    return ()
+
+  def pad_multiplier(self, padded: "Method") -> float:
+    """What merge_factor is multiplied by so that `padded` (this method with larger `paddable` fields) computes
+    this method's output: 1.0 unless an output scale reads a padded field (LoRA's alpha / r)."""
+    return 1.0
+
   def hparams(self) -> dict[str, Any]:
     """The hyperparameter fields as a plain dict (what `build_methods` takes back)."""
     return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -110,6 +110,20 @@ def final_seeds(grid: Mapping) -> tuple[int, ...]:
   return tuple(int(s) for s in dict.fromkeys(seeds))
 
 
+# Whether trials of a method that differ only in a paddable shape field (LoRA's rank, ...) share one program at
+# the grid's largest value (`jpeft.sweep.runner.program_groups`). Grids recorded before the field read as this.
+PAD_SHAPES = True
+
+
+def pad_shapes(grid: Mapping) -> bool:
+  """`grid.pad_shapes` (PAD_SHAPES where absent); GridError unless a bool."""
+  value = grid.get("pad_shapes", PAD_SHAPES) if hasattr(grid, "get") else PAD_SHAPES
+  if not isinstance(value, bool):
+    raise GridError(f"Grid entry 'pad_shapes' has the value {value!r}: expected true or false "
+                    "(--grid.pad_shapes=false trains each shape in a program of its own).")
+  return value
+
+
 def _values(name: str, values: Any) -> tuple:
   values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
   if not values:
@@ -121,8 +135,8 @@ def default_grid() -> ml_collections.ConfigDict:
   """The study's grid for every registered method, as the `--grid` flag's defaults.
 
   Fields: lr, wd, seeds (tuples), final_seeds (a tuple; empty: the tuning seeds), schedule ('full' or
-  'halving'), halving_eta, halving_rungs (a tuple of epochs; empty: the default) and one sub-dict per method
-  {field: tuple of values} from the method's `grid`.
+  'halving'), halving_eta, halving_rungs (a tuple of epochs; empty: the default), pad_shapes (bool) and one
+  sub-dict per method {field: tuple of values} from the method's `grid`.
   """
   grid = ml_collections.ConfigDict()
   grid.lr = STUDY_LR
@@ -135,6 +149,8 @@ def default_grid() -> ml_collections.ConfigDict:
   grid.schedule = "full"
   grid.halving_eta = 2
   grid.halving_rungs = ()  # epochs at which settings are cut; empty: geometric (see halving.resolve)
+  # One program per method where padding is exact (docs/concepts/sweep-trial-axis.md); false: one per shape.
+  grid.pad_shapes = PAD_SHAPES
   for name, cls in sorted(peft.registry().items()):
     grid[name] = {field: tuple(values) for field, values in cls.grid.items()}
   return grid

@@ -26,7 +26,7 @@ import numpy as np
 
 from jpeft import interrupts
 from jpeft.sweep import fit, runner
-from jpeft.sweep.grid import GridError, Trial, shape_groups
+from jpeft.sweep.grid import GridError, Trial
 
 SCHEDULES = ("full", "halving")
 
@@ -154,12 +154,15 @@ def trial_epochs(rows: Sequence[Mapping]) -> int:
 
 def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable[[Trial], Optional[dict]],
          trial_batch: int | str, on_chunk: Callable[[list[dict], dict], None], data: dict, runners: dict,
-         on_epoch: Optional[Callable[[int, int], None]] = None, log: Callable[[str], None] = print) -> None:
+         on_epoch: Optional[Callable[[int, int], None]] = None, log: Callable[[str], None] = print,
+         pad: bool = False) -> None:
   """Runs the tune stage of one pair under `schedule`, recording each trial when it stops (`on_chunk`).
 
   recorded: a trial's recorded tune row or None; what a row covers is not trained again (a resumed pair).
   Survivors of a rung continue from their state in memory; a trial the schedule needs past its recorded row
   (a pair killed between rungs, or a grid widened since) is trained again from its start.
+  pad: trials differing only in paddable shape fields share a program (`runner.program_groups`); a survivor may
+  continue in another program of its method than the one it stopped in (its state is resized, `GroupRunner.start`).
   """
   by_setting: dict[str, list[Trial]] = {}
   for trial in trials:
@@ -171,11 +174,9 @@ def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable
     todo = [t for t in members if not covers(recorded(t), epoch, schedule)]
     fresh: dict[str, tuple[dict, np.ndarray]] = {}  # key -> (row, val logits) of trials trained to this rung
     labels = None
-    for group in shape_groups(todo):
-      key = group[0].shape_key
-      if key not in runners:
-        runners[key] = runner.GroupRunner(config, group, data)
-      size = fit.choose(runners[key], len(group), log) if trial_batch == fit.AUTO else trial_batch
+    for shape, group in runner.program_groups(config, todo, pad):
+      program = runner.program(config, shape, group, data, runners, pad=pad)
+      size = fit.choose(program, len(group), log) if trial_batch == fit.AUTO else trial_batch
       by_start: dict[tuple, list[Trial]] = {}  # a chunk shares its tuning split and its epoch
       for trial in group:
         start = states[trial.key].epoch if trial.key in states else 0
@@ -184,12 +185,12 @@ def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable
         for i in range(0, len(chunk_trials), size):
           part = chunk_trials[i:i + size]
           with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
-            chunk = runners[key].start(part, "tune", [states[t.key] for t in part] if start else None)
-            runners[key].advance(chunk, epoch, on_epoch, stop, rung=not last)
-          rows, predictions = runners[key].rows(chunk)
+            chunk = program.start(part, "tune", [states[t.key] for t in part] if start else None)
+            program.advance(chunk, epoch, on_epoch, stop, rung=not last)
+          rows, predictions = program.rows(chunk)
           labels = predictions["labels"]
           for trial, row, logits, state in zip(part, rows, predictions["logits"],
-                                               runners[key].detach(chunk) if not last else [None] * len(part)):
+                                               program.detach(chunk) if not last else [None] * len(part)):
             fresh[trial.key] = (row, logits)
             states[trial.key] = state
     current = {t.key: fresh[t.key][0] if t.key in fresh else recorded(t) for t in members}

@@ -193,6 +193,7 @@ def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     raise ConfigError(f"Nothing to sweep: --tasks={','.join(tasks)} --methods={','.join(methods)}; name at least "
                       "one task and one method.")
   runner.check_trial_batch(trial_batch)
+  grid_lib.pad_shapes(grid)
   seeds = grid_lib.final_seeds(grid)
   tune_splits = {task: splits.num_tune_splits(config, task) for task in tasks}
   trials = {(t, m): grid_lib.expand(t, m, grid, tune_splits[t]) for t in tasks for m in methods}
@@ -338,17 +339,20 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
 
   runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
   todo = [t for t in trials if not record.has("tune", t)]
-  log(f"{task}/{method}: {len(trials)} trials in {len(grid_lib.shape_groups(trials))} shape groups; "
-      f"{len(trials) - len(todo)} already finished, training {len(todo)}")
+  pad = grid_lib.pad_shapes(grid)
+  programs, shapes = len(runner.program_groups(config, trials, pad)), len(grid_lib.shape_groups(trials))
+  log(f"{task}/{method}: {len(trials)} trials in {programs} shape groups; "
+      f"{len(trials) - len(todo)} already finished, training {len(todo)}"
+      + (f" ({shapes} shapes padded to the largest: grid.pad_shapes)" if programs < shapes else ""))
   schedule = halving.kind(grid)
   if schedule == "halving":
     plan = halving.resolve(grid, config.optim.epochs, len({t.config_key for t in trials}))
     log(f"{task}/{method}: successive halving, eta {plan.eta}, rungs at epochs {list(plan.rungs)} of {plan.epochs}")
     halving.tune(config, trials, plan, lambda t: record.rows.get(("tune", t.key)), trial_batch, record_chunk, data,
-                 runners, on_epoch=progress("tune"), log=log)
+                 runners, on_epoch=progress("tune"), log=log, pad=pad)
   else:
     runner.run_trials(config, todo, "tune", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("tune"), log=log)
+                      on_epoch=progress("tune"), log=log, pad=pad)
   tune_rows = [record.get("tune", t) for t in trials]
   _, winner = tune_winner(trials, tune_rows, grid)
   final_rows: list[dict] = []
@@ -361,7 +365,7 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
     log(f"{task}/{method}: selected {winner}; final on {splits.mode_splits(config, 'final')[0][0]} x "
         f"{len(finals)} seeds, training {len(todo)}")
     runner.run_trials(config, todo, "final", trial_batch, on_chunk=record_chunk, data=data, runners=runners,
-                      on_epoch=progress("final"), log=log)
+                      on_epoch=progress("final"), log=log, pad=pad)
     final_rows = [record.get("final", t) for t in finals]
   return _summary_row(trials, tune_rows, winner, final_rows, schedule)
 

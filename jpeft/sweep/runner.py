@@ -16,6 +16,12 @@ What a trial gets, matching `jpeft.train.trainer.train_and_evaluate` run with `c
                              chunk share the seed the batch is shared (not copied per trial), otherwise
                              each trial gathers its own batch ([T, B, ...]).
 So a trial trained here ends where the trainer would end for that config, up to float reassociation.
+
+Padding (`pad=True`, the sweep's `grid.pad_shapes`): trials that differ only in fields their method lists as
+`paddable` (LoRA's rank, ...) share one program built at the group's largest values. Each trial's parameters are
+initialised at its real shape and zero-padded (`Method.paddable` says why that trains exactly as the unpadded
+trial), its output scale rides on the traced merge_factor (`Method.pad_multiplier`), and its row keeps its real
+hyperparameters and parameter count.
 """
 from __future__ import annotations
 
@@ -25,15 +31,16 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jpeft import interrupts
+from jpeft import interrupts, peft
 from jpeft.peft import base, partition
 from jpeft.sweep import fit
-from jpeft.sweep.grid import Trial, shape_groups
+from jpeft.sweep.grid import Trial
 from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
 from jpeft.train.errors import ConfigError
 
@@ -61,6 +68,41 @@ def trial_config(config: ml_collections.ConfigDict, trial: Trial, mode: str, fol
   return config
 
 
+def paddable_fields(config, trial: Trial) -> tuple[str, ...]:
+  """'<method>.<field>' of `trial`'s grid fields that its method (with the base config's settings) pads exactly;
+  none for a '+' composition, whose merge_factor would also rescale the other methods."""
+  if "+" in trial.method:
+    return ()
+  (method,) = peft.build_methods(trial.method, trial_config(config, trial, "tune", fold=False).peft)
+  names = {f"{trial.method}.{field}" for field in method.paddable()}
+  return tuple(name for name, _ in trial.hparams if name in names)
+
+
+def program_groups(config, trials: Sequence[Trial], pad: bool) -> list[tuple[Trial, list[Trial]]]:
+  """[(shape, members)]: the trials that share one program, and the trial whose shapes that program has (a
+  member, or with `pad` the members' common setting with each paddable field at its largest value).
+  Groups and members in first-seen order."""
+  groups: dict[tuple, list[Trial]] = {}
+  for trial in trials:
+    fields = paddable_fields(config, trial) if pad else ()
+    key = (trial.shape_key, fields) if not fields else (
+        (trial.task, trial.method, tuple(hp for hp in trial.shape_key[2] if hp[0] not in fields)), fields)
+    groups.setdefault(key, []).append(trial)
+  out = []
+  for (_, fields), members in groups.items():
+    largest = {name: max(dict(t.hparams)[name] for t in members) for name in fields}
+    shape = dataclasses.replace(members[0], hparams=tuple((k, largest.get(k, v)) for k, v in members[0].hparams))
+    out.append((shape, members))
+  return out
+
+
+def _covers(shape: Trial, fields: Sequence[str], trial: Trial) -> bool:
+  """Whether a program of `shape`, padding `fields`, can train `trial`."""
+  mine, theirs = dict(shape.shape_key[2]), dict(trial.shape_key[2])
+  return (shape.shape_key[:2] == trial.shape_key[:2] and mine.keys() == theirs.keys() and
+          all(mine[k] >= theirs[k] if k in fields else mine[k] == theirs[k] for k in mine))
+
+
 def _stack(trees: Sequence) -> dict:
   return jax.tree.map(lambda *x: np.stack(x), *trees)
 
@@ -78,7 +120,7 @@ def check_trial_batch(trial_batch) -> None:
 
 
 def _pad(items: list, multiple: int) -> list:
-  """Repeats the last item so the trial axis divides over the devices (padded trials are discarded)."""
+  """Repeats the last item so the trial axis divides over the devices (the repeats are discarded)."""
   return items + [items[-1]] * (-len(items) % multiple)
 
 
@@ -90,14 +132,18 @@ class GroupRunner:
 
   Args:
     config: the sweep's base config (data, model, optim, epochs, eval_every_epochs).
-    trials: the group (same `Trial.shape_key`).
+    trials: the group (same `Trial.shape_key`, or with `padded` the same up to those fields).
     data: splits.Split cache (see `splits.open_mode`) shared by the caller's groups; missing splits are opened
       into it when a stage first needs them.
     mesh: trial mesh (default: all devices).
+    shape: the trial whose shapes the program has (default: trials[0]); see `program_groups`.
+    padded: the fields ('<method>.<field>') in which trials may be smaller than `shape` (padded to it).
   """
 
-  def __init__(self, config, trials: Sequence[Trial], data: dict, mesh: Optional[Mesh] = None):
-    self.config = trial_config(config, trials[0], "tune")
+  def __init__(self, config, trials: Sequence[Trial], data: dict, mesh: Optional[Mesh] = None,
+               shape: Optional[Trial] = None, padded: Sequence[str] = ()):
+    self.shape, self.padded, self.base_config = shape or trials[0], tuple(padded), config
+    self.config = trial_config(config, self.shape, "tune")
     self.config.seed = config.seed  # the backbone (when not pretrained) is the sweep's, shared by all trials
     config_checks.validate_config(self.config)
     self.setup = model_setup.build(self.config)
@@ -122,7 +168,30 @@ class GroupRunner:
     self._init_opt = jax.jit(jax.vmap(self.tx.init), out_shardings=stacked)
     self.num_trainable = sum(int(np.prod(v.shape)) for v in self.setup.trainable.values())
     self.frozen = sharding.replicate(self.setup.frozen, self.mesh)
+    self._opt_shapes = jax.eval_shape(self.tx.init, self.setup.trainable)  # what a continued state is resized to
+    self._real_shapes: dict[tuple, tuple] = {self.shape.shape_key: (None, self.num_trainable, 1.0)}
     self.fitted: Optional[fit.Fit] = None  # --trial_batch=auto's choice for this group (`fit.choose`)
+
+  def covers(self, trial: Trial) -> bool:
+    """Whether this program trains `trial` (its shapes, or smaller ones in the padded fields)."""
+    return _covers(self.shape, self.padded, trial)
+
+  def _real_shape(self, trial: Trial) -> tuple:
+    """(init, trainable parameter count, merge_factor multiplier) of `trial` at its real shapes; init: jitted PRNG
+    key -> {path: array} of the parameters whose shapes padding changes, as the unpadded model initialises them
+    (None when nothing is padded). One small program per real shape: the initialisers, the forward pass pruned."""
+    key = trial.shape_key
+    if key not in self._real_shapes:
+      config = trial_config(self.base_config, trial, "tune")
+      _, methods, model, _ = model_setup.build_model(config)
+      size = config.data.image_size
+      init_all = lambda k: partition.flatten(model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
+      shapes = jax.eval_shape(init_all, jax.random.PRNGKey(0))
+      changed = [p for p, v in self.setup.trainable.items() if shapes[p].shape != np.shape(v)]
+      init = jax.jit(lambda k: {p: init_all(k)[p] for p in changed})
+      count = sum(int(np.prod(shapes[p].shape)) for p in self.setup.trainable)
+      self._real_shapes[key] = (init, count, methods[0].pad_multiplier(self.setup.methods[0]))
+    return self._real_shapes[key]
 
   def fit_trial_batch(self, cap: int) -> fit.Fit:
     """How many trials one train program holds (see `jpeft.sweep.fit`): the step compiled, not run, for one and
@@ -151,16 +220,23 @@ class GroupRunner:
   def _put(self, tree, stacked: bool):
     return jax.device_put(tree, NamedSharding(self.mesh, P(TRIAL_AXIS) if stacked else P()))
 
-  def _init_trainable(self, seeds: Sequence[int]) -> dict:
+  def _init_trainable(self, trials: Sequence[Trial]) -> dict:
     """Stacked trainable parameters [T, ...]: fresh head and PEFT from each seed; what a checkpoint gave (the
-    backbone, CLIP's projection, a zero-shot head) shared."""
+    backbone, CLIP's projection, a zero-shot head) shared. A padded trial's padded parameters are initialised at
+    its real shapes and zero-padded at the end of each axis."""
     # Once per distinct seed (trials of one seed share their initialisation) with the program
     # `model_setup.build` already compiled, so no chunk size compiles an init of its own.
-    init = lambda seed: self.setup.init_params(jax.random.fold_in(jax.random.PRNGKey(seed), 0))
-    fresh = {s: partition.flatten(jax.device_get(init(s))) for s in sorted(set(seeds))}
+    seed_key = lambda seed: jax.random.fold_in(jax.random.PRNGKey(seed), 0)
+    fresh = {s: partition.flatten(jax.device_get(self.setup.init_params(seed_key(s))))
+             for s in sorted({t.seed for t in trials})}
+    per_trial = []
+    for trial in trials:
+      init = self._real_shape(trial)[0]
+      real = jax.device_get(init(seed_key(trial.seed))) if init is not None else {}
+      per_trial.append({**fresh[trial.seed], **{p: _zero_pad(v, fresh[trial.seed][p].shape) for p, v in real.items()}})
     per_seed = lambda path: self.setup.labels[path] in (base.HEAD, base.PEFT, base.PEFT_B) and path not in self.setup.loaded
-    return {path: np.stack([fresh[s][path] for s in seeds]) if per_seed(path)
-            else np.broadcast_to(value, (len(seeds), *np.shape(value)))
+    return {path: np.stack([flat[path] for flat in per_trial]) if per_seed(path)
+            else np.broadcast_to(value, (len(trials), *np.shape(value)))
             for path, value in self.setup.trainable.items()}
 
   def _batches(self, train_data: splits.Split, seeds: Sequence[int], epoch: int):
@@ -202,33 +278,37 @@ class GroupRunner:
     config.data.tune_split = trials[0].tune_split if mode == "tune" else 0
     train_data, eval_data = splits.open_mode(config, self.setup.task, mode, self.data)
     steps_per_epoch = splits.count_steps_per_epoch(train_data, self.batch_size, self.task_name)
-    padded = _pad(list(trials), self.mesh.size)
-    seeds = [t.seed for t in padded]
+    filled = _pad(list(trials), self.mesh.size)
+    seeds = [t.seed for t in filled]
     base_merge = float(self.config.merge_factor)
     # The schedule spans the full epochs whether or not a trial is stopped early (successive halving).
     schedule = optim.schedule_steps(self.config.optim, steps_per_epoch)
-    hparams = self._put(dict(lr=np.float32([t.lr for t in padded]), wd=np.float32([t.wd for t in padded]),
-                             merge_factor=np.float32([base_merge * t.merge_multiplier() for t in padded]),
-                             **{k: np.full(len(padded), v, np.float32) for k, v in schedule.items()}),
+    real = [self._real_shape(t) for t in filled]
+    hparams = self._put(dict(lr=np.float32([t.lr for t in filled]), wd=np.float32([t.wd for t in filled]),
+                             merge_factor=np.float32([base_merge * t.merge_multiplier() * r[2]
+                                                      for t, r in zip(filled, real)]),
+                             **{k: np.full(len(filled), v, np.float32) for k, v in schedule.items()}),
                         True)
     if states is None:
-      trainable = self._put(self._init_trainable(seeds), True)
+      trainable = self._put(self._init_trainable(filled), True)
       opt_state = self._init_opt(trainable)
       epoch, step = 0, 0
       histories = [dict(evals=[], rung_evals=[], nonfinite=0, wall=time.time() - began) for _ in trials]
     else:
       if len({s.epoch for s in states}) != 1:
         raise ValueError("Trials continued in one chunk must have stopped at the same epoch.")
-      padded_states = _pad(list(states), self.mesh.size)
-      trainable = self._put(_stack([s.trainable for s in padded_states]), True)
-      opt_state = self._put(_stack([s.opt_state for s in padded_states]), True)
+      # A state may come from another program of its method (a larger or smaller padded shape that covers
+      # the trial): its padding is zero, so resizing it to this program's shapes changes nothing it computes.
+      filled_states = _pad(list(states), self.mesh.size)
+      trainable = self._put(_stack([_resize(s.trainable, self.setup.trainable) for s in filled_states]), True)
+      opt_state = self._put(_stack([_resize(s.opt_state, self._opt_shapes) for s in filled_states]), True)
       epoch, step = states[0].epoch, states[0].step
       histories = [dict(evals=list(s.evals), rung_evals=list(s.rung_evals), nonfinite=s.nonfinite, wall=s.wall)
                    for s in states]
     train_keys = self._put(np.stack([np.asarray(jax.random.fold_in(jax.random.PRNGKey(s), 1)) for s in seeds]),
                            True)
     return Chunk(list(trials), mode, seeds, hparams, trainable, opt_state, train_keys, train_data, eval_data,
-                 steps_per_epoch, epoch, step, histories, np.zeros(len(padded), np.int64))
+                 steps_per_epoch, epoch, step, histories, np.zeros(len(filled), np.int64))
 
   def advance(self, chunk: "Chunk", to_epoch: int, on_epoch: Optional[Callable[[int, int], None]] = None,
               stop: Optional[interrupts.StopRequest] = None, rung: bool = False) -> None:
@@ -310,8 +390,9 @@ class GroupRunner:
                        accuracy=latest["accuracy"], loss=latest["loss"],
                        best_accuracy=best["accuracy"], best_epoch=best["epoch"], evals=history,
                        nonfinite_steps=nonfinite, diverged=bool(stop_on_nan and nonfinite > 0),
-                       trainable_params=self.num_trainable, steps=chunk.step, chunk_trials=len(chunk.trials),
-                       chunk_wall_s=h["wall"], **(dict(rung_evals=h["rung_evals"]) if h["rung_evals"] else {})))
+                       trainable_params=self._real_shape(trial)[1], steps=chunk.step,
+                       chunk_trials=len(chunk.trials), chunk_wall_s=h["wall"], **self._padded_to(trial),
+                       **(dict(rung_evals=h["rung_evals"]) if h["rung_evals"] else {})))
     return rows, dict(logits=chunk.result["logits"], labels=chunk.result["labels"])
 
   def train(self, trials: Sequence[Trial], mode: str,
@@ -322,6 +403,42 @@ class GroupRunner:
     chunk = self.start(trials, mode)
     self.advance(chunk, self.config.optim.epochs, on_epoch, stop)
     return self.rows(chunk)
+
+  def _padded_to(self, trial: Trial) -> dict:
+    """{'padded_to': {field: value}} when `trial` trained in a larger program than its own shapes, else {}."""
+    if trial.shape_key == self.shape.shape_key:
+      return {}
+    return dict(padded_to={k: v for k, v in self.shape.hparams if k in self.padded and dict(trial.hparams)[k] != v})
+
+
+def _zero_pad(value: np.ndarray, shape: tuple) -> np.ndarray:
+  """`value` with zeros appended at the end of each axis up to `shape` (>= value's shape on every axis)."""
+  value = np.asarray(value)
+  out = np.zeros(shape, value.dtype)
+  out[tuple(slice(0, n) for n in value.shape)] = value
+  return out
+
+
+def _resize(tree, like):
+  """`tree` cut or zero-padded at the end of each axis to the shapes of `like` (same structure, arrays or
+  ShapeDtypeStructs)."""
+  def resize(value, target):
+    value = np.asarray(value)[tuple(slice(0, n) for n in target.shape)]
+    return _zero_pad(value, target.shape)
+  return jax.tree.map(resize, tree, like)
+
+
+def program(config, shape: Trial, group: Sequence[Trial], data: dict, runners: dict, mesh: Optional[Mesh] = None,
+            pad: bool = False) -> GroupRunner:
+  """The runner that trains `group` (one of `program_groups`, whose program has `shape`'s shapes), from the
+  `runners` cache: with `pad`, any cached program that covers the group (the tune stage's, for the final retrain;
+  a rung's, for the survivors of halving); else a new one, cached under `shape`'s key."""
+  key = shape.shape_key
+  if key not in runners:
+    key = next((k for k, r in runners.items() if pad and all(map(r.covers, group))), key)
+  if key not in runners:
+    runners[key] = GroupRunner(config, group, data, mesh, shape, paddable_fields(config, shape) if pad else ())
+  return runners[key]
 
 
 @dataclasses.dataclass
@@ -364,7 +481,7 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int | st
                mesh: Optional[Mesh] = None, data: Optional[dict] = None,
                runners: Optional[dict] = None,
                on_epoch: Optional[Callable[[int, int], None]] = None,
-               log: Callable[[str], None] = print) -> list[dict]:
+               log: Callable[[str], None] = print, pad: bool = False) -> list[dict]:
   """Trains `trials` in shape groups, `trial_batch` trials per compiled call, and returns their rows.
 
   Args:
@@ -381,29 +498,28 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int | st
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
     on_epoch: see `GroupRunner.train`.
     log: progress messages (the --trial_batch=auto choice).
+    pad: trials differing only in paddable fields share one program at the largest values (`program_groups`);
+      a cached program that covers a group (the tune stage's, for the final retrain) trains it.
   """
   check_trial_batch(trial_batch)
   _check_mode(mode)  # before any runner is built
   data = {} if data is None else data
   runners = {} if runners is None else runners
   rows: list[dict] = []
-  for group in shape_groups(trials):
-    key = group[0].shape_key
-    if key not in runners:
-      runners[key] = GroupRunner(config, group, data, mesh)
+  for shape, group in program_groups(config, trials, pad):
+    group_runner = program(config, shape, group, data, runners, mesh, pad)
     by_split: dict[int, list[Trial]] = {}  # a chunk shares its data: one tuning split per chunk
     for trial in group:
       by_split.setdefault(trial.tune_split, []).append(trial)
     chunk = trial_batch
     if trial_batch == fit.AUTO:
-      chunk = fit.choose(runners[key], max(len(m) for m in by_split.values()), log)
+      chunk = fit.choose(group_runner, max(len(m) for m in by_split.values()), log)
     for members in by_split.values():
       for i in range(0, len(members), chunk):
         # A signal stops the chunk between steps, or, once it is trained, after its rows are recorded whole.
         # (Not in a multi-process sweep, whose processes could stop at different steps: there it stops at once.)
         with interrupts.deferred(enabled=jax.process_count() == 1) as stop:
-          chunk_rows, predictions = runners[key].train(members[i:i + chunk], mode, on_epoch=on_epoch,
-                                                       stop=stop)
+          chunk_rows, predictions = group_runner.train(members[i:i + chunk], mode, on_epoch=on_epoch, stop=stop)
           if on_chunk is not None:
             on_chunk(chunk_rows, predictions)
         rows.extend(chunk_rows)

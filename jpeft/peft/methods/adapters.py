@@ -49,6 +49,13 @@ class _Bottleneck(base.Method):
     self.require_finite("scale")
     self.require_rate()
 
+  def paddable(self):
+    # A zero Down column with zero bias gives act(0) = 0 (ReLU, GELU and QuickGELU all vanish at 0; Convpass's
+    # conv maps zero channels to zero with zero kernel slices), a zero Up row adds nothing, and the gradients of
+    # both vanish (each goes through the other). Not with dropout in the bottleneck: its mask is drawn at the
+    # bottleneck's shape, so the padded trial would draw another mask.
+    return ("bottleneck",) if self.dropout == 0 else ()
+
   def module(self, m, prefix: str, x, ctx, middle: Optional[Callable] = None):
     """merge_factor * s * Up(drop(middle(act(Down x)))): [..., D] -> [..., D]."""
     h = nn.Dense(self.bottleneck, dtype=m.dtype, kernel_init=self.down_init, bias_init=self.bias_init,
@@ -274,6 +281,9 @@ class RepAdapter(_Wired):
   _FOLD_INTO: ClassVar[dict] = {"sequential_before": {"attn": "attn/qkv", "mlp": "mlp/fc1"},
                                 "sequential_after": {"attn": "attn/proj", "mlp": "mlp/fc2"}}
   style: str = "sequential_before"
+
+  def paddable(self):
+    return ()  # the grouped Up kernel [2, b/2, D/2] splits the bottleneck in halves: padding at its end would not
 
   def validate(self):
     super().validate()

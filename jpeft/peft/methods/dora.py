@@ -60,6 +60,11 @@ class DoRA(base.Method):
     self.require("targets", bool(self.targets) and set(self.targets) <= set(SITES) and
                  len(set(self.targets)) == len(self.targets), f"distinct Dense names from {SITES}")
 
+  def paddable(self):
+    # Zero columns of A / rows of B leave A B, and so the column norm ||W + A B||, unchanged; their gradients
+    # vanish (each factor's goes through the other); dropout acts on z; the magnitude has no rank axis.
+    return ("rank",)
+
   def dense(self, m, where, z, y, ctx):
     if where not in self.targets:
       return y

@@ -97,6 +97,15 @@ class LoRA(base.Method):
       return base.PEFT_B  # LoRA+'s fast factor
     return super().label(path)
 
+  def paddable(self):
+    # Zero columns of A and rows of B add nothing and get zero gradients (each factor's gradient goes through the
+    # other); dropout acts on z, whose shape the rank does not change. PiSSA / OLoRA are not padded: their frozen
+    # principal factors depend on the rank, and frozen weights are shared by all trials of a program.
+    return () if self.principal else ("rank",)
+
+  def pad_multiplier(self, padded):
+    return self.scale / padded.scale  # alpha / r reads the real rank, not the padded one
+
   def _a_init(self):
     if self.init == "gaussian":
       return nn.initializers.normal(1.0 / self.rank)
