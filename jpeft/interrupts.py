@@ -81,12 +81,34 @@ def _raise(signum, frame):
   raise Interrupted(signum)
 
 
+class _Raiser:
+  """`raised`'s handler: raises `Interrupted` and also records the signal, because Python ignores (prints and
+  drops) an exception raised inside a garbage-collection callback, such as JAX's, where a signal can land."""
+
+  def __init__(self):
+    self.request = StopRequest()
+
+  def __call__(self, signum, frame):
+    self.request.signum = signum
+    _raise(signum, frame)
+
+
+def _dropped_signal() -> Optional[int]:
+  """A signal an enclosing `raised` block recorded but whose exception Python dropped (None: none)."""
+  handler = signal.getsignal(signal.SIGINT) if _in_main_thread() else None
+  return handler.request.signum if isinstance(handler, _Raiser) else None
+
+
 @contextlib.contextmanager
 def raised() -> Iterator[None]:
   """Within the block SIGINT and SIGTERM raise `Interrupted` wherever the main thread is (SIGTERM would
-  otherwise end the process at once, with no word and nothing saved)."""
-  with _handlers(_raise):
+  otherwise end the process at once, with no word and nothing saved). A signal whose exception was dropped
+  (see `_Raiser`) is raised by the next `deferred` block inside, or on leaving this one."""
+  raiser = _Raiser()
+  with _handlers(raiser):
     yield
+  if raiser.request:
+    raise Interrupted(raiser.request.signum)
 
 
 @contextlib.contextmanager
@@ -99,6 +121,9 @@ def deferred(enabled: bool = True) -> Iterator[StopRequest]:
   if not enabled:
     yield request
     return
+  dropped = _dropped_signal()
+  if dropped is not None:
+    raise Interrupted(dropped)
 
   def record(signum, frame):
     if request:

@@ -54,19 +54,20 @@ def main(argv) -> None:
   compare = config.get("compare_methods", ()) if config.mode != "eval" else ()
   runs = [(config.method, workdir)] + [(m, os.path.join(workdir, m)) for m in compare]
   results = []
-  with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles, interrupts.raised():
-    method_workdir = workdir
-    try:
+  method_workdir = workdir
+  try:
+    # `raised` may raise on leaving its block (a signal Python dropped), so the handlers below enclose it.
+    with cli.compilation_cache(_COMPILATION_CACHE.value) as compiles, interrupts.raised():
       for method, method_workdir in runs:
         config.method = method
         results.append(trainer.run(config, method_workdir))
-    except cli.USER_ERRORS as e:
-      # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
-      print(f"jpeft: error: {e}", file=sys.stderr)
-      sys.exit(1)
-    except interrupts.Interrupted as e:  # Ctrl-C or SIGTERM: where the run stopped, exit 130 / 143
-      print(f"jpeft: {interrupts.describe(e, os.path.join(method_workdir, 'checkpoints'))}", file=sys.stderr)
-      sys.exit(e.exit_code)
+  except cli.USER_ERRORS as e:
+    # A user mistake or an environment problem: one paragraph, no traceback; checkpoints on disk are kept.
+    print(f"jpeft: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  except interrupts.Interrupted as e:  # Ctrl-C or SIGTERM: where the run stopped, exit 130 / 143
+    print(f"jpeft: {interrupts.describe(e, os.path.join(method_workdir, 'checkpoints'))}", file=sys.stderr)
+    sys.exit(e.exit_code)
   # Short on purpose: the accuracies, where the full record is, and the compilation count (result.json has the
   # rest: every evaluation, parameters, wall time, images/s).
   split = results[0].get("eval_split") or results[0]["split"]  # mode 'eval' reports `split`

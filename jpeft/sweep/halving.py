@@ -149,7 +149,7 @@ def finishers(trials: Sequence[Trial], rows: Mapping[str, Optional[Mapping]], sc
 
 def trial_epochs(rows: Sequence[Mapping]) -> int:
   """Epochs trained by the trials of `rows` (their stopped epoch under halving, else every epoch trained)."""
-  return sum(r.get("stopped_epoch", r["evals"][-1]["epoch"] if r["evals"] else 0) for r in rows)
+  return sum(r.get("stopped_epoch", r["evals"][-1]["epoch"] if r.get("evals") else 0) for r in rows)
 
 
 def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable[[Trial], Optional[dict]],

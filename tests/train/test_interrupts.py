@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM: a run stops between steps with one line and exit status 130 / 143, SIGTERM (how a
 preemptible VM is stopped) saves a checkpoint of the step reached, and the same command resumes to the end an
 uninterrupted run reaches."""
+import gc
 import json
 import os
 import re
@@ -166,3 +167,30 @@ def test_a_signal_outside_the_training_loop_still_ends_in_one_line(tmp_path):
       os.kill(os.getpid(), signal.SIGTERM)
       time.sleep(5)  # the handler raises in the main thread before this ends
   assert raised.value.signum == signal.SIGTERM and raised.value.message == ""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_python_dropped_in_a_gc_callback_is_raised_by_the_next_loop_and_on_leaving():
+  """JAX runs Python in garbage-collection callbacks; a signal landing there raises inside the callback, and
+  Python prints and drops that exception. The signal must still stop the program."""
+  def drop_a_signal():
+    handler = signal.getsignal(signal.SIGINT)
+
+    def callback(phase, info):
+      del phase, info
+      gc.callbacks.remove(callback)
+      handler(signal.SIGINT, None)  # as the interpreter would call it while the callback runs
+
+    gc.callbacks.append(callback)
+    gc.collect()  # "Exception ignored in: <function ...callback>": the Interrupted is gone
+
+  with pytest.raises(interrupts.Interrupted) as loop:
+    with interrupts.raised():
+      drop_a_signal()
+      with interrupts.deferred():
+        pytest.fail("a training loop started after the signal")
+  assert loop.value.signum == signal.SIGINT
+  with pytest.raises(interrupts.Interrupted) as leaving:
+    with interrupts.raised():
+      drop_a_signal()
+  assert leaving.value.signum == signal.SIGINT
