@@ -110,7 +110,7 @@ def bench(args, root: str) -> None:
       start = time.perf_counter()
       for trial in trials:
         with tempfile.TemporaryDirectory() as workdir:
-          trainer.run(runner.trial_config(config, trial, "tune", fold=False), workdir)
+          trainer.run(grid.trial_config(config, trial, "tune", fold=False), workdir)
       trainer_s = time.perf_counter() - start
     v, s = results["vmapped"], results["sequential"]
     gap = float(np.max(np.abs(np.array(v["loss"]) - np.array(s["loss"]))))

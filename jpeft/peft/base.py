@@ -230,7 +230,7 @@ class Method:
     """
     return flat
 
-  # ---- padding (the sweep's one program per method, `jpeft.sweep.runner`) ------------------------
+  # ---- padding (the sweep's one program per method, `jpeft.sweep.padding`) -----------------------
   def paddable(self) -> tuple[str, ...]:
     """Integer shape fields (LoRA's rank, an adapter's bottleneck) a sweep may raise to the grid's largest value
     without changing what this method computes, so that trials of every value share one compiled program.

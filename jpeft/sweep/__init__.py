@@ -13,7 +13,7 @@ recorded plan); `report` writes the tables of what finished and names the state 
 CLI: `python -m jpeft.sweep --config=... --tasks=... --methods=... --workdir=... [--shard=K/N]` and
 `python -m jpeft.sweep --workdir=... --report` (see `__main__`).
 """
-from jpeft.sweep import grid, pairs, protocol, report, runner, tables, trial_log
+from jpeft.sweep import grid, padding, pairs, protocol, report, runner, tables, trial_log
 from jpeft.sweep.grid import GridError, Trial, default_grid, expand, shape_groups
 from jpeft.sweep.protocol import run_sweep, select
 from jpeft.sweep.runner import run_trials

@@ -7,6 +7,7 @@ output multiplier `scale` where that can be folded into the traced `merge_factor
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -95,6 +96,20 @@ class Trial:
                 wd=self.wd, hparams=dict(self.hparams), seed=self.seed, tune_split=self.tune_split)
 
 
+def trial_config(config: ml_collections.ConfigDict, trial: Trial, mode: str, fold: bool = True):
+  """The single-run config of `trial` (what `python -m jpeft.main` would train): method, peft, lr, wd, seed.
+
+  With `fold`, foldable fields (scale) are set to 1.0 here and carried by the traced merge_factor instead.
+  """
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.task, config.method, config.mode, config.seed = trial.task, trial.method, mode, trial.seed
+    config.data.tune_split = trial.tune_split
+    config.optim.lr, config.optim.wd = trial.lr, trial.wd
+    for method, values in trial.peft_overrides(fold).items():
+      config.peft[method] = {**(config.peft[method].to_dict() if method in config.peft else {}), **values}
+  return config
+
 def _check_seeds(name: str, seeds: tuple) -> None:
   for seed in seeds:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -111,7 +126,7 @@ def final_seeds(grid: Mapping) -> tuple[int, ...]:
 
 
 # Whether trials of a method that differ only in a paddable shape field (LoRA's rank, ...) share one program at
-# the grid's largest value (`jpeft.sweep.runner.program_groups`). Grids recorded before the field read as this.
+# the grid's largest value (`jpeft.sweep.padding.program_groups`). Grids recorded before the field read as this.
 PAD_SHAPES = True
 
 

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jpeft import interrupts
-from jpeft.sweep import fit, runner
+from jpeft.sweep import fit, padding, runner
 from jpeft.sweep.grid import GridError, Trial
 
 SCHEDULES = ("full", "halving")
@@ -161,7 +161,7 @@ def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable
   recorded: a trial's recorded tune row or None; what a row covers is not trained again (a resumed pair).
   Survivors of a rung continue from their state in memory; a trial the schedule needs past its recorded row
   (a pair killed between rungs, or a grid widened since) is trained again from its start.
-  pad: trials differing only in paddable shape fields share a program (`runner.program_groups`); a survivor may
+  pad: trials differing only in paddable shape fields share a program (`padding.program_groups`); a survivor may
   continue in another program of its method than the one it stopped in (its state is resized, `GroupRunner.start`).
   """
   by_setting: dict[str, list[Trial]] = {}
@@ -174,7 +174,7 @@ def tune(config, trials: Sequence[Trial], schedule: Schedule, recorded: Callable
     todo = [t for t in members if not covers(recorded(t), epoch, schedule)]
     fresh: dict[str, tuple[dict, np.ndarray]] = {}  # key -> (row, val logits) of trials trained to this rung
     labels = None
-    for shape, group in runner.program_groups(config, todo, pad):
+    for shape, group in padding.program_groups(config, todo, pad):
       program = runner.program(config, shape, group, data, runners, pad=pad)
       size = fit.choose(program, len(group), log) if trial_batch == fit.AUTO else trial_batch
       by_start: dict[tuple, list[Trial]] = {}  # a chunk shares its tuning split and its epoch

@@ -43,7 +43,7 @@ import numpy as np
 from jpeft import workdir_lock
 from jpeft.data import input_pipeline
 from jpeft.sweep import grid as grid_lib
-from jpeft.sweep import halving, pairs, runner, trial_log
+from jpeft.sweep import halving, padding, pairs, runner, trial_log
 from jpeft.train import config_checks, errors, splits
 from jpeft.train.errors import ConfigError
 
@@ -204,7 +204,7 @@ def _validate(config, tasks: Sequence[str], methods: Sequence[str], grid: Mappin
     for pair_trials in trials.values():
       halving.resolve(grid, config.optim.epochs, len({t.config_key for t in pair_trials}))
   for pair_trials in trials.values():
-    config_checks.validate_config(runner.trial_config(config, pair_trials[0], "tune"))
+    config_checks.validate_config(grid_lib.trial_config(config, pair_trials[0], "tune"))
   for task in tasks:
     _check_batch_fits(config, task, ("tune", "final") if final else ("tune",))
   return trials, tune_splits, seeds
@@ -340,7 +340,7 @@ def _run_pair(config, trials: Sequence[grid_lib.Trial], record: trial_log.TrialL
   runners: dict = {}  # compiled programs of this method's shape groups, shared by its tune and final runs
   todo = [t for t in trials if not record.has("tune", t)]
   pad = grid_lib.pad_shapes(grid)
-  programs, shapes = len(runner.program_groups(config, trials, pad)), len(grid_lib.shape_groups(trials))
+  programs, shapes = len(padding.program_groups(config, trials, pad)), len(grid_lib.shape_groups(trials))
   log(f"{task}/{method}: {len(trials)} trials in {programs} shape groups; "
       f"{len(trials) - len(todo)} already finished, training {len(todo)}"
       + (f" ({shapes} shapes padded to the largest: grid.pad_shapes)" if programs < shapes else ""))

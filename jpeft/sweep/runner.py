@@ -17,30 +17,24 @@ What a trial gets, matching `jpeft.train.trainer.train_and_evaluate` run with `c
                              each trial gathers its own batch ([T, B, ...]).
 So a trial trained here ends where the trainer would end for that config, up to float reassociation.
 
-Padding (`pad=True`, the sweep's `grid.pad_shapes`): trials that differ only in fields their method lists as
-`paddable` (LoRA's rank, ...) share one program built at the group's largest values. Each trial's parameters are
-initialised at its real shape and zero-padded (`Method.paddable` says why that trains exactly as the unpadded
-trial), its output scale rides on the traced merge_factor (`Method.pad_multiplier`), and its row keeps its real
-hyperparameters and parameter count.
+Padding (`pad=True`, the sweep's `grid.pad_shapes`): trials that differ only in paddable fields share one
+program at the group's largest values; `jpeft.sweep.padding` groups them and pads their parameters.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Any, Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jpeft import interrupts, peft
+from jpeft import interrupts
 from jpeft.peft import base, partition
-from jpeft.sweep import fit
-from jpeft.sweep.grid import Trial
+from jpeft.sweep import fit, padding
+from jpeft.sweep.grid import Trial, trial_config
 from jpeft.train import config_checks, model_setup, optim, sharding, splits, steps
 from jpeft.train.errors import ConfigError
 
@@ -51,56 +45,6 @@ _BAR_MIN_STEPS = 50  # epochs shorter than this (VTAB-1K's 13 steps) get no prog
 def make_trial_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """A 1-D mesh over `devices` (default: all) whose axis 'trials' splits the trial axis."""
   return Mesh(np.asarray(devices if devices is not None else jax.devices()), (TRIAL_AXIS,))
-
-
-def trial_config(config: ml_collections.ConfigDict, trial: Trial, mode: str, fold: bool = True):
-  """The single-run config of `trial` (what `python -m jpeft.main` would train): method, peft, lr, wd, seed.
-
-  With `fold`, foldable fields (scale) are set to 1.0 here and carried by the traced merge_factor instead.
-  """
-  config = copy.deepcopy(config)
-  with config.unlocked():
-    config.task, config.method, config.mode, config.seed = trial.task, trial.method, mode, trial.seed
-    config.data.tune_split = trial.tune_split
-    config.optim.lr, config.optim.wd = trial.lr, trial.wd
-    for method, values in trial.peft_overrides(fold).items():
-      config.peft[method] = {**(config.peft[method].to_dict() if method in config.peft else {}), **values}
-  return config
-
-
-def paddable_fields(config, trial: Trial) -> tuple[str, ...]:
-  """'<method>.<field>' of `trial`'s grid fields that its method (with the base config's settings) pads exactly;
-  none for a '+' composition, whose merge_factor would also rescale the other methods."""
-  if "+" in trial.method:
-    return ()
-  (method,) = peft.build_methods(trial.method, trial_config(config, trial, "tune", fold=False).peft)
-  names = {f"{trial.method}.{field}" for field in method.paddable()}
-  return tuple(name for name, _ in trial.hparams if name in names)
-
-
-def program_groups(config, trials: Sequence[Trial], pad: bool) -> list[tuple[Trial, list[Trial]]]:
-  """[(shape, members)]: the trials that share one program, and the trial whose shapes that program has (a
-  member, or with `pad` the members' common setting with each paddable field at its largest value).
-  Groups and members in first-seen order."""
-  groups: dict[tuple, list[Trial]] = {}
-  for trial in trials:
-    fields = paddable_fields(config, trial) if pad else ()
-    key = (trial.shape_key, fields) if not fields else (
-        (trial.task, trial.method, tuple(hp for hp in trial.shape_key[2] if hp[0] not in fields)), fields)
-    groups.setdefault(key, []).append(trial)
-  out = []
-  for (_, fields), members in groups.items():
-    largest = {name: max(dict(t.hparams)[name] for t in members) for name in fields}
-    shape = dataclasses.replace(members[0], hparams=tuple((k, largest.get(k, v)) for k, v in members[0].hparams))
-    out.append((shape, members))
-  return out
-
-
-def _covers(shape: Trial, fields: Sequence[str], trial: Trial) -> bool:
-  """Whether a program of `shape`, padding `fields`, can train `trial`."""
-  mine, theirs = dict(shape.shape_key[2]), dict(trial.shape_key[2])
-  return (shape.shape_key[:2] == trial.shape_key[:2] and mine.keys() == theirs.keys() and
-          all(mine[k] >= theirs[k] if k in fields else mine[k] == theirs[k] for k in mine))
 
 
 def _stack(trees: Sequence) -> dict:
@@ -136,7 +80,7 @@ class GroupRunner:
     data: splits.Split cache (see `splits.open_mode`) shared by the caller's groups; missing splits are opened
       into it when a stage first needs them.
     mesh: trial mesh (default: all devices).
-    shape: the trial whose shapes the program has (default: trials[0]); see `program_groups`.
+    shape: the trial whose shapes the program has (default: trials[0]); see `padding.program_groups`.
     padded: the fields ('<method>.<field>') in which trials may be smaller than `shape` (padded to it).
   """
 
@@ -174,24 +118,14 @@ class GroupRunner:
 
   def covers(self, trial: Trial) -> bool:
     """Whether this program trains `trial` (its shapes, or smaller ones in the padded fields)."""
-    return _covers(self.shape, self.padded, trial)
+    return padding.covers(self.shape, self.padded, trial)
 
   def _real_shape(self, trial: Trial) -> tuple:
-    """(init, trainable parameter count, merge_factor multiplier) of `trial` at its real shapes; init: jitted PRNG
-    key -> {path: array} of the parameters whose shapes padding changes, as the unpadded model initialises them
-    (None when nothing is padded). One small program per real shape: the initialisers, the forward pass pruned."""
-    key = trial.shape_key
-    if key not in self._real_shapes:
-      config = trial_config(self.base_config, trial, "tune")
-      _, methods, model, _ = model_setup.build_model(config)
-      size = config.data.image_size
-      init_all = lambda k: partition.flatten(model.init(k, jnp.zeros((1, size, size, 3)), train=False)["params"])
-      shapes = jax.eval_shape(init_all, jax.random.PRNGKey(0))
-      changed = [p for p, v in self.setup.trainable.items() if shapes[p].shape != np.shape(v)]
-      init = jax.jit(lambda k: {p: init_all(k)[p] for p in changed})
-      count = sum(int(np.prod(shapes[p].shape)) for p in self.setup.trainable)
-      self._real_shapes[key] = (init, count, methods[0].pad_multiplier(self.setup.methods[0]))
-    return self._real_shapes[key]
+    """`padding.real_shape` of `trial` in this program, once per real shape."""
+    if trial.shape_key not in self._real_shapes:
+      self._real_shapes[trial.shape_key] = padding.real_shape(self.base_config, trial, self.setup.trainable,
+                                                              self.setup.methods[0])
+    return self._real_shapes[trial.shape_key]
 
   def fit_trial_batch(self, cap: int) -> fit.Fit:
     """How many trials one train program holds (see `jpeft.sweep.fit`): the step compiled, not run, for one and
@@ -233,7 +167,8 @@ class GroupRunner:
     for trial in trials:
       init = self._real_shape(trial)[0]
       real = jax.device_get(init(seed_key(trial.seed))) if init is not None else {}
-      per_trial.append({**fresh[trial.seed], **{p: _zero_pad(v, fresh[trial.seed][p].shape) for p, v in real.items()}})
+      per_trial.append({**fresh[trial.seed],
+                        **{p: padding.zero_pad(v, fresh[trial.seed][p].shape) for p, v in real.items()}})
     per_seed = lambda path: self.setup.labels[path] in (base.HEAD, base.PEFT, base.PEFT_B) and path not in self.setup.loaded
     return {path: np.stack([flat[path] for flat in per_trial]) if per_seed(path)
             else np.broadcast_to(value, (len(trials), *np.shape(value)))
@@ -300,8 +235,8 @@ class GroupRunner:
       # A state may come from another program of its method (a larger or smaller padded shape that covers
       # the trial): its padding is zero, so resizing it to this program's shapes changes nothing it computes.
       filled_states = _pad(list(states), self.mesh.size)
-      trainable = self._put(_stack([_resize(s.trainable, self.setup.trainable) for s in filled_states]), True)
-      opt_state = self._put(_stack([_resize(s.opt_state, self._opt_shapes) for s in filled_states]), True)
+      trainable = self._put(_stack([padding.resize(s.trainable, self.setup.trainable) for s in filled_states]), True)
+      opt_state = self._put(_stack([padding.resize(s.opt_state, self._opt_shapes) for s in filled_states]), True)
       epoch, step = states[0].epoch, states[0].step
       histories = [dict(evals=list(s.evals), rung_evals=list(s.rung_evals), nonfinite=s.nonfinite, wall=s.wall)
                    for s in states]
@@ -391,7 +326,8 @@ class GroupRunner:
                        best_accuracy=best["accuracy"], best_epoch=best["epoch"], evals=history,
                        nonfinite_steps=nonfinite, diverged=bool(stop_on_nan and nonfinite > 0),
                        trainable_params=self._real_shape(trial)[1], steps=chunk.step,
-                       chunk_trials=len(chunk.trials), chunk_wall_s=h["wall"], **self._padded_to(trial),
+                       chunk_trials=len(chunk.trials), chunk_wall_s=h["wall"],
+                       **padding.padded_to(self.shape, self.padded, trial),
                        **(dict(rung_evals=h["rung_evals"]) if h["rung_evals"] else {})))
     return rows, dict(logits=chunk.result["logits"], labels=chunk.result["labels"])
 
@@ -404,40 +340,17 @@ class GroupRunner:
     self.advance(chunk, self.config.optim.epochs, on_epoch, stop)
     return self.rows(chunk)
 
-  def _padded_to(self, trial: Trial) -> dict:
-    """{'padded_to': {field: value}} when `trial` trained in a larger program than its own shapes, else {}."""
-    if trial.shape_key == self.shape.shape_key:
-      return {}
-    return dict(padded_to={k: v for k, v in self.shape.hparams if k in self.padded and dict(trial.hparams)[k] != v})
-
-
-def _zero_pad(value: np.ndarray, shape: tuple) -> np.ndarray:
-  """`value` with zeros appended at the end of each axis up to `shape` (>= value's shape on every axis)."""
-  value = np.asarray(value)
-  out = np.zeros(shape, value.dtype)
-  out[tuple(slice(0, n) for n in value.shape)] = value
-  return out
-
-
-def _resize(tree, like):
-  """`tree` cut or zero-padded at the end of each axis to the shapes of `like` (same structure, arrays or
-  ShapeDtypeStructs)."""
-  def resize(value, target):
-    value = np.asarray(value)[tuple(slice(0, n) for n in target.shape)]
-    return _zero_pad(value, target.shape)
-  return jax.tree.map(resize, tree, like)
-
 
 def program(config, shape: Trial, group: Sequence[Trial], data: dict, runners: dict, mesh: Optional[Mesh] = None,
             pad: bool = False) -> GroupRunner:
-  """The runner that trains `group` (one of `program_groups`, whose program has `shape`'s shapes), from the
+  """The runner that trains `group` (one of `padding.program_groups`, whose program has `shape`'s shapes), from the
   `runners` cache: with `pad`, any cached program that covers the group (the tune stage's, for the final retrain;
   a rung's, for the survivors of halving); else a new one, cached under `shape`'s key."""
   key = shape.shape_key
   if key not in runners:
     key = next((k for k, r in runners.items() if pad and all(map(r.covers, group))), key)
   if key not in runners:
-    runners[key] = GroupRunner(config, group, data, mesh, shape, paddable_fields(config, shape) if pad else ())
+    runners[key] = GroupRunner(config, group, data, mesh, shape, padding.paddable_fields(config, shape) if pad else ())
   return runners[key]
 
 
@@ -498,15 +411,16 @@ def run_trials(config, trials: Sequence[Trial], mode: str, trial_batch: int | st
       stages of one method); each runner holds its group's frozen backbone, so drop the cache when done.
     on_epoch: see `GroupRunner.train`.
     log: progress messages (the --trial_batch=auto choice).
-    pad: trials differing only in paddable fields share one program at the largest values (`program_groups`);
-      a cached program that covers a group (the tune stage's, for the final retrain) trains it.
+    pad: trials differing only in paddable fields share one program at the largest values
+      (`padding.program_groups`); a cached program that covers a group (the tune stage's, for the final retrain)
+      trains it.
   """
   check_trial_batch(trial_batch)
   _check_mode(mode)  # before any runner is built
   data = {} if data is None else data
   runners = {} if runners is None else runners
   rows: list[dict] = []
-  for shape, group in program_groups(config, trials, pad):
+  for shape, group in padding.program_groups(config, trials, pad):
     group_runner = program(config, shape, group, data, runners, mesh, pad)
     by_split: dict[int, list[Trial]] = {}  # a chunk shares its data: one tuning split per chunk
     for trial in group:

@@ -17,7 +17,7 @@ import pytest
 
 from .conftest import REPO, load_config, tiny_overrides
 from jpeft import workdir_lock
-from jpeft.sweep import grid, runner
+from jpeft.sweep import grid
 from jpeft.train import trainer
 from tests.helpers import run_programs
 
@@ -134,7 +134,7 @@ def test_vmapped_trial_equals_trainer_run(sweep, folder_root, tmp_path):
   `trainer.run` of that trial's config ends. (test_runner checks a shared-batch chunk with folded scales.)"""
   trial = grid.Trial("dtd", "lora", 1e-2, 1e-4, (("lora.rank", 4),), 43)
   row = next(r for r in sweep["after"] if r["stage"] == "tune" and r["key"] == trial.key)
-  config = runner.trial_config(load_config(tiny_overrides(folder_root)), trial, "tune", fold=False)
+  config = grid.trial_config(load_config(tiny_overrides(folder_root)), trial, "tune", fold=False)
   alone = trainer.run(config, str(tmp_path))
   assert [e["epoch"] for e in alone["evals"]] == [e["epoch"] for e in row["evals"]]
   for mine, theirs in zip(row["evals"], alone["evals"]):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from .conftest import load_config, tiny_overrides
-from jpeft.sweep import grid, halving, runner
+from jpeft.sweep import grid, halving, padding, runner
 
 
 def test_padded_trial_trains_as_alone(folder_root, monkeypatch):
@@ -58,14 +58,14 @@ def test_pad_groups_only_what_differs_in_paddable_fields(folder_root):
   lora = grid.expand("dtd", "lora", {"lr": (1e-3, 1e-2), "wd": (1e-4,), "seeds": (42,), "lora": {"rank": (1, 8)}})
   adapter = grid.expand("dtd", "adapter", {"lr": (1e-3,), "wd": (1e-4,), "seeds": (42,),
                                            "adapter": {"bottleneck": (4, 8), "scale": (0.1, 1)}})
-  (shape, members), = runner.program_groups(config, lora, pad=True)
+  (shape, members), = padding.program_groups(config, lora, pad=True)
   assert shape.hparams == (("lora.rank", 8),) and members == lora
-  assert len(runner.program_groups(config, lora, pad=False)) == 2
+  assert len(padding.program_groups(config, lora, pad=False)) == 2
   # Adapter dropout 0.1 draws its mask at the bottleneck's shape: not padded, one program per bottleneck.
-  assert len(runner.program_groups(config, adapter, pad=True)) == 2
+  assert len(padding.program_groups(config, adapter, pad=True)) == 2
   with config.unlocked():
     config.peft.adapter.dropout = 0.0
-  (shape, members), = runner.program_groups(config, adapter, pad=True)
+  (shape, members), = padding.program_groups(config, adapter, pad=True)
   assert dict(shape.hparams)["adapter.bottleneck"] == 8 and len(members) == 4
 
 
@@ -145,7 +145,7 @@ def test_halving_survivors_continue_in_the_padded_program(folder_root, monkeypat
 def test_a_continued_state_is_cut_or_zero_padded_to_its_program():
   state = {"a": np.arange(6.0).reshape(2, 3), "count": np.int32(5)}
   like = {"a": jax.ShapeDtypeStruct((3, 2), np.float32), "count": jax.ShapeDtypeStruct((), np.int32)}
-  resized = runner._resize(state, like)  # pylint: disable=protected-access
+  resized = padding.resize(state, like)
   np.testing.assert_array_equal(resized["a"], [[0, 1], [3, 4], [0, 0]])
   assert resized["count"] == 5 and resized["count"].dtype == np.int32
 

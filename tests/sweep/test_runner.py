@@ -27,7 +27,7 @@ def test_shared_batch_chunk_with_folded_scales_equals_trainer(folder_root, tmp_p
   rows = runner.run_trials(config, trials, "tune", trial_batch=2)
   assert [r["chunk_trials"] for r in rows] == [2, 2]
   assert rows[0]["loss"] != rows[1]["loss"]  # the scale is per trial
-  alone = trainer.run(runner.trial_config(config, trials[1], "tune", fold=False), str(tmp_path))
+  alone = trainer.run(grid.trial_config(config, trials[1], "tune", fold=False), str(tmp_path))
   for mine, theirs in zip(rows[1]["evals"], alone["evals"]):
     np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
     assert mine["accuracy"] == theirs["accuracy"]
@@ -44,7 +44,7 @@ def test_tune_and_final_share_one_program_and_final_equals_trainer(folder_root, 
   (group,) = runners.values()
   assert group._train._cache_size() == 1 and group._eval._cache_size() == 1
   assert final[0]["steps"] > tune[0]["steps"] and final[0]["eval_split"] == "test"
-  alone = trainer.run(runner.trial_config(config, trials[0], "final", fold=False), str(tmp_path))
+  alone = trainer.run(grid.trial_config(config, trials[0], "final", fold=False), str(tmp_path))
   assert alone["steps"] == final[0]["steps"]
   for mine, theirs in zip(final[0]["evals"], alone["evals"]):
     np.testing.assert_allclose(mine["loss"], theirs["loss"], rtol=1e-4)
