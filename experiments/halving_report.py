@@ -53,18 +53,6 @@ LARGE_SCALES = {"adapter": (0.1, 1.0), "pfeiffer": (0.1, 1.0), "repadapter": (0.
                 "convpass": (1.0, 10.0), "fact_tt": (1.0, 10.0), "fact_tk": (1.0, 10.0)}
 
 
-def _with(grid, **entries):
-  grid = grid.copy_and_resolve_references()
-  with grid.unlocked():
-    for name, value in entries.items():
-      *path, field = name.split(".")
-      node = grid
-      for part in path:
-        node = node[part]
-      node[field] = value
-  return grid
-
-
 def _rows(config, workdir: str, grid) -> tuple[dict, dict]:
   """(recorded plan, {(stage, key): row}) of a sweep workdir, read only and checked against `config`."""
   log = trial_log.open_log(config, workdir, write=False, schedule=halving_lib.defining_values(grid))
@@ -151,17 +139,18 @@ def main(argv) -> None:
         for task, method in full:
           if (not _TASKS.value or task in _TASKS.value) and (not _METHODS.value or method in _METHODS.value):
             chosen.setdefault(task, []).append(method)
-        mini_halving = _with(mini_grid(), **halving)
+        mini_halving = grid_lib.apply_overrides(mini_grid(), halving)
         walls["mini, halving"] = _sweep(config, chosen, mini_halving, os.path.join(_WORKDIR.value, "mini_halving"))
         halved, _ = _summaries(config, os.path.join(_WORKDIR.value, "mini_halving"), mini_halving)
         rows += _compare("mini", full, full_rows, halved)
       if "large" in _PARTS.value:
         config = base_config(_LARGE_EPOCHS.value, _BACKBONE.value)
-        large = _with(mini_grid(), lr=tuple(map(float, _LARGE_LR.value)), wd=tuple(map(float, _LARGE_WD.value)))
+        large = grid_lib.apply_overrides(mini_grid(), dict(lr=tuple(map(float, _LARGE_LR.value)),
+                                                           wd=tuple(map(float, _LARGE_WD.value))))
         for method in _LARGE_METHODS.value:
-          large = _with(large, **{f"{method}.scale": LARGE_SCALES[method]})
+          grid_lib.apply_overrides(large, {f"{method}.scale": LARGE_SCALES[method]})
         by_task = {task: list(_LARGE_METHODS.value) for task in _LARGE_TASKS.value}
-        large_halving = _with(large, **halving)
+        large_halving = grid_lib.apply_overrides(large.copy_and_resolve_references(), halving)
         for name, grid in (("full", large), ("halving", large_halving)):
           walls[f"large, {name}"] = _sweep(config, by_task, grid, os.path.join(_WORKDIR.value, f"large_{name}"))
         large_full, large_rows = _summaries(config, os.path.join(_WORKDIR.value, "large_full"), large)

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from jpeft import config_base
+from jpeft.sweep import grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,19 +49,9 @@ def write_folder_task(root: str, noise: float) -> None:
       f.write("\n".join(lines) + "\n")
 
 
-def apply_overrides(config, overrides: dict):
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
 def load_config(overrides: dict):
   """The base config with `overrides` applied (the in-process twin of --config.x=... flags)."""
-  return apply_overrides(config_base.get_config(), overrides)
+  return grid.apply_overrides(config_base.get_config(), overrides)
 
 
 def cli_args(config_overrides: dict) -> list[str]:

@@ -8,11 +8,10 @@ import pytest
 from jpeft import peft
 from jpeft.models import vit
 from jpeft.sweep import grid, protocol, tables
-from tests.helpers import apply_overrides
 
 
 def _grid(**entries):
-  return apply_overrides(grid.default_grid(), entries)
+  return grid.apply_overrides(grid.default_grid(), entries)
 
 
 def test_expand_is_the_product_and_groups_by_shape():

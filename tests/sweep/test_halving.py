@@ -13,13 +13,12 @@ from jpeft import cli
 from jpeft.sweep import grid, halving, protocol, runner
 from jpeft.sweep.grid import GridError
 from jpeft.train.errors import ConfigError
-from tests.helpers import apply_overrides
 
 LRS = (1e-3, 3e-2, 1e-1)  # three settings; rung at epoch 1 of 2 keeps one
 
 
 def _grid(**entries):
-  return apply_overrides(grid.default_grid(), {"lr": LRS, "wd": (1e-4,), "seeds": (42,), **entries})
+  return grid.apply_overrides(grid.default_grid(), {"lr": LRS, "wd": (1e-4,), "seeds": (42,), **entries})
 
 
 def _halving(**entries):

@@ -19,7 +19,7 @@ import pytest
 from .conftest import REPO, load_config, tiny_overrides
 from jpeft import cli, workdir_lock
 from jpeft.sweep import grid, pairs, protocol, report
-from tests.helpers import apply_overrides, cli_args, write_folder_task
+from tests.helpers import cli_args, write_folder_task
 
 TASKS, METHODS = ["mini_count", "mini_digits"], ["linear", "bitfit"]
 GRID = {"lr": (1e-3, 1e-2), "wd": (1e-4,), "seeds": (42,)}
@@ -72,7 +72,7 @@ def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, 
   one, cache = str(tmp_path / "one"), str(tmp_path / "cache")
   with cli.compilation_cache(cache):
     protocol.run_sweep(load_config(_overrides(mini_root)), TASKS, METHODS,
-                       apply_overrides(grid.default_grid(), GRID), one, trial_batch=2, log=lambda _: None)
+                       grid.apply_overrides(grid.default_grid(), GRID), one, trial_batch=2, log=lambda _: None)
   report.write(one, log=lambda _: None)
 
   shared = str(tmp_path / "shared")
@@ -151,7 +151,7 @@ def test_report_names_never_started_and_running_pairs(mini_root, tmp_path):
   """Without training: a plan of two pairs, one held by a live process (this one), one never started."""
   workdir = str(tmp_path)
   pairs.update_plan(workdir, [(TASKS[0], "linear"), (TASKS[1], "linear")],
-                    apply_overrides(grid.default_grid(), GRID).to_dict(), True, {t: 1 for t in TASKS}, alone=True)
+                    grid.apply_overrides(grid.default_grid(), GRID).to_dict(), True, {t: 1 for t in TASKS}, alone=True)
   claim = pairs.claim(workdir, TASKS[0], "linear")  # as a live sweep process holds it (flock: per open file)
   claim.progress(stage="tune", epoch=0, epochs=1)
   try:

@@ -11,11 +11,11 @@ from .conftest import REPO, load_config, tiny_overrides
 from jpeft.sweep import grid, pairs, protocol, report, trial_log
 from jpeft.sweep.grid import GridError
 from jpeft.train.errors import ConfigError
-from tests.helpers import apply_overrides, cli_args
+from tests.helpers import cli_args
 
 
 def _grid(**entries):
-  return apply_overrides(grid.default_grid(), {"lr": (1e-2,), "wd": (1e-4,), "seeds": (42,), **entries})
+  return grid.apply_overrides(grid.default_grid(), {"lr": (1e-2,), "wd": (1e-4,), "seeds": (42,), **entries})
 
 
 @pytest.mark.parametrize("overrides,entries,trial_batch,error,message", [

@@ -13,7 +13,6 @@ from .conftest import BACKBONE, load_config, tiny_overrides
 from jpeft import peft
 from jpeft.sweep import grid, protocol, trial_log
 from jpeft.train.errors import ConfigError
-from tests.helpers import apply_overrides
 
 HASH = "0123456789ab"
 
@@ -66,7 +65,8 @@ def test_rows_of_another_config_are_refused(tmp_path, other, made):
 
 
 def _tiny_grid(lrs, final_seeds=()):
-  return apply_overrides(grid.default_grid(), {"lr": lrs, "wd": (1e-4,), "seeds": (42,), "final_seeds": final_seeds})
+  return grid.apply_overrides(grid.default_grid(),
+                              {"lr": lrs, "wd": (1e-4,), "seeds": (42,), "final_seeds": final_seeds})
 
 
 def _sweep(config, workdir, lrs=(1e-2,), log=lambda message: None, final=False, final_seeds=()):
