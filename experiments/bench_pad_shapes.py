@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_protocol  # noqa: E402  (the protocol benchmark's base config and timed sweep)
+import bench_protocol  # noqa: E402  (the protocol benchmark's flags, base config and timed sweep)
 
 FIELDS = {"lora": "rank", "dora": "rank", "adapter": "bottleneck", "pfeiffer": "bottleneck",
           "adaptformer": "bottleneck", "convpass": "bottleneck"}
@@ -29,16 +29,9 @@ FIELDS = {"lora": "rank", "dora": "rank", "adapter": "bottleneck", "pfeiffer": "
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ints = lambda s: [int(v) for v in s.split(",")]
-  floats = lambda s: [float(v) for v in s.split(",")]
-  parser.add_argument("--out", required=True, help="result JSON (refused if it exists)")
-  parser.add_argument("--task", default="mini_count")
+  bench_protocol.add_common_arguments(parser, final_seeds=[42])
   parser.add_argument("--method", default="lora", choices=sorted(FIELDS))
-  parser.add_argument("--ranks", type=ints, default=[2, 4, 8, 16])
-  parser.add_argument("--epochs", type=int, default=10)
-  parser.add_argument("--lr", type=floats, default=[1e-3, 1e-2])
-  parser.add_argument("--wd", type=floats, default=[1e-4])
-  parser.add_argument("--final_seeds", type=ints, default=[42])
+  parser.add_argument("--ranks", type=bench_protocol.ints, default=[2, 4, 8, 16])
   parser.add_argument("--trial_batch", type=int, default=8)
   parser.add_argument("--sides", default="off,on")
   args = parser.parse_args()

@@ -150,6 +150,27 @@ def ratios_table(result: dict) -> str:
   return "\n".join(lines)
 
 
+def ints(text: str) -> list[int]:
+  """A comma-separated flag value as integers: '42,43' -> [42, 43]."""
+  return [int(x) for x in text.split(",")]
+
+
+def floats(text: str) -> list[float]:
+  """A comma-separated flag value as floats: '1e-3,1e-2' -> [0.001, 0.01]."""
+  return [float(x) for x in text.split(",")]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, final_seeds: list[int]) -> None:
+  """The flags this benchmark shares with experiments/bench_pad_shapes.py: --out, --task, --epochs, --lr, --wd and
+  --final_seeds (default `final_seeds`)."""
+  parser.add_argument("--out", required=True, help="result JSON (refused if it exists)")
+  parser.add_argument("--task", default="mini_count")
+  parser.add_argument("--epochs", type=int, default=10)
+  parser.add_argument("--lr", type=floats, default=[1e-3, 1e-2])
+  parser.add_argument("--wd", type=floats, default=[1e-4])
+  parser.add_argument("--final_seeds", type=ints, default=final_seeds)
+
+
 def trial_batch_arg(text: str):
   try:
     return fit.parse_trial_batch(text)
@@ -159,16 +180,9 @@ def trial_batch_arg(text: str):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  floats = lambda s: [float(x) for x in s.split(",")]
-  ints = lambda s: [int(x) for x in s.split(",")]
-  parser.add_argument("--out", required=True, help="result JSON (refused if it exists)")
-  parser.add_argument("--task", default="mini_count")
+  add_common_arguments(parser, final_seeds=[42, 43])
   parser.add_argument("--method", default="lora")
-  parser.add_argument("--epochs", type=int, default=10)
-  parser.add_argument("--lr", type=floats, default=[1e-3, 1e-2])
-  parser.add_argument("--wd", type=floats, default=[1e-4])
   parser.add_argument("--rank", type=int, default=8, help="LoRA rank (method lora)")
-  parser.add_argument("--final_seeds", type=ints, default=[42, 43])
   parser.add_argument("--trial_batch", type=trial_batch_arg, default=8,
                       help="trials per compiled program (sweep side), or 'auto' (as many as fit in memory)")
   parser.add_argument("--variant", default="mini/8")
