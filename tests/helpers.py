@@ -98,3 +98,34 @@ def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
     with open(results) as f:
       return [subprocess.CompletedProcess([sys.executable, *c], r["returncode"], r["stdout"], r["stderr"])
               for c, r in zip(commands, json.load(f))]
+
+
+MISSING_CONFIG = "configs/no_such_config.py"
+
+
+def missing_config_error(program: str) -> str:
+  """What `program` (jpeft, jpeft.sweep) prints for --config=MISSING_CONFIG run in the repository."""
+  return (f"{program}: error: --config={MISSING_CONFIG}: no such file. Relative paths start from the current "
+          f"directory ({REPO})")
+
+
+def bad_config_files(folder, contents: list) -> list[str]:
+  """The --config path of each bad-config case: MISSING_CONFIG (no such file) where the content is None, else a
+  file `folder`/config{i}.py holding that content (a broken config file)."""
+  paths = []
+  for i, content in enumerate(contents):
+    path = MISSING_CONFIG
+    if content is not None:
+      path = os.path.join(str(folder), f"config{i}.py")
+      with open(path, "w") as f:
+        f.write(content)
+    paths.append(path)
+  return paths
+
+
+def run_cases(cases: dict) -> dict:
+  """{case: (completed process, its workdir, config path)} of {case: (command line, workdir, config path)}: each
+  command line runs as its own program, all in one child process that imports JAX and TensorFlow once
+  (`run_programs`); the bad-input fixtures of the CLI tests."""
+  procs = run_programs([args for args, _, _ in cases.values()])
+  return {key: (proc, workdir, path) for (key, (_, workdir, path)), proc in zip(cases.items(), procs)}

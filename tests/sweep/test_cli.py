@@ -19,7 +19,7 @@ from .conftest import REPO, load_config, tiny_overrides
 from jpeft import workdir_lock
 from jpeft.sweep import grid
 from jpeft.train import trainer
-from tests.helpers import run_programs
+from tests.helpers import bad_config_files, missing_config_error, run_cases
 
 PYTHON = sys.executable
 
@@ -149,27 +149,20 @@ BAD_GRIDS = [
                               "rank"),
 ]
 BAD_CONFIGS = [
-    (None, "jpeft.sweep: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
-           f"current directory ({REPO})"),
+    (None, missing_config_error("jpeft.sweep")),
     ("def get_config(:\n", "failed to load: SyntaxError at line 1"),
 ]
 
 
 @pytest.fixture(scope="module")
 def bad_input(folder_root, tmp_path_factory) -> dict:
-  """{case: (completed process, its workdir, config path)} for every bad-input case below, each run as its own
-  program, all in one child process that imports JAX and TensorFlow once (tests.helpers.run_programs)."""
+  """{case: (completed process, its workdir, config path)} for every bad-input case below (tests.helpers.run_cases)."""
   tmp = tmp_path_factory.mktemp("bad_input")
   cases = {}
   for i, (grid_flag, _) in enumerate(BAD_GRIDS):
     workdir = str(tmp / f"grid{i}")
     cases[("grid", i)] = (_args(folder_root, workdir)[1:] + [grid_flag], workdir, None)
-  for i, (content, _) in enumerate(BAD_CONFIGS):
-    path = "configs/no_such_config.py"
-    if content is not None:
-      path = str(tmp / f"config{i}.py")
-      with open(path, "w") as f:
-        f.write(content)
+  for i, path in enumerate(bad_config_files(tmp, [content for content, _ in BAD_CONFIGS])):
     workdir = str(tmp / f"config{i}")
     args = [f"--config={path}" if a.startswith("--config=") else a for a in _args(folder_root, workdir)[1:]]
     cases[("config", i)] = (args, workdir, path)
@@ -178,8 +171,7 @@ def bad_input(folder_root, tmp_path_factory) -> dict:
   cases["locked"] = ([os.path.join("experiments", "mini_study.py"), f"--workdir={locked}", "--tasks=mini_count",
                      "--methods=linear"], locked, None)
   with workdir_lock.hold(locked):
-    procs = run_programs([args for args, _, _ in cases.values()])
-  return {key: (proc, workdir, path) for (key, (_, workdir, path)), proc in zip(cases.items(), procs)}
+    return run_cases(cases)
 
 
 @pytest.mark.parametrize("index", range(len(BAD_GRIDS)), ids=[flag for flag, _ in BAD_GRIDS])

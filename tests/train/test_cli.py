@@ -10,7 +10,7 @@ import pytest
 from .conftest import REPO, cli_args, load_config, tiny_overrides
 from jpeft.train import trainer
 from jpeft.train.errors import ConfigError, WorkdirError
-from tests.helpers import run_programs
+from tests.helpers import bad_config_files, missing_config_error, run_cases
 
 
 def _cli(workdir, overrides, env=None):
@@ -50,32 +50,24 @@ def test_cli_trains_evaluates_and_writes_results(folder_root, tmp_path):
 
 
 BAD_CONFIG_FILES = [
-    (None, "jpeft: error: --config=configs/no_such_config.py: no such file. Relative paths start from the "
-           f"current directory ({REPO})"),
+    (None, missing_config_error("jpeft")),
     ("import math\nSCALE = math.sqrt(-1)\n", "failed to load: ValueError at line 2: math domain error"),
 ]
 
 
 @pytest.fixture(scope="module")
 def bad_input(folder_root, tmp_path_factory) -> dict:
-  """{case: (completed process, its workdir, config path)}: each bad command line runs as its own program, all in
-  one child process that imports JAX and TensorFlow once (tests.helpers.run_programs)."""
+  """{case: (completed process, its workdir, config path)} for every bad command line (tests.helpers.run_cases)."""
   tmp = tmp_path_factory.mktemp("bad_input")
   main = ["-m", "jpeft.main", "--config=jpeft/config_base.py"]
   bad = {"impossible": tiny_overrides(folder_root, **{"optim.warmup_epochs": 7}),
          "unknown": dict(tiny_overrides(folder_root), **{"optim.lrate": 0.1})}
   cases = {key: (main + [f"--workdir={tmp / key}", *cli_args(overrides)], tmp / key, None)
            for key, overrides in bad.items()}
-  for i, (content, _) in enumerate(BAD_CONFIG_FILES):
-    path = "configs/no_such_config.py"
-    if content is not None:
-      path = str(tmp / f"config{i}.py")
-      with open(path, "w") as f:
-        f.write(content)
+  for i, path in enumerate(bad_config_files(tmp, [content for content, _ in BAD_CONFIG_FILES])):
     workdir = tmp / f"run{i}"
     cases[i] = (["-m", "jpeft.main", f"--config={path}", "--config.task=dtd", f"--workdir={workdir}"], workdir, path)
-  procs = run_programs([args for args, _, _ in cases.values()])
-  return {key: (proc, workdir, path) for (key, (_, workdir, path)), proc in zip(cases.items(), procs)}
+  return run_cases(cases)
 
 
 def test_cli_rejects_impossible_value_before_compute(bad_input):
