@@ -69,23 +69,35 @@ def test_pad_groups_only_what_differs_in_paddable_fields(folder_root):
   assert dict(shape.hparams)["adapter.bottleneck"] == 8 and len(members) == 4
 
 
+class _Program:
+  """A stand-in for runner.GroupRunner (installed by `_use`) in the tests of which program trains what: it trains
+  nothing, keeps what it was asked to (`trained`, `started`, filled by a test's subclass) and appends itself to
+  its class's `built`; `covers` is the real runner's."""
+
+  def __init__(self, config, group, data, mesh, shape, padded):
+    self.shape, self.padded, self.trained, self.started = shape, padded, [], []
+    type(self).built.append(self)
+
+  covers = runner.GroupRunner.covers
+
+
+def _use(monkeypatch, program: type) -> list:
+  """Installs `program` (a _Program subclass) as runner.GroupRunner; returns the list of the programs it builds."""
+  monkeypatch.setattr(program, "built", [], raising=False)
+  monkeypatch.setattr(runner, "GroupRunner", program)
+  return program.built
+
+
 def test_a_cached_program_that_covers_a_group_trains_it(folder_root, monkeypatch):
   """The final retrain of a selected rank runs in the tune stage's padded program: no new program."""
   config = load_config(tiny_overrides(folder_root))
-  built = []
 
-  class Program:
-    def __init__(self, config, group, data, mesh, shape, padded):
-      self.shape, self.padded, self.trained = shape, padded, []
-      built.append(self)
-
-    covers = runner.GroupRunner.covers
-
+  class Program(_Program):
     def train(self, trials, mode, on_epoch=None, stop=None):
       self.trained.append((mode, [t.key for t in trials]))
       return [dict(t.row(), stage=mode) for t in trials], {"logits": np.zeros((len(trials), 1, 1))}
 
-  monkeypatch.setattr(runner, "GroupRunner", Program)
+  built = _use(monkeypatch, Program)
   trials = [grid.Trial("dtd", "lora", 1e-3, 1e-4, (("lora.rank", r),), 42) for r in (2, 8)]
   runners = {}
   runner.run_trials(config, trials, "tune", trial_batch=8, pad=True, runners=runners)
@@ -101,15 +113,8 @@ def test_halving_survivors_continue_in_the_padded_program(folder_root, monkeypat
   """Successive halving with padding: the rung's survivor (rank 2) goes on in the pair's padded program (rank 8),
   from its state, not in a program of its own shape; unpadded, each rank has its own."""
   config = load_config(tiny_overrides(folder_root))
-  built = []
 
-  class Program:
-    def __init__(self, config, group, data, mesh, shape, padded):
-      self.shape, self.padded, self.started = shape, padded, []
-      built.append(self)
-
-    covers = runner.GroupRunner.covers
-
+  class Program(_Program):
     def start(self, trials, mode, states=None):
       self.started.append(([dict(t.hparams)["lora.rank"] for t in trials], states is not None))
       return types.SimpleNamespace(trials=trials, epoch=states[0].epoch if states else 0)
@@ -126,7 +131,7 @@ def test_halving_survivors_continue_in_the_padded_program(folder_root, monkeypat
     def detach(self, chunk):
       return [types.SimpleNamespace(epoch=chunk.epoch) for _ in chunk.trials]
 
-  monkeypatch.setattr(runner, "GroupRunner", Program)
+  built = _use(monkeypatch, Program)
   trials = [grid.Trial("dtd", "lora", 1e-3, 1e-4, (("lora.rank", r),), 42) for r in (4, 2, 8)]
   schedule = halving.Schedule(eta=2, rungs=(1,), epochs=2)
   recorded = []
