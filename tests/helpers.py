@@ -85,7 +85,7 @@ def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
                  timeout: int = 600) -> list[subprocess.CompletedProcess]:
   """Runs each command line (the arguments after `python`: ['-m', 'jpeft.main', ...] or [script, ...]) as its own
   program, in `cwd` with `env`, and returns what `subprocess.run([python, *command], capture_output=True,
-  text=True)` would: exit code, stdout, stderr. One child process pays the imports (JAX, TensorFlow) once and
+  text=True)` would: exit code, stdout, stderr (plus `.seconds`, the command's wall time). One child process pays the imports (JAX, TensorFlow) once and
   forks per command (tests/program_runner.py), which saves seconds a command in the error-message tests."""
   env = dict(os.environ, PYTHONPATH=REPO) if env is None else env
   with tempfile.TemporaryDirectory() as tmp:
@@ -96,8 +96,11 @@ def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert runner.returncode == 0, runner.stderr[-3000:]
     with open(results) as f:
-      return [subprocess.CompletedProcess([sys.executable, *c], r["returncode"], r["stdout"], r["stderr"])
-              for c, r in zip(commands, json.load(f))]
+      done = []
+      for c, r in zip(commands, json.load(f)):
+        done.append(subprocess.CompletedProcess([sys.executable, *c], r["returncode"], r["stdout"], r["stderr"]))
+        done[-1].seconds = r["seconds"]
+      return done
 
 
 MISSING_CONFIG = "configs/no_such_config.py"

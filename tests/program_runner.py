@@ -8,7 +8,7 @@ argv, sys.path[0], working directory, fresh absl flags (none are defined before 
 initialised before the fork, so no device threads are copied.
 
 Usage: `python tests/program_runner.py CASES RESULTS`: CASES is a JSON file holding a list of {"args": [...as
-after `python`...], "cwd": ...}; RESULTS gets a JSON list of {"returncode", "stdout", "stderr"}, in order. Use it
+after `python`...], "cwd": ...}; RESULTS gets a JSON list of {"returncode", "stdout", "stderr", "seconds"}, in order. Use it
 through `tests.helpers.run_programs`.
 """
 import atexit
@@ -17,6 +17,7 @@ import os
 import runpy
 import sys
 import tempfile
+import time
 import traceback
 
 # The libraries every jpeft program imports (JAX, TensorFlow, as jpeft imports them), and no module that defines
@@ -67,6 +68,7 @@ def _run(args: list[str], cwd: str) -> dict:
   with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
     sys.stdout.flush()
     sys.stderr.flush()
+    start = time.monotonic()
     pid = os.fork()
     if pid == 0:
       code = 1
@@ -77,10 +79,11 @@ def _run(args: list[str], cwd: str) -> dict:
       finally:
         os._exit(code)  # pylint: disable=protected-access
     _, status = os.waitpid(pid, 0)
+    seconds = time.monotonic() - start
     out.seek(0)
     err.seek(0)
     return {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read().decode(errors="replace"),
-            "stderr": err.read().decode(errors="replace")}
+            "stderr": err.read().decode(errors="replace"), "seconds": seconds}
 
 
 def main() -> None:

@@ -117,6 +117,8 @@ def test_runnable_examples_run(workspace):
       procs = helpers.run_programs([_as_program(b) for b in batch], cwd=str(cwd), env=env,
                                    timeout=600 * len(batch))
     timings.append(f"{time.time() - start:6.1f} s  {', '.join(map(str, batch))}")
+    if len(batch) > 1:
+      timings.extend(f"  {proc.seconds:6.1f} s  {block}" for block, proc in zip(batch, procs))
     for block, proc in zip(batch, procs):
       assert proc.returncode == 0, f"{block} failed:\n{block.code}\n{proc.stderr[-3000:]}"
       outputs[block.code] = proc.stdout
