@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from jpeft import cli
 from tests.helpers import REPO
 
 DEMO = os.path.join(REPO, "configs", "demo.py")
@@ -20,11 +21,14 @@ SHORT = ["--config.optim.epochs=1", "--config.optim.warmup_epochs=0", "--config.
 def outside(tmp_path_factory):
   """(cwd, env, tfds dir, site): a working directory outside the checkout, and an environment in which `jpeft`
   is importable as if installed in `site` (PYTHONPATH holds only a link to this checkout's package) but the
-  checkout's `configs` is not."""
+  checkout's `configs` is not. The programs this module starts share the tfds dir (the first run generates the
+  task there, from outside the checkout) and an XLA compilation cache of their own: the non-editable install's
+  demo run computes what the checkout's did, so it loads those programs instead of compiling them again."""
   site = tmp_path_factory.mktemp("site")
   (site / "jpeft").symlink_to(os.path.join(REPO, "jpeft"))
   cwd = tmp_path_factory.mktemp("elsewhere")
-  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu",
+             **{cli.COMPILATION_CACHE_ENV: str(tmp_path_factory.mktemp("xla_cache"))})
   probe = subprocess.run([sys.executable, "-c", "import importlib.util, jpeft; "
                           "print(jpeft.__file__, importlib.util.find_spec('configs'))"],
                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
@@ -75,16 +79,17 @@ def _pip_install_target(target) -> None:
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_a_shipped_config_is_named_after_a_non_editable_install(tmp_path):
+def test_a_shipped_config_is_named_after_a_non_editable_install(outside, tmp_path):
+  _, outside_env, tfds, _ = outside
   site = tmp_path / "site"
   _pip_install_target(site)
   assert (site / "jpeft" / "configs" / "vtab_lora.py").is_file()  # configs/ installs as jpeft.configs
   cwd = tmp_path / "elsewhere"
   cwd.mkdir()
-  env = dict(os.environ, PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  env = dict(outside_env, PYTHONPATH=str(site))  # the installed copy alone; the module's tfds dir and XLA cache
   workdir = tmp_path / "demo"
   proc = subprocess.run([sys.executable, "-m", "jpeft.main", "--config=demo", f"--workdir={workdir}",
-                         f"--config.data.data_dir={tmp_path / 'tfds'}", *SHORT],
+                         f"--config.data.data_dir={tfds}", *SHORT],
                         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads((workdir / "result.json").read_text())
@@ -98,7 +103,6 @@ def test_a_shipped_config_is_named_after_a_non_editable_install(tmp_path):
 
 
 def test_config_names_resolve_in_a_checkout_and_a_real_file_wins(tmp_path, monkeypatch):
-  from jpeft import cli  # pylint: disable=g-import-not-at-top
   shipped = os.path.join(REPO, "configs", "vtab_lora.py")
   assert cli.resolve_config_path("vtab_lora") == shipped
   assert cli.resolve_config_path("vtab_lora.py:x") == shipped + ":x"

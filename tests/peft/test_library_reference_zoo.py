@@ -3,6 +3,7 @@ initialisation, ViT-B/16 trainable counts (fixture: tests/fixtures/make_peft_lib
 import functools
 import json
 import os
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -65,11 +66,30 @@ def library_positions(request, monkeypatch):
                         lambda out_dim, in_dim, n, seed: tuple(drawn[(out_dim, in_dim)][:, :n]))
 
 
+# These tests spend their time compiling, not computing (a mu/8 ViT on two 32x32 images). So each model's forward
+# pass is compiled once, with merge_factor an argument, and shared by every test of this file (the plain ViT's by
+# all cases), merging is one compiled program per case instead of op-by-op dispatch, and XLA's backend (LLVM)
+# optimisation is off: the same HLO, so the same arithmetic up to float rounding, compiled about twice as fast.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def _jit(fn, **kwargs):
+  return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
+
+
 @functools.lru_cache(maxsize=None)
-def _model(case: str):
-  spec = _spec(case)
-  methods = peft.build_methods(spec["method"], {spec["method"]: spec["hparams"]})
-  return vit.create_model("mu/8", num_classes=5, methods=methods), methods
+def _model(case: Optional[str]):
+  """(model, methods, compiled forward (params, images, merge_factor) -> logits) of a fixture case; None: the
+  plain mu/8 ViT. FourierFT's forward reads the positions `library_positions` sets, the same for every test of a
+  case."""
+  spec = {} if case is None else _spec(case)
+  methods = () if case is None else peft.build_methods(spec["method"], {spec["method"]: spec["hparams"]})
+  model = vit.create_model("mu/8", num_classes=5, methods=methods)
+  return model, methods, _jit(lambda p, x, s: model.apply({"params": p}, x, merge_factor=s))
+
+
+# merge_factor traced, so merging at 1 and at 0.6 share one program; methods (frozen dataclasses) are static.
+_merge = _jit(peft.merge, static_argnums=1)
 
 
 def _params(case: str, kind: str) -> dict:
@@ -83,19 +103,19 @@ def _params(case: str, kind: str) -> dict:
   return {k: jnp.asarray(v, jnp.float32) for k, v in flat.items()}
 
 
-def _logits(model, flat, merge_factor=1.0):
-  return np.asarray(jax.jit(lambda p, x, s: model.apply({"params": p}, x, merge_factor=s))(
-      partition.unflatten(flat), REF["images"], jnp.float32(merge_factor)))
+def _logits(case: Optional[str], flat, merge_factor=1.0) -> np.ndarray:
+  """Logits [2, 5] of the case's model (None: the plain ViT) with flat params on the fixture's images."""
+  return np.asarray(_model(case)[2](partition.unflatten(flat), REF["images"], jnp.float32(merge_factor)))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_logits_and_merged_weights_equal_the_library(case):
-  model, methods = _model(case)
+  model, methods, _ = _model(case)
   flat = _params(case, "adapter")
   shapes = partition.flatten(jax.eval_shape(model.init, jax.random.key(0), REF["images"][:1])["params"])
   assert {k: v.shape for k, v in flat.items()} == {k: v.shape for k, v in shapes.items()}, "same parameters"
-  np.testing.assert_allclose(_logits(model, flat), REF[f"{case}/logits"], atol=1e-4, rtol=0)
-  merged = partition.flatten(peft.merge(partition.unflatten(flat), methods))
+  np.testing.assert_allclose(_logits(case, flat), REF[f"{case}/logits"], atol=1e-4, rtol=0)
+  merged = partition.flatten(_merge(partition.unflatten(flat), methods, jnp.float32(1.0)))
   plain = partition.flatten(statedict.from_state_dict(BASE))
   assert set(merged) == set(plain)
   prefix, compared = f"{case}/merged/", 0
@@ -107,9 +127,8 @@ def test_logits_and_merged_weights_equal_the_library(case):
       compared += 1
   assert compared == 8  # qkv, proj, fc1, fc2 of both blocks
   # WiSE-FT's knob: merging at 0.6 computes what the unmerged model computes at 0.6.
-  merged = partition.flatten(peft.merge(partition.unflatten(flat), methods, 0.6))
-  plain_model = vit.create_model("mu/8", num_classes=5)
-  np.testing.assert_allclose(_logits(plain_model, merged), _logits(model, flat, 0.6), atol=1e-4, rtol=0)
+  merged = partition.flatten(_merge(partition.unflatten(flat), methods, jnp.float32(0.6)))
+  np.testing.assert_allclose(_logits(None, merged), _logits(case, flat, 0.6), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -118,23 +137,27 @@ def test_initialisation_is_the_library_s(case):
   own initialisation; jpeft's draw has the library's structure (HRA: equal column pairs, |u| <= 1 / sqrt(r / 2)).
   HRA with Gram-Schmidt is the exception: QR of paired (rank r / 2) columns leaves r / 2 columns of rounding noise,
   in the library as here, so that start is neither the identity nor reproducible across QR implementations."""
-  model, methods = _model(case)
-  ours = partition.flatten(jax.jit(model.init)(jax.random.key(1), REF["images"][:1])["params"])
+  model, methods, _ = _model(case)
   plain = partition.flatten(statedict.from_state_dict(BASE))
+  # The method's parameters as model.init draws them (the same initialisers, and the same keys: flax derives a
+  # parameter's key from its path), created around the fixture's backbone, so that the backbone's own draws, which
+  # this test discards, are not compiled: they were most of model.init's compile time.
+  init = _jit(lambda p, k: model.apply({"params": p}, REF["images"][:1], rngs={"params": k}, mutable=["params"]))
+  ours = partition.flatten(init(partition.unflatten(plain), jax.random.key(1))[1]["params"])
   method = methods[0]
   identity = not ((method.name == "hra" and method.apply_gs) or (method.name == "fourierft" and not method.init_weights)
                   or (method.name == "c3a" and method.init_weights != "zeros"))
   assert identity == np.allclose(REF[f"{case}/init_logits"], REF["base_logits"], atol=1e-4)
   if identity:
-    np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4,
+    np.testing.assert_allclose(_logits(case, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4,
                                rtol=0)
-    np.testing.assert_allclose(_logits(model, {**ours, **plain}), REF["base_logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_logits(case, {**ours, **plain}), REF["base_logits"], atol=1e-4, rtol=0)
   if method.name == "fourierft" and not method.init_weights:  # peft's default: N(0, 1) coefficients
-    np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_logits(case, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
     spectra = np.concatenate([np.ravel(v) for k, v in ours.items() if k.endswith("_spectrum")])
     assert 0.7 < spectra.std() < 1.3 and abs(spectra.mean()) < 0.3
   if method.name == "c3a" and method.init_weights == "xavier_uniform":  # the library's default
-    np.testing.assert_allclose(_logits(model, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(_logits(case, _params(case, "init")), REF[f"{case}/init_logits"], atol=1e-4, rtol=0)
     for key in (k for k in REF if k.startswith(f"{case}/init/")):
       theirs = REF[key]
       mine = np.asarray(ours[_to_jpeft("c3a", key.split("/", 2)[2], None)[0]])
@@ -212,12 +235,11 @@ def test_pvera_samples_the_latent_in_training_only():
   """Training samples the latent, mu + eps * exp(logvar / 2) with eps from the 'dropout' stream (two keys, two
   outputs, both unlike evaluation's); evaluation uses the mean (the library's eval logits); lambda_b = 0 removes
   the sampled term."""
-  model, methods = _model("pvera")
+  model = _model("pvera")[0]
   flat = _params("pvera", "adapter")
-  train = lambda p, k: np.asarray(jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True,
-                                                                       rngs={"dropout": k}))(
-      partition.unflatten(p), REF["images"], k))
-  logits = _logits(model, flat)
+  forward = _jit(lambda p, x, k: model.apply({"params": p}, x, train=True, rngs={"dropout": k}))  # one compile
+  train = lambda p, k: np.asarray(forward(partition.unflatten(p), REF["images"], k))
+  logits = _logits("pvera", flat)
   np.testing.assert_allclose(logits, REF["pvera/logits"], atol=1e-4, rtol=0)
   first, second = train(flat, jax.random.key(0)), train(flat, jax.random.key(1))
   assert np.abs(first - logits).max() > 1e-3 and np.abs(first - second).max() > 1e-3
