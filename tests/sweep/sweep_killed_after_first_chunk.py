@@ -2,11 +2,12 @@
 
 Usage: python tests/sweep/sweep_killed_after_first_chunk.py GO_FILE FLAGS...
 Once the first chunk's rows are in trials.jsonl (flushed and fsynced, the append's lock released), the process
-waits until GO_FILE exists ('': not at all), then sends itself SIGKILL: to the workdir, the same as `kill -9`
-from outside at that moment, but never late (a timer-based kill from the test can land after the last trial on a
-loaded machine) and never early. A process that ends without recording anything (it found every pair held by
-another) creates GO_FILE as it ends: of two such processes racing for a pair, the one that trains is killed after
-the other has seen the pair held. Run it as its own program (subprocess, or `tests.helpers.run_programs`).
+waits until GO_FILE exists ('': not at all; at most WAIT_SECONDS), then sends itself SIGKILL: to the workdir, the
+same as `kill -9` from outside at that moment, but never late (a timer-based kill from the test can land after the
+last trial on a loaded machine) and never early. A process that ends without recording anything (it found every
+pair held by another) creates GO_FILE as it ends: of two such processes racing for a pair, the one that trains is
+killed after the other has seen the pair held. Run it as its own program (subprocess, or
+`tests.helpers.run_programs`).
 """
 import os
 import runpy
@@ -15,6 +16,8 @@ import sys
 import time
 
 from jpeft.sweep import trial_log
+
+WAIT_SECONDS = 300  # for GO_FILE at most: a process whose peer never ends must not outlive the test
 
 
 def main() -> None:
@@ -25,7 +28,8 @@ def main() -> None:
     append(self, rows)
     if not self.write:
       return
-    while go_file and not os.path.exists(go_file):
+    deadline = time.time() + WAIT_SECONDS
+    while go_file and not os.path.exists(go_file) and time.time() < deadline:
       time.sleep(0.05)
     sys.stdout.flush()  # what it printed so far, for a failing test's message
     sys.stderr.flush()
