@@ -81,17 +81,20 @@ def run_processes(args: list[str], num_processes: int, env: dict, cwd: str, time
   return outputs
 
 
-def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
-                 timeout: int = 600) -> list[subprocess.CompletedProcess]:
+def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None, timeout: int = 600,
+                 waves: list[int] = None) -> list[subprocess.CompletedProcess]:
   """Runs each command line (the arguments after `python`: ['-m', 'jpeft.main', ...] or [script, ...]) as its own
   program, in `cwd` with `env`, and returns what `subprocess.run([python, *command], capture_output=True,
   text=True)` would: exit code, stdout, stderr (plus `.seconds`, the command's wall time). One child process pays the imports (JAX, TensorFlow) once and
-  forks per command (tests/program_runner.py), which saves seconds a command in the error-message tests."""
+  forks per command (tests/program_runner.py), which saves seconds a command in the error-message tests.
+  The commands run one after the other; with `waves` (one int per command) those of one wave run at once, waves
+  in increasing order. Each result also has `.pid`, the process id the command ran under."""
   env = dict(os.environ, PYTHONPATH=REPO) if env is None else env
   with tempfile.TemporaryDirectory() as tmp:
     cases, results = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.json")
     with open(cases, "w") as f:
-      json.dump([{"args": list(map(str, c)), "cwd": str(cwd)} for c in commands], f)
+      json.dump([{"args": list(map(str, c)), "cwd": str(cwd), **({} if waves is None else {"wave": waves[i]})}
+                 for i, c in enumerate(commands)], f)
     runner = subprocess.run([sys.executable, os.path.join(REPO, "tests", "program_runner.py"), cases, results],
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert runner.returncode == 0, runner.stderr[-3000:]
@@ -99,7 +102,7 @@ def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None,
       done = []
       for c, r in zip(commands, json.load(f)):
         done.append(subprocess.CompletedProcess([sys.executable, *c], r["returncode"], r["stdout"], r["stderr"]))
-        done[-1].seconds = r["seconds"]
+        done[-1].seconds, done[-1].pid = r["seconds"], r["pid"]
       return done
 
 

@@ -8,8 +8,10 @@ argv, sys.path[0], working directory, fresh absl flags (none are defined before 
 initialised before the fork, so no device threads are copied.
 
 Usage: `python tests/program_runner.py CASES RESULTS`: CASES is a JSON file holding a list of {"args": [...as
-after `python`...], "cwd": ...}; RESULTS gets a JSON list of {"returncode", "stdout", "stderr", "seconds"}, in order. Use it
-through `tests.helpers.run_programs`.
+after `python`...], "cwd": ..., "wave": <int, optional>}; RESULTS gets a JSON list of {"returncode", "stdout",
+"stderr", "seconds", "pid"}, in order. The commands run one after the other, except that those with the same
+"wave" run at once (processes racing for a workdir), waves in increasing order. Use it through
+`tests.helpers.run_programs`.
 """
 import atexit
 import json
@@ -64,33 +66,50 @@ def _child(args: list[str], cwd: str) -> int:
   return code
 
 
-def _run(args: list[str], cwd: str) -> dict:
-  with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-      code = 1
-      try:
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        code = _child(args, cwd)
-      finally:
-        os._exit(code)  # pylint: disable=protected-access
-    _, status = os.waitpid(pid, 0)
-    seconds = time.monotonic() - start
+def _start(args: list[str], cwd: str):
+  """Forks the program; returns its pid and (its stdout file, its stderr file, its start time)."""
+  out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  start = time.monotonic()
+  pid = os.fork()
+  if pid == 0:
+    code = 1
+    try:
+      os.dup2(out.fileno(), 1)
+      os.dup2(err.fileno(), 2)
+      code = _child(args, cwd)
+    finally:
+      os._exit(code)  # pylint: disable=protected-access
+  return pid, (out, err, start)
+
+
+def _result(pid: int, status: int, out, err, start: float) -> dict:
+  """An ended program's exit code (-N: killed by signal N), output, pid and wall time."""
+  seconds = time.monotonic() - start
+  with out, err:
     out.seek(0)
     err.seek(0)
     return {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read().decode(errors="replace"),
-            "stderr": err.read().decode(errors="replace"), "seconds": seconds}
+            "stderr": err.read().decode(errors="replace"), "seconds": seconds, "pid": pid}
 
 
 def main() -> None:
   cases_path, results_path = sys.argv[1:]
   with open(cases_path) as f:
     cases = json.load(f)
-  results = [_run(case["args"], case["cwd"]) for case in cases]
+  results = [None] * len(cases)
+  waves = [case.get("wave", i) for i, case in enumerate(cases)]
+  for wave in sorted(set(waves)):  # the programs of a wave run at once; the next wave starts when all ended
+    running = {}
+    for i, case in enumerate(cases):
+      if waves[i] == wave:
+        pid, program = _start(case["args"], case["cwd"])
+        running[pid] = (i, program)
+    while running:
+      pid, status = os.wait()  # whichever ends first: its wall time ends there
+      i, program = running.pop(pid)
+      results[i] = _result(pid, status, *program)
   with open(results_path, "w") as f:
     json.dump(results, f)
 

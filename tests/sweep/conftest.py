@@ -6,6 +6,8 @@ import pytest
 from tests.helpers import REPO, load_config, write_folder_task  # noqa: F401 (re-exported)
 
 BACKBONE = os.path.join(REPO, "tests", "fixtures", "vit_mu8.npz")
+# A sweep that kills itself with -9 after its first recorded chunk (usage: its docstring).
+KILLED_SWEEP = os.path.join(REPO, "tests", "sweep", "sweep_killed_after_first_chunk.py")
 
 
 @pytest.fixture(scope="session")

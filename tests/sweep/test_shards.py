@@ -10,16 +10,14 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import time
 
 import pytest
 
-from .conftest import REPO, load_config, tiny_overrides
-from jpeft import cli, workdir_lock
+from .conftest import KILLED_SWEEP, REPO, load_config, tiny_overrides
+from jpeft import cli
 from jpeft.sweep import grid, pairs, protocol, report
-from tests.helpers import cli_args, write_folder_task
+from tests.helpers import cli_args, run_programs, write_folder_task
 
 TASKS, METHODS = ["mini_count", "mini_digits"], ["linear", "bitfit"]
 GRID = {"lr": (1e-3, 1e-2), "wd": (1e-4,), "seeds": (42,)}
@@ -34,16 +32,21 @@ def mini_root(tmp_path_factory):
   return root
 
 
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+  """A compilation cache shared by the module's sweeps, in process or not: each program (one trial per chunk, so
+  one train step per method) is compiled once (the numbers are those of the same program either way)."""
+  return str(tmp_path_factory.mktemp("cache"))
+
+
 def _overrides(root, **more):
   return dict(tiny_overrides(root), **{"task": TASKS[0], "optim.epochs": 1, "optim.warmup_epochs": 0, **more})
 
 
-def _args(root, workdir, cache, tasks=TASKS, methods=METHODS, lrs="1e-3,1e-2", trial_batch=2):
-  # A compilation cache shared by the test's processes: each program is compiled once (the numbers are those
-  # of the same program either way).
+def _args(root, workdir, cache, tasks=TASKS, methods=METHODS, lrs="1e-3,1e-2"):
   return [sys.executable, "-m", "jpeft.sweep", f"--config={os.path.join(REPO, 'jpeft', 'config_base.py')}",
           *cli_args(_overrides(root)), f"--tasks={','.join(tasks)}", f"--methods={','.join(methods)}",
-          f"--workdir={workdir}", f"--trial_batch={trial_batch}", f"--grid.lr={lrs}", "--grid.wd=1e-4",
+          f"--workdir={workdir}", "--trial_batch=1", f"--grid.lr={lrs}", "--grid.wd=1e-4",
           "--grid.seeds=42", f"--compilation_cache={cache}"]
 
 
@@ -68,19 +71,22 @@ def _report_files(workdir):
   return out
 
 
-def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, tmp_path):
-  one, cache = str(tmp_path / "one"), str(tmp_path / "cache")
+def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, compile_cache, tmp_path):
+  one, cache = str(tmp_path / "one"), compile_cache
   with cli.compilation_cache(cache):
     protocol.run_sweep(load_config(_overrides(mini_root)), TASKS, METHODS,
-                       grid.apply_overrides(grid.default_grid(), GRID), one, trial_batch=2, log=lambda _: None)
+                       grid.apply_overrides(grid.default_grid(), GRID), one, trial_batch=1, log=lambda _: None)
   report.write(one, log=lambda _: None)
 
+  # The three shards race for the pairs at once, then --report reads what they left: four programs forked from
+  # one child that imported JAX and TensorFlow once (tests/program_runner.py).
   shared = str(tmp_path / "shared")
-  procs = [subprocess.Popen(_args(mini_root, shared, cache) + [f"--shard={shard}"], cwd=REPO, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for shard in ("0/2", "1/2", "any")]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(logs)
+  *shards, status = run_programs([_args(mini_root, shared, cache)[1:] + [f"--shard={shard}"]
+                                  for shard in ("0/2", "1/2", "any")]
+                                 + [["-m", "jpeft.sweep", f"--workdir={shared}", "--report"]],
+                                 env=_env(), waves=[0, 0, 0, 1])
+  logs = [p.stdout + p.stderr for p in shards]
+  assert [p.returncode for p in shards] == [0, 0, 0], "\n".join(logs)
 
   keys = _keys(shared)
   assert len(keys) == 4 * 3 and len(set(keys)) == len(keys), "a trial was trained twice"  # 2 tune + 1 final each
@@ -88,53 +94,53 @@ def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, 
                                 if "already finished, training 2" in line)
   assert trained == {f"{t}/{m}": 1 for t in TASKS for m in METHODS}, "\n".join(logs)
 
-  status = subprocess.run([sys.executable, "-m", "jpeft.sweep", f"--workdir={shared}", "--report"], cwd=REPO,
-                          env=_env(), capture_output=True, text=True, timeout=300)
   assert status.returncode == report.COMPLETE, status.stdout + status.stderr
   assert "4 of 4 pairs finished" in status.stdout
   assert _report_files(shared) == _report_files(one)
 
 
+# Run between the killed sweep and its rerun: copies trials.jsonl to argv[2], prints the pairs' states (JSON).
+_SNAPSHOT = ("import json, shutil, sys; from jpeft.sweep import report; "
+             "shutil.copy(sys.argv[1] + '/trials.jsonl', sys.argv[2]); "
+             "print(json.dumps([[e['task'], e['method'], e['state']] for e in report.read(sys.argv[1])]))")
+
+
 @pytest.fixture(scope="module")
-def race_then_kill(mini_root, tmp_path_factory):
-  """Two processes started together on one pair; the one that trains is killed with -9 after its first trial;
-  the report is read; the same command is run again."""
+def race_then_kill(mini_root, compile_cache, tmp_path_factory):
+  """Two processes started together on one pair; the one that trains is killed with -9 right after its first
+  trial is recorded, once the other has ended; the report is read; the same command is run again. Four programs
+  forked from one child that imported JAX and TensorFlow once (`run_programs`; the two racers at once)."""
   workdir = str(tmp_path_factory.mktemp("race"))
-  args = _args(mini_root, workdir, str(tmp_path_factory.mktemp("cache")), tasks=TASKS[:1], methods=["linear"],
-               lrs="1e-3,3e-3,1e-2", trial_batch=1)
-  procs = [subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for _ in range(2)]
-  trials_path = os.path.join(workdir, "trials.jsonl")
-  lock = pairs.lock_path(workdir, TASKS[0], "linear")
-  deadline = time.time() + 400
-  while (workdir_lock.read_info(lock) or {}).get("state") != "running" and time.time() < deadline:
-    time.sleep(0.05)
-  (trainer,) = [p for p in procs if p.pid == workdir_lock.read_info(lock)["pid"]]
-  (mover,) = [p for p in procs if p is not trainer]
-  mover.wait(timeout=400)  # before the kill: it must find the pair held, not left unfinished
-  while not (os.path.exists(trials_path) and os.path.getsize(trials_path)) and time.time() < deadline:
-    time.sleep(0.05)
-  trainer.send_signal(signal.SIGKILL)
-  trainer.wait()
-  mover_log = mover.communicate()[0]
-  killed_keys = _keys(workdir)
-  states = {(e["task"], e["method"]): e["state"] for e in report.read(workdir)}
-  rerun = subprocess.run(args, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
-  return dict(workdir=workdir, trainer=trainer, mover=mover, mover_log=mover_log, killed_keys=killed_keys,
-              states=states, rerun=rerun)
+  scratch = tmp_path_factory.mktemp("race_scratch")
+  go, killed = str(scratch / "go"), str(scratch / "killed")
+  os.makedirs(killed)
+  args = _args(mini_root, workdir, compile_cache, tasks=TASKS[:1], methods=["linear"], lrs="1e-3,3e-3,1e-2")
+  # Either may win the pair: both run the sweep that kills itself after its first recorded chunk (one trial),
+  # once `go` exists, which the other creates as it ends: a kill on that signal, not on a timer, can land
+  # neither after the last trial nor before the other has seen the pair held.
+  racer = [KILLED_SWEEP, go, *args[3:]]
+  *racers, snapshot, rerun = run_programs([racer, racer, ["-c", _SNAPSHOT, workdir, killed], args[1:]], env=_env(),
+                                          waves=[0, 0, 1, 2])
+  (trainer,) = [p for p in racers if p.returncode == -signal.SIGKILL] or [racers[0]]  # none killed: a test fails
+  (mover,) = [p for p in racers if p is not trainer]
+  assert snapshot.returncode == 0, snapshot.stderr
+  return dict(workdir=workdir, trainer=trainer, mover=mover, killed_keys=_keys(killed),
+              states={(t, m): state for t, m, state in json.loads(snapshot.stdout)}, rerun=rerun)
 
 
 def test_two_processes_racing_for_a_pair_one_trains_one_moves_on(race_then_kill):
   run = race_then_kill
-  assert run["mover"].returncode == 0, run["mover_log"]
-  assert (f"{TASKS[0]}/linear: held by another process (pid {run['trainer'].pid} on host" in run["mover_log"])
-  assert "training" not in run["mover_log"]
-  assert "1 of 1 pairs of the sweep have no result yet" in run["mover_log"]
+  mover_log = run["mover"].stdout + run["mover"].stderr
+  assert run["mover"].returncode == 0, mover_log
+  assert (f"{TASKS[0]}/linear: held by another process (pid {run['trainer'].pid} on host" in mover_log)
+  assert "training" not in mover_log
+  assert "1 of 1 pairs of the sweep have no result yet" in mover_log
 
 
 def test_a_pair_killed_mid_way_is_named_unfinished_and_resumed(race_then_kill):
   run = race_then_kill
-  assert 0 < len(run["killed_keys"]) < 3, "the kill should land after the first tune trial and before the last"
+  assert run["trainer"].returncode == -signal.SIGKILL, run["trainer"].stdout + run["trainer"].stderr
+  assert len(run["killed_keys"]) == 1, "the kill should land right after the first tune trial"
   state = run["states"][(TASKS[0], "linear")]
   assert state.startswith("unfinished at tune epoch 1 of 1"), state
   assert f"{len(run['killed_keys'])} of 4 trials recorded; last run by pid {run['trainer'].pid}" in state
