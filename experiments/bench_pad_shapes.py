@@ -54,7 +54,7 @@ def main() -> None:
       print(f"side {i}: pad_shapes {side}", flush=True)
       cpu = time.process_time()  # CPU seconds of this process: less sensitive than walls to others' load
       result = bench_protocol.run_jpeft(config, grid, args.trial_batch, os.path.join(tmp, f"w{i}"),
-                                        os.path.join(tmp, f"cache{i}"))
+                                        os.path.join(tmp, f"cache{i}"), data=None)  # None: the task from TFDS
       sides.append(dict(side=side, cpu_s=time.process_time() - cpu, **result))
       print(json.dumps(sides[-1]), flush=True)
   mean = lambda side, key: sum(s[key] for s in sides if s["side"] == side) / sum(s["side"] == side for s in sides)

@@ -10,8 +10,9 @@ The grid defaults to the study's (lr {1e-3, 1e-2} x wd {1e-4, 1e-3} x each metho
 every entry is overridable as --grid.<entry>=v1,v2 (a method's entry: --grid.<method>.<field>).
 --grid.schedule=halving tunes by successive halving (jpeft.sweep.halving): settings are cut to the best 1/eta at
 each rung (epochs), survivors continue on the full run's schedule; the default 'full' is the study's protocol.
-Trials of a method that differ only in a shape it pads exactly (LoRA's rank, ...) share one compiled program at the
-grid's largest value (--grid.pad_shapes=false: one program per shape; docs/concepts/sweep-trial-axis.md). Any
+With --grid.pad_shapes=true, trials of a method that differ only in a shape it pads exactly (LoRA's rank, ...)
+share one compiled program at the grid's largest value (default: one program per shape, faster on a CPU beyond a
+few epochs; docs/concepts/sweep-trial-axis.md). Any
 --config.<field> override applies to every trial (epochs, batch size, data, backbone). Started again with the same
 --workdir and base config, the sweep skips finished trials (`trials.jsonl`); more tasks, methods or grid values
 may be added, but another base config (recorded in `sweep_config.json`) is refused, unless no trial finished under
@@ -62,7 +63,7 @@ _GRID = cli.define_config_dict_or_exit(
     "--grid.final_seeds=42,43 (retrain the selected setting with these seeds; default: the tuning seeds) "
     "--grid.schedule=halving (successive halving of the tune stage; default full) --grid.halving_eta=2 "
     "--grid.halving_rungs=2,5 (epochs at which settings are cut; default geometric) "
-    "--grid.pad_shapes=false (one program per shape instead of padding LoRA ranks etc. to the largest) "
+    "--grid.pad_shapes=true (pad LoRA ranks etc. to the largest: one program per method instead of per shape) "
     "--grid.<method>.<field>=v1,v2.", "jpeft.sweep")
 _TASKS = flags.DEFINE_list("tasks", None, "Tasks to sweep (default: the config's task).")
 _METHODS = flags.DEFINE_list("methods", None, "Method strings to sweep (default: the config's method).")

@@ -139,7 +139,10 @@ def final_seeds(grid: Mapping) -> tuple[int, ...]:
 
 # Whether trials of a method that differ only in a paddable shape field (LoRA's rank, ...) share one program at
 # the grid's largest value (`jpeft.sweep.padding.program_groups`). Grids recorded before the field read as this.
-PAD_SHAPES = True
+# Off: on the CPU at the mini study's 10 epochs, padding compiled 2.3x fewer programs but cost 3-8% more CPU
+# seconds, since every trial then trains at the largest shape (experiments/results/pad_shapes_cpu/); it pays where
+# compiling dominates (a few epochs) and is unmeasured on accelerators.
+PAD_SHAPES = False
 
 
 def pad_shapes(grid: Mapping) -> bool:

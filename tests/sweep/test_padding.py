@@ -157,6 +157,6 @@ def test_a_continued_state_is_cut_or_zero_padded_to_its_program():
 
 def test_pad_shapes_entry_is_a_bool_and_grids_recorded_without_it_read_the_default():
   assert grid.pad_shapes({}) is grid.PAD_SHAPES and grid.pad_shapes(grid.default_grid()) is grid.PAD_SHAPES
-  assert grid.pad_shapes({"pad_shapes": False}) is False
+  assert grid.pad_shapes({"pad_shapes": False}) is False and grid.pad_shapes({"pad_shapes": True}) is True
   with pytest.raises(grid.GridError, match="'pad_shapes' has the value 'yes'"):
     grid.pad_shapes({"pad_shapes": "yes"})
