@@ -127,3 +127,12 @@ def test_runnable_examples_run(workspace):
   # The README's demo output has the shape the demo prints (its shortened run's last three lines).
   short = next(code for code in outputs if "--workdir=runs/demo_short" in code and "jpeft.main" in code)
   assert [_shape(x) for x in outputs[short].splitlines()[-3:]] == [_shape(x) for x in _readme_demo_output()]
+
+
+def test_readme_methods_table_lists_every_registered_method():
+  from jpeft import peft  # pylint: disable=import-outside-toplevel
+  text = open(os.path.join(REPO, "README.md")).read()
+  table = text.split("## Methods", 1)[1].split("\n\n", 2)[1]
+  listed = set(re.findall(r"`(\w+)`", table))
+  assert listed == set(peft.registry()), (sorted(set(peft.registry()) - listed), sorted(listed - set(peft.registry())))
+  assert f"{len(peft.registry())} methods" in text
