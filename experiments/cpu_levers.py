@@ -24,7 +24,7 @@ from bench_vs_timm import torch
 import jax
 from absl import app, flags
 
-from jpeft import cli
+from jpeft import cli, config_base
 from jpeft.bench import measure
 
 # --cases, --methods, --rounds, --steps_per_round and --out are bench_vs_timm's flags (defined on import).
@@ -48,11 +48,7 @@ def lever_loop(lever: str, variant: str, method: str, batch_size: int) -> measur
     elif key.startswith("xla_"):
       xla_options[key] = value
     else:
-      node = config
-      *path, leaf = key.split(".")
-      for part in path:
-        node = node[part]
-      node[leaf] = value
+      config_base.apply_overrides(config, {key: value})
   if devices > jax.device_count():
     raise SystemExit(f"Lever '{lever}' needs {devices} devices but this process has {jax.device_count()}: start "
                      f"it with XLA_FLAGS=--xla_force_host_platform_device_count={devices}.")

@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from jpeft import cli
+from jpeft import cli, config_base
 from jpeft.sweep import grid as grid_lib
 from jpeft.sweep import halving as halving_lib
 from jpeft.sweep import pairs, protocol, trial_log
@@ -139,18 +139,18 @@ def main(argv) -> None:
         for task, method in full:
           if (not _TASKS.value or task in _TASKS.value) and (not _METHODS.value or method in _METHODS.value):
             chosen.setdefault(task, []).append(method)
-        mini_halving = grid_lib.apply_overrides(mini_grid(), halving)
+        mini_halving = config_base.apply_overrides(mini_grid(), halving)
         walls["mini, halving"] = _sweep(config, chosen, mini_halving, os.path.join(_WORKDIR.value, "mini_halving"))
         halved, _ = _summaries(config, os.path.join(_WORKDIR.value, "mini_halving"), mini_halving)
         rows += _compare("mini", full, full_rows, halved)
       if "large" in _PARTS.value:
         config = base_config(_LARGE_EPOCHS.value, _BACKBONE.value)
-        large = grid_lib.apply_overrides(mini_grid(), dict(lr=tuple(map(float, _LARGE_LR.value)),
+        large = config_base.apply_overrides(mini_grid(), dict(lr=tuple(map(float, _LARGE_LR.value)),
                                                            wd=tuple(map(float, _LARGE_WD.value))))
         for method in _LARGE_METHODS.value:
-          grid_lib.apply_overrides(large, {f"{method}.scale": LARGE_SCALES[method]})
+          config_base.apply_overrides(large, {f"{method}.scale": LARGE_SCALES[method]})
         by_task = {task: list(_LARGE_METHODS.value) for task in _LARGE_TASKS.value}
-        large_halving = grid_lib.apply_overrides(large.copy_and_resolve_references(), halving)
+        large_halving = config_base.apply_overrides(large.copy_and_resolve_references(), halving)
         for name, grid in (("full", large), ("halving", large_halving)):
           walls[f"large, {name}"] = _sweep(config, by_task, grid, os.path.join(_WORKDIR.value, f"large_{name}"))
         large_full, large_rows = _summaries(config, os.path.join(_WORKDIR.value, "large_full"), large)

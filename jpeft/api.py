@@ -54,13 +54,6 @@ def _model_fields(backbone: str) -> Optional[dict[str, Any]]:
   return None
 
 
-def _set(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  *parents, leaf = dotted.split(".")
-  for p in parents:
-    config = config[p]
-  config[leaf] = value
-
-
 def _apply(node: ml_collections.ConfigDict, overrides: Mapping[str, Any], prefix: str = "") -> None:
   """Sets `overrides` on `node`; a dict value updates a sub-config field by field. Only `peft` may gain entries
   (one per method; `peft.build_methods` checks their fields)."""
@@ -106,8 +99,7 @@ def make_config(backbone: str = MINI, method: str = "lora", task: Optional[str] 
                        "architecture ('ViT-B_16', 'B_16-i21k-...', 'clip-vit-b16-openai', "
                        "'timm/vit_<size>_patch<p>_<tag>...'). For a checkpoint file or another name pass the "
                        "architecture too, e.g. model=dict(variant='B/16', style='vit').")
-    for dotted, value in (fields or {}).items():
-      _set(config, dotted, value)
+    config_base.apply_overrides(config, fields or {})
     if os.path.isfile(os.path.expanduser(backbone)):
       config.pretrained.name, config.pretrained.path = "", backbone
     else:

@@ -6,11 +6,25 @@ They live in the package so that a config file loads from any directory: method 
   python -m jpeft.main --config=configs/vtab_lora.py --config.task=dtd --config.optim.lr=1e-2
 """
 import os
+from typing import Any, Mapping
 
 import ml_collections
 
 # The small backbone shipped in the package (jpeft/assets), resolved from wherever jpeft is installed.
 MINI_BACKBONE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "mini-ViT_8.npz")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Sets each dotted entry of `overrides` on `config` in place and returns `config`: {'optim.lr': 0.1} sets
+  config.optim.lr, {'lora.rank': (4, 8)} a grid's lora.rank (the in-process twin of --config.x= / --grid.x=
+  flags). Copy `config` first to keep it unchanged; a missing parent raises KeyError."""
+  for name, value in overrides.items():
+    *parents, field = name.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[field] = value
+  return config
 
 
 def get_config(method: str = "linear") -> ml_collections.ConfigDict:

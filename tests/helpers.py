@@ -12,7 +12,6 @@ import numpy as np
 import tensorflow as tf
 
 from jpeft import config_base
-from jpeft.sweep import grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,7 +50,7 @@ def write_folder_task(root: str, noise: float) -> None:
 
 def load_config(overrides: dict):
   """The base config with `overrides` applied (the in-process twin of --config.x=... flags)."""
-  return grid.apply_overrides(config_base.get_config(), overrides)
+  return config_base.apply_overrides(config_base.get_config(), overrides)
 
 
 def cli_args(config_overrides: dict) -> list[str]:
@@ -85,10 +84,11 @@ def run_programs(commands: list[list[str]], cwd: str = REPO, env: dict = None, t
                  waves: list[int] = None) -> list[subprocess.CompletedProcess]:
   """Runs each command line (the arguments after `python`: ['-m', 'jpeft.main', ...] or [script, ...]) as its own
   program, in `cwd` with `env`, and returns what `subprocess.run([python, *command], capture_output=True,
-  text=True)` would: exit code, stdout, stderr (plus `.seconds`, the command's wall time). One child process pays the imports (JAX, TensorFlow) once and
+  text=True)` would: exit code, stdout, stderr. One child process pays the imports (JAX, TensorFlow) once and
   forks per command (tests/program_runner.py), which saves seconds a command in the error-message tests.
   The commands run one after the other; with `waves` (one int per command) those of one wave run at once, waves
-  in increasing order. Each result also has `.pid`, the process id the command ran under."""
+  in increasing order. Each result also has `.pid`, the process id the command ran under, and `.seconds`, its
+  wall time."""
   env = dict(os.environ, PYTHONPATH=REPO) if env is None else env
   with tempfile.TemporaryDirectory() as tmp:
     cases, results = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.json")

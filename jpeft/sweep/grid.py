@@ -110,17 +110,6 @@ def trial_config(config: ml_collections.ConfigDict, trial: Trial, mode: str, fol
       config.peft[method] = {**(config.peft[method].to_dict() if method in config.peft else {}), **values}
   return config
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """Sets each dotted entry of `overrides` on `config` in place and returns `config`: {'optim.lr': 0.1} sets
-  config.optim.lr, {'lora.rank': (4, 8)} a grid's lora.rank (the in-process twin of --config.x= / --grid.x=
-  flags). Copy `config` first to keep it unchanged; a missing parent raises KeyError."""
-  for name, value in overrides.items():
-    *parents, field = name.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[field] = value
-  return config
 
 def _check_seeds(name: str, seeds: tuple) -> None:
   for seed in seeds:

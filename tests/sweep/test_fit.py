@@ -6,6 +6,7 @@ import types
 import pytest
 
 from .conftest import load_config, tiny_overrides
+from jpeft import config_base
 from jpeft.sweep import fit, grid, protocol
 from jpeft.train.errors import ConfigError
 
@@ -92,7 +93,7 @@ def test_a_sweep_with_auto_chunks_as_the_memory_analysis_allows(folder_root, tmp
   config = load_config(dict(tiny_overrides(folder_root), **{"optim.epochs": 1}))
   lines = []
   workdir = str(tmp_path / "sweep")
-  g = grid.apply_overrides(grid.default_grid(), {"lr": (1e-3, 3e-2), "wd": (1e-4,), "seeds": (42,)})
+  g = config_base.apply_overrides(grid.default_grid(), {"lr": (1e-3, 3e-2), "wd": (1e-4,), "seeds": (42,)})
   protocol.run_sweep(config, ["dtd"], ["linear"], g, workdir, "auto", final=False, log=lines.append)
   (bytes_one, bytes_two), = measured
   assert bytes_two > bytes_one > 0  # a trial's state and activations cost memory

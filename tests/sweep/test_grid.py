@@ -5,13 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jpeft import peft
+from jpeft import config_base, peft
 from jpeft.models import vit
 from jpeft.sweep import grid, protocol, tables
 
 
 def _grid(**entries):
-  return grid.apply_overrides(grid.default_grid(), entries)
+  return config_base.apply_overrides(grid.default_grid(), entries)
 
 
 def test_expand_is_the_product_and_groups_by_shape():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from .conftest import load_config, tiny_overrides
-from jpeft import cli
+from jpeft import cli, config_base
 from jpeft.sweep import grid, halving, protocol, runner
 from jpeft.sweep.grid import GridError
 from jpeft.train.errors import ConfigError
@@ -18,7 +18,7 @@ LRS = (1e-3, 3e-2, 1e-1)  # three settings; rung at epoch 1 of 2 keeps one
 
 
 def _grid(**entries):
-  return grid.apply_overrides(grid.default_grid(), {"lr": LRS, "wd": (1e-4,), "seeds": (42,), **entries})
+  return config_base.apply_overrides(grid.default_grid(), {"lr": LRS, "wd": (1e-4,), "seeds": (42,), **entries})
 
 
 def _halving(**entries):

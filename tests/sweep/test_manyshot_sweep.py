@@ -30,7 +30,7 @@ def test_selection_averages_the_five_tuning_splits(monkeypatch, tmp_path):
   calls = []
   monkeypatch.setattr(runner, "run_trials", _fake_run_trials(calls))
   config = config_base.manyshot_config("cifar100", "train500")  # 5 per class: five 80/20 tuning splits
-  sweep_grid = grid.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2), "wd": (1e-4,)})
+  sweep_grid = config_base.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2), "wd": (1e-4,)})
   (summary,) = protocol.run_sweep(config, ["cifar100"], ["linear"], sweep_grid, str(tmp_path), trial_batch=4,
                                   log=lambda _: None)
   assert summary["selected"]["lr"] == 1e-2 and summary["val_accuracy"] == 0.5 and summary["tune_splits"] == 5
@@ -53,7 +53,8 @@ def test_chunks_hold_one_tuning_split(monkeypatch):
       return [dict(t.row(), accuracy=0.0) for t in trials], {}
 
   monkeypatch.setattr(runner, "GroupRunner", FakeRunner)
-  trials = grid.expand("cifar100", "linear", grid.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2, 0.1)}), 5)
+  trials = grid.expand("cifar100", "linear",
+                       config_base.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2, 0.1)}), 5)
   assert len(trials) == 3 * 2 * 5 and len(grid.shape_groups(trials)) == 1
   rows = runner.run_trials(config_base.get_config(), trials, "tune", trial_batch=8)
   assert len(rows) == len(trials) and all(len(c) == 1 for c in chunks) and len(chunks) == 5
@@ -61,7 +62,7 @@ def test_chunks_hold_one_tuning_split(monkeypatch):
 
 def test_a_sweep_workdir_holds_one_size(monkeypatch, tmp_path):
   monkeypatch.setattr(runner, "run_trials", _fake_run_trials([]))
-  sweep_grid = grid.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2), "wd": (1e-4,)})
+  sweep_grid = config_base.apply_overrides(grid.default_grid(), {"lr": (1e-3, 1e-2), "wd": (1e-4,)})
   protocol.run_sweep(config_base.manyshot_config("cifar100", "train500"), ["cifar100"], ["linear"], sweep_grid,
                      str(tmp_path), trial_batch=4, log=lambda _: None)
   with pytest.raises(ConfigError, match="data.subset"):

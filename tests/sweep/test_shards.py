@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from .conftest import KILLED_SWEEP, REPO, load_config, tiny_overrides
-from jpeft import cli
+from jpeft import cli, config_base
 from jpeft.sweep import grid, pairs, protocol, report
 from tests.helpers import cli_args, run_programs, write_folder_task
 
@@ -75,7 +75,7 @@ def test_three_shards_train_each_pair_once_and_report_as_one_process(mini_root, 
   one, cache = str(tmp_path / "one"), compile_cache
   with cli.compilation_cache(cache):
     protocol.run_sweep(load_config(_overrides(mini_root)), TASKS, METHODS,
-                       grid.apply_overrides(grid.default_grid(), GRID), one, trial_batch=1, log=lambda _: None)
+                       config_base.apply_overrides(grid.default_grid(), GRID), one, trial_batch=1, log=lambda _: None)
   report.write(one, log=lambda _: None)
 
   # The three shards race for the pairs at once, then --report reads what they left: four programs forked from
@@ -157,7 +157,8 @@ def test_report_names_never_started_and_running_pairs(mini_root, tmp_path):
   """Without training: a plan of two pairs, one held by a live process (this one), one never started."""
   workdir = str(tmp_path)
   pairs.update_plan(workdir, [(TASKS[0], "linear"), (TASKS[1], "linear")],
-                    grid.apply_overrides(grid.default_grid(), GRID).to_dict(), True, {t: 1 for t in TASKS}, alone=True)
+                    config_base.apply_overrides(grid.default_grid(), GRID).to_dict(), True, {t: 1 for t in TASKS},
+                    alone=True)
   claim = pairs.claim(workdir, TASKS[0], "linear")  # as a live sweep process holds it (flock: per open file)
   claim.progress(stage="tune", epoch=0, epochs=1)
   try:

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from .conftest import REPO, load_config, tiny_overrides
+from jpeft import config_base
 from jpeft.sweep import grid, pairs, protocol, report, trial_log
 from jpeft.sweep.grid import GridError
 from jpeft.train.errors import ConfigError
@@ -15,7 +16,7 @@ from tests.helpers import cli_args
 
 
 def _grid(**entries):
-  return grid.apply_overrides(grid.default_grid(), {"lr": (1e-2,), "wd": (1e-4,), "seeds": (42,), **entries})
+  return config_base.apply_overrides(grid.default_grid(), {"lr": (1e-2,), "wd": (1e-4,), "seeds": (42,), **entries})
 
 
 @pytest.mark.parametrize("overrides,entries,trial_batch,error,message", [

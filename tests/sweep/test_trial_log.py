@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from .conftest import BACKBONE, load_config, tiny_overrides
-from jpeft import peft
+from jpeft import config_base, peft
 from jpeft.sweep import grid, protocol, trial_log
 from jpeft.train.errors import ConfigError
 
@@ -65,7 +65,7 @@ def test_rows_of_another_config_are_refused(tmp_path, other, made):
 
 
 def _tiny_grid(lrs, final_seeds=()):
-  return grid.apply_overrides(grid.default_grid(),
+  return config_base.apply_overrides(grid.default_grid(),
                               {"lr": lrs, "wd": (1e-4,), "seeds": (42,), "final_seeds": final_seeds})
 
 
